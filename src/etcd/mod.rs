@@ -1,0 +1,3 @@
+//! The etcd-compatible server.
+
+pub mod proto;
