@@ -139,9 +139,9 @@ pub fn spawn(
     sm: Arc<RwLock<StateMachine>>,
     hooks: DriverHooks,
     cfg: DriverConfig,
+    status: Arc<RaftStatus>,
 ) -> std::io::Result<(RaftHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel(16 * 1024);
-    let status = Arc::new(RaftStatus::default());
     let last_snapshot_index = sm.read().applied_index;
     status.set_applied(last_snapshot_index);
     let mut driver = Driver {
