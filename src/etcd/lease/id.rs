@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(g.next_id(), 1);
         assert_eq!(g.next_id(), 2);
         let mut seeded = LeaseIdGenerator::new(7, 1_000);
-        assert_eq!(seeded.next_id(), (7 << 48) | (1_000 << 8) + 1);
+        assert_eq!(seeded.next_id(), (7 << 48) | ((1_000 << 8) + 1));
         for _ in 0..100 {
             assert!(random_id() > 0);
         }

@@ -4,11 +4,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::etcd::proto::etcdserverpb::{LeaseGrantResponse, LeaseTimeToLiveResponse};
-use crate::etcd::proto::rustcdpb::{LeaseRecord, LeaseSnapshot};
 
 use super::error::LeaseError;
 use super::expiry_queue::ExpiryQueue;
-use super::time::{add_secs, ceil_secs_until, trunc_secs_until};
+use super::time::{add_secs, trunc_secs_until};
 
 /// The largest TTL a lease may be granted with, in seconds (etcd's `MaxLeaseTTL`).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -402,25 +401,6 @@ impl Lessor {
         out
     }
 
-    /// Applies a `LeaseCheckpoint` from the log: records the remaining TTL that
-    /// a future [`promote`](Self::promote) starts the lease from (0 clears it).
-    /// Unknown leases are ignored, as in etcd. On the leader the next
-    /// checkpoint is scheduled.
-    pub fn checkpoint(&mut self, id: i64, remaining_ttl: i64, now: Instant) {
-        let Some(lease) = self.leases.get_mut(&id) else {
-            return;
-        };
-        lease.remaining_ttl = remaining_ttl;
-        if self.primary {
-            self.schedule_checkpoint(id, now);
-        }
-    }
-
-    /// The checkpointed remaining TTL of lease `id` (0 when unset).
-    pub fn checkpointed_remaining_ttl(&self, id: i64) -> Option<i64> {
-        self.leases.get(&id).map(|l| l.remaining_ttl)
-    }
-
     /// Makes this lessor primary (this member became leader): every lease's
     /// deadline becomes `now + extend + remaining`, where remaining is the
     /// checkpointed remaining TTL if set, else the full TTL. With 1000 or more
@@ -457,114 +437,5 @@ impl Lessor {
         self.expiry_queue.clear();
         self.checkpoint_queue.clear();
         self.pending_clears.clear();
-    }
-
-    /// The lease records for a snapshot, sorted by ID. Attached keys are not
-    /// included: they are rebuilt from the MVCC store with [`attach`](Self::attach).
-    pub fn to_snapshot(&self) -> LeaseSnapshot {
-        let mut leases: Vec<LeaseRecord> = self
-            .leases
-            .iter()
-            .map(|(id, l)| LeaseRecord {
-                id: *id,
-                ttl: l.ttl,
-                remaining_ttl: l.remaining_ttl,
-            })
-            .collect();
-        leases.sort_unstable_by_key(|r| r.id);
-        LeaseSnapshot { leases }
-    }
-
-    /// A lessor restored from `snap` (see [`restore`](Self::restore)).
-    pub fn from_snapshot(config: LessorConfig, snap: &LeaseSnapshot, now: Instant) -> Self {
-        let mut lessor = Self::with_config(config);
-        lessor.restore(snap, now);
-        lessor
-    }
-
-    /// Replaces all state with `snap`. TTLs below the minimum are raised to it
-    /// (as etcd's recovery does); ID 0 records are skipped. Attached keys are
-    /// cleared; re-attach them from the MVCC store. If primary, deadlines are
-    /// refreshed as by `promote(now, 0)`.
-    pub fn restore(&mut self, snap: &LeaseSnapshot, now: Instant) {
-        self.leases.clear();
-        self.key_lease.clear();
-        for rec in snap.leases.iter().filter(|r| r.id != 0) {
-            self.leases.insert(
-                rec.id,
-                Lease {
-                    ttl: rec.ttl.max(self.config.min_ttl_secs),
-                    remaining_ttl: rec.remaining_ttl,
-                    expiry: None,
-                    keys: BTreeSet::new(),
-                },
-            );
-        }
-        if self.primary {
-            self.promote(now, Duration::ZERO);
-        } else {
-            self.demote();
-        }
-    }
-
-    /// Schedules the next checkpoint of `id` if checkpointing is enabled and
-    /// the lease's remaining TTL is longer than the interval.
-    fn schedule_checkpoint(&mut self, id: i64, now: Instant) {
-        let Some(interval) = self.config.checkpoint_interval else {
-            return;
-        };
-        let Some(lease) = self.leases.get(&id) else {
-            return;
-        };
-        let interval_secs = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX);
-        if lease.refresh_ttl() > interval_secs {
-            if let Some(due) = now.checked_add(interval) {
-                self.checkpoint_queue.register_or_update(id, due);
-            }
-        }
-    }
-
-    /// Leader-only: checkpoints to propose (as one `LeaseCheckpointRequest`),
-    /// at most `limit`. First the clearing checkpoints queued by
-    /// [`renew`](Self::renew) (`remaining_TTL: 0`), then due scheduled ones
-    /// with the remaining TTL rounded up to whole seconds; leases that are
-    /// expired or still have their full TTL left are skipped, as in etcd.
-    pub fn due_checkpoints(&mut self, now: Instant, limit: usize) -> Vec<(i64, i64)> {
-        let mut out = Vec::new();
-        if !self.primary {
-            return out;
-        }
-        while out.len() < limit {
-            let Some(id) = self.pending_clears.pop_first() else {
-                break;
-            };
-            if self.leases.contains_key(&id) {
-                out.push((id, 0));
-            }
-        }
-        while out.len() < limit {
-            match self.checkpoint_queue.peek() {
-                Some((due, _)) if due <= now => {}
-                _ => break,
-            }
-            let Some((_, id)) = self.checkpoint_queue.pop() else {
-                break;
-            };
-            let Some(lease) = self.leases.get(&id) else {
-                continue;
-            };
-            let Some(expiry) = lease.expiry else {
-                continue;
-            };
-            if now >= expiry {
-                continue;
-            }
-            let remaining = ceil_secs_until(now, expiry);
-            if remaining >= lease.ttl {
-                continue;
-            }
-            out.push((id, remaining));
-        }
-        out
     }
 }

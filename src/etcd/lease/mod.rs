@@ -26,11 +26,13 @@
 //! succeeds with `TTL: -1` ([`not_found_time_to_live`]); `LeaseKeepAlive` of an
 //! unknown or expired lease answers `TTL: 0`.
 
+mod checkpoint;
 mod error;
 mod expiry_queue;
 mod id;
 mod lessor;
 mod pileup;
+mod snapshot;
 mod time;
 
 #[cfg(test)]
