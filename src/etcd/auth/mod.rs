@@ -32,6 +32,8 @@ mod store;
 mod token;
 
 #[cfg(test)]
+mod authz_tests;
+#[cfg(test)]
 mod store_tests;
 
 pub use error::{code, AuthError};
