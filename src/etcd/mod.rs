@@ -1,3 +1,4 @@
 //! The etcd-compatible server.
 
+pub mod mvcc;
 pub mod proto;
