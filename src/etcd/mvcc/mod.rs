@@ -47,6 +47,8 @@ pub mod validate;
 mod model_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validate_tests;
 
 pub use error::MvccError;
 pub use store::Store;

@@ -390,22 +390,38 @@ fn run(ops: Vec<Op>) {
                     })
                 });
                 let got = s.txn(&req, &lease_ok);
-                match pre {
-                    Err(e) => assert_eq!(got.map(|_| ()), Err(e)),
-                    Ok(()) => {
-                        let (resp, events) = got.unwrap();
-                        assert_eq!(resp.succeeded, ok);
-                        let main = m.cur + 1;
-                        let n_before = m.recs.len();
-                        let mut changed = false;
-                        for (o, r) in branch.iter().zip(&resp.responses) {
-                            let want = model_leaf(&mut m, o, main, &mut changed).unwrap();
-                            assert_eq!(store_leaf_result(r.response.as_ref().unwrap()), want);
+                if let Err(e) = pre {
+                    assert_eq!(got.map(|_| ()), Err(e));
+                } else {
+                    // Apply to the model; an apply-time failure (only possible through
+                    // etcd's literal "\0" interval check, where etcd itself panics)
+                    // must leave the store untouched.
+                    let main = m.cur + 1;
+                    let saved = m.recs.clone();
+                    let mut changed = false;
+                    let results: Result<Vec<Vec<KeyValue>>, MvccError> = branch
+                        .iter()
+                        .map(|o| model_leaf(&mut m, o, main, &mut changed))
+                        .collect();
+                    match results {
+                        Err(e) => {
+                            m.recs = saved;
+                            assert_eq!(got.map(|_| ()), Err(e));
                         }
-                        if changed {
-                            m.cur = main;
+                        Ok(want) => {
+                            let (resp, events) = got.unwrap();
+                            assert_eq!(resp.succeeded, ok);
+                            let results: Vec<Vec<KeyValue>> = resp
+                                .responses
+                                .iter()
+                                .map(|r| store_leaf_result(r.response.as_ref().unwrap()))
+                                .collect();
+                            assert_eq!(results, want);
+                            if changed {
+                                m.cur = main;
+                            }
+                            assert_eq!(events.len(), m.recs.len() - saved.len());
                         }
-                        assert_eq!(events.len(), m.recs.len() - n_before);
                     }
                 }
             }
@@ -441,7 +457,7 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn store_matches_naive_model(ops in prop::collection::vec(op(), 1..40)) {
         run(ops);
