@@ -39,23 +39,36 @@ impl Store {
             });
         }
         let span = KeySpan::new(&req.key, &req.range_end);
+        let plain = req.min_mod_revision == 0
+            && req.max_mod_revision == 0
+            && req.min_create_revision == 0
+            && req.max_create_revision == 0
+            && needs_no_sort(req.sort_order, req.sort_target);
+        // Without filters or sorting only the first `limit` entries are materialised;
+        // the rest are only counted.
+        let keep = if req.count_only {
+            0
+        } else if plain && req.limit > 0 {
+            usize::try_from(req.limit).unwrap_or(usize::MAX)
+        } else {
+            usize::MAX
+        };
         let mut found: Vec<(&Bytes, &Record)> = Vec::new();
+        let mut total = 0usize;
+        self.for_each_live(&span, rev, |k, r| {
+            if found.len() < keep {
+                found.push((k, r));
+            }
+            total += 1;
+            true
+        });
         if req.count_only {
-            let mut count = 0i64;
-            self.for_each_live(&span, rev, |_, _| {
-                count += 1;
-                true
-            });
             return Ok(RangeResponse {
-                count,
+                count: total as i64,
                 ..Default::default()
             });
         }
-        self.for_each_live(&span, rev, |k, r| {
-            found.push((k, r));
-            true
-        });
-        let count = found.len() as i64;
+        let count = total as i64;
 
         if req.max_mod_revision != 0 {
             found.retain(|(_, r)| r.main <= req.max_mod_revision);
@@ -77,6 +90,9 @@ impl Store {
             found.truncate(req.limit as usize);
             more = true;
         }
+        if plain && req.limit > 0 && total as i64 > req.limit {
+            more = true;
+        }
         let kvs = found
             .into_iter()
             .map(|(k, r)| {
@@ -94,6 +110,13 @@ impl Store {
             count,
         })
     }
+}
+
+/// Whether the result stays in key order (no sort requested).
+fn needs_no_sort(order: i32, target: i32) -> bool {
+    let target = SortTarget::try_from(target).unwrap_or(SortTarget::Key);
+    let order = SortOrder::try_from(order).unwrap_or(SortOrder::None);
+    target == SortTarget::Key && order != SortOrder::Descend
 }
 
 /// Sorts as etcd: with order NONE and a target other than KEY, ascending is used;

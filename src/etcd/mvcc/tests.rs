@@ -639,3 +639,38 @@ fn error_texts_and_codes() {
         "etcdserver: key not found"
     );
 }
+
+/// Rough throughput check: `cargo test --lib etcd::mvcc::tests::perf_smoke -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn perf_smoke() {
+    let n = 300_000;
+    let mut s = Store::new();
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let req = PutRequest {
+            key: format!("/registry/pods/ns/pod-{i:08}").into_bytes(),
+            value: vec![b'x'; 256],
+            ..Default::default()
+        };
+        s.put(&req, &no_lease).unwrap();
+    }
+    let put = t.elapsed();
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let r = rreq(&format!("/registry/pods/ns/pod-{i:08}"), "");
+        assert_eq!(s.range(&r).unwrap().count, 1);
+    }
+    let get = t.elapsed();
+    let t = std::time::Instant::now();
+    let mut r = rreq("/registry/pods/", "/registry/pods0");
+    r.limit = 500;
+    for _ in 0..10 {
+        assert!(s.range(&r).unwrap().more);
+    }
+    let list = t.elapsed();
+    let t = std::time::Instant::now();
+    s.compact(s.current_revision()).unwrap();
+    let compact = t.elapsed();
+    eprintln!("{n} puts {put:?}, gets {get:?}, 10 limited lists {list:?}, compact {compact:?}");
+}
