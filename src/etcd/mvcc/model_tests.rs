@@ -109,9 +109,30 @@ impl Model {
                 compact_revision: self.compact,
             });
         }
-        let all = self.live(&req.key, &req.range_end, rev);
+        let mut all = self.live(&req.key, &req.range_end, rev);
         let count = all.len() as i64;
-        let more = req.limit > 0 && count > req.limit;
+        if req.min_mod_revision != 0 {
+            all.retain(|kv| kv.mod_revision >= req.min_mod_revision);
+        }
+        if req.max_create_revision != 0 {
+            all.retain(|kv| kv.create_revision <= req.max_create_revision);
+        }
+        // target: 0 key, 1 version, 2 create, 3 mod, 4 value; order 0 none, 1 asc, 2 desc
+        let sort_key = |kv: &KeyValue| -> (i64, Vec<u8>) {
+            match req.sort_target {
+                1 => (kv.version, vec![]),
+                2 => (kv.create_revision, vec![]),
+                3 => (kv.mod_revision, vec![]),
+                4 => (0, kv.value.clone()),
+                _ => (0, kv.key.clone()),
+            }
+        };
+        match (req.sort_order, req.sort_target) {
+            (2, _) => all.sort_by_key(|kv| std::cmp::Reverse(sort_key(kv))),
+            (_, t) if t != 0 || req.sort_order == 1 => all.sort_by_key(sort_key),
+            _ => {}
+        }
+        let more = req.limit > 0 && all.len() as i64 > req.limit;
         let n = if req.limit > 0 {
             req.limit as usize
         } else {
@@ -137,7 +158,7 @@ enum Op {
     Put(u8, u8, i64, bool),
     Del(u8, u8),
     Txn(u8, i64, Vec<Op>, Vec<Op>),
-    Range(u8, u8, i64, i64),
+    Range(u8, u8, i64, i64, (i32, i32, i64, i64)),
     Compact(i64),
     Events(i64),
 }
@@ -158,7 +179,14 @@ fn leaf() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..5, 0u8..4, 0i64..3, any::<bool>()).prop_map(|(k, v, l, iv)| Op::Put(k, v, l, iv)),
         (0u8..5, 0u8..4).prop_map(|(k, e)| Op::Del(k, e)),
-        (0u8..5, 0u8..4, -1i64..12, 0i64..3).prop_map(|(k, e, r, l)| Op::Range(k, e, r, l)),
+        (
+            0u8..5,
+            0u8..4,
+            -1i64..12,
+            0i64..3,
+            (0i32..3, 0i32..5, 0i64..6, 0i64..6)
+        )
+            .prop_map(|(k, e, r, l, x)| Op::Range(k, e, r, l, x)),
     ]
 }
 
@@ -187,13 +215,19 @@ fn to_request(op: &Op) -> Option<RequestOp> {
             range_end: end(*k, *e),
             prev_kv: true,
         }),
-        Op::Range(k, e, r, l) => request_op::Request::RequestRange(RangeRequest {
-            key: key(*k),
-            range_end: end(*k, *e),
-            revision: *r,
-            limit: *l,
-            ..Default::default()
-        }),
+        Op::Range(k, e, r, l, (so, st, min_mod, max_create)) => {
+            request_op::Request::RequestRange(RangeRequest {
+                sort_order: *so,
+                sort_target: *st,
+                min_mod_revision: *min_mod,
+                max_create_revision: *max_create,
+                key: key(*k),
+                range_end: end(*k, *e),
+                revision: *r,
+                limit: *l,
+                ..Default::default()
+            })
+        }
         _ => return None,
     };
     Some(RequestOp { request: Some(r) })
