@@ -48,6 +48,8 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod txn_tests;
+#[cfg(test)]
 mod validate_tests;
 
 pub use error::MvccError;
