@@ -15,7 +15,7 @@ impl Store {
     /// completed. Errors with `Compacted` (carrying the compact revision) when
     /// `start_rev < compact_revision()`; as in etcd, replay from exactly the
     /// compact revision is allowed. A `start_rev` above the current revision
-    /// yields no events.
+    /// yields no events; a negative `start_rev` counts as 0.
     pub fn events_since(
         &self,
         start_rev: i64,
@@ -23,6 +23,7 @@ impl Store {
         range_end: &[u8],
         max: usize,
     ) -> Result<Vec<Event>, MvccError> {
+        let start_rev = start_rev.max(0);
         if start_rev < self.compact_rev {
             return Err(MvccError::Compacted {
                 compact_revision: self.compact_rev,

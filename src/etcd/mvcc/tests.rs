@@ -300,6 +300,19 @@ fn events_since_filters_and_max() {
     assert_eq!(s.events_since(0, b"a", b"\0", 0).unwrap().len(), 3);
     assert_eq!(s.events_since(0, b"a", b"\0", 2).unwrap().len(), 2);
     assert!(s.events_since(5, b"a", b"\0", 0).unwrap().is_empty());
+    assert_eq!(s.events_since(-4, b"a", b"\0", 0).unwrap().len(), 3);
+    s.compact(3).unwrap();
+    assert_eq!(
+        s.events_since(-4, b"a", b"", 0),
+        Err(MvccError::Compacted {
+            compact_revision: 3
+        })
+    );
+    assert_eq!(s.events_since(3, b"a", b"\0", 0).unwrap().len(), 2);
+    // `max` never splits a revision: both deletes of revision 5 come together
+    s.delete_keys(&[b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(s.events_since(4, b"a", b"\0", 2).unwrap().len(), 3);
+    assert_eq!(s.events_since(5, b"a", b"\0", 1).unwrap().len(), 2);
 }
 
 #[test]
