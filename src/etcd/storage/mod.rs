@@ -1,0 +1,96 @@
+//! Durable storage: the write-ahead log (WAL) and snapshot files.
+//!
+//! # On-disk format (version 1)
+//!
+//! All integers are little-endian. All CRCs are CRC-32 (IEEE polynomial, as
+//! computed by `crc32fast`).
+//!
+//! ## Directory layout
+//!
+//! ```text
+//! <data-dir>/member/rustcd-format      "rustcd-data-dir-format 1\n"
+//! <data-dir>/member/wal/               (or --wal-dir)
+//!     0000000000000000-0000000000000000.wal
+//!     0000000000000001-00000000000004d3.wal      {seq:016x}-{first_index:016x}.wal
+//! <data-dir>/member/snap/
+//!     0000000000000002-0000000000002710.snap     {term:016x}-{index:016x}.snap
+//! ```
+//!
+//! Directories are created with mode 0700. Every file carries a magic and a
+//! format version; a version this build does not know is refused with
+//! [`StorageError::UnsupportedVersion`] naming the file, so that a future
+//! rustcd can migrate instead of misreading. Files ending in `.tmp` are
+//! leftovers of interrupted atomic writes and are deleted on open.
+//!
+//! ## WAL segments
+//!
+//! ```text
+//! segment header (24 bytes):
+//!   [8] magic "RUSTCDWL"  [4] version = 1  [8] seq  [4] crc of the previous 20 bytes
+//! then records, back to back:
+//!   [4] len (payload bytes)  [4] crc of type byte + payload  [1] type  [len] payload
+//! record types:
+//!   1 entry           protobuf raft::eraftpb::Entry
+//!   2 hard state      protobuf raft::eraftpb::HardState
+//!   3 metadata        opaque caller bytes
+//!   4 snapshot marker [8] index [8] term
+//! ```
+//!
+//! Segment sequence numbers are consecutive; the first index in the name is
+//! informational. A new segment is created atomically (temp file, fsync,
+//! rename, directory fsync) once the current one reaches the size limit,
+//! after fsyncing the old one, and starts with a preamble of the current
+//! hard state, metadata and newest snapshot marker. Old segments can
+//! therefore be deleted ([`Wal::release_to`]) without losing that state.
+//!
+//! Replay applies records in order: the last hard state and metadata win;
+//! an entry with index `i` replaces entry `i` and everything after it
+//! (raft's conflicting-suffix truncation); an entry leaving a gap is
+//! corruption, except right after a snapshot marker covering the gap.
+//!
+//! ## Torn tail versus corruption
+//!
+//! A crash in the middle of a write can only damage the end of the last
+//! segment (older segments are fsynced before a new one exists). So when the
+//! record at offset `o` of the **last** segment is incomplete or fails its
+//! CRC, and no valid record (complete, known type, good CRC) starts anywhere
+//! after `o`, the file is truncated to `o`, `torn_tail_truncated` is
+//! reported and a warning is logged. Zero-filled tails fall under this rule
+//! (type 0 is never valid). Everything else is [`StorageError::Corrupt`],
+//! whose message names the file and offset and the server refuses to start:
+//! damage followed by a valid record, damage in a non-final segment, a bad
+//! segment header, a valid-CRC record of unknown type, an undecodable
+//! payload, a gap in entry indexes or a missing segment.
+//!
+//! ## Snapshot files
+//!
+//! ```text
+//! header (44 bytes):
+//!   [8] magic "RUSTCDSN"  [4] version = 1  [8] term  [8] index  [8] data len
+//!   [4] crc of data  [4] crc of the previous 40 bytes
+//! then the opaque snapshot data
+//! ```
+//!
+//! Saved atomically (temp, fsync, rename, directory fsync). Term and index
+//! in the header must match the file name. The newest snapshot (highest
+//! index) is loaded; if it is damaged that is an error naming it, never a
+//! silent fallback to an older one.
+
+mod error;
+mod layout;
+mod record;
+mod replay;
+mod snapshot_file;
+mod wal;
+
+#[cfg(test)]
+mod wal_tests;
+
+pub use error::{Result, StorageError};
+pub use layout::{DataDir, DATA_DIR_VERSION, VERSION_FILE};
+pub use record::{RecordType, SEGMENT_VERSION};
+pub use replay::{SnapshotMarker, WalContents};
+pub use snapshot_file::{
+    snapshot_file_name, SnapshotData, SnapshotFiles, SnapshotName, SNAP_VERSION,
+};
+pub use wal::{list_segments, segment_file_name, SegmentName, Wal, DEFAULT_SEGMENT_BYTES};
