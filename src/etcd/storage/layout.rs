@@ -117,10 +117,12 @@ impl DataDir {
         Ok(())
     }
 
-    /// True when the WAL directory holds at least one segment, i.e. this
-    /// member has run before (restart) rather than starting fresh.
+    /// True when the WAL has data (entries, hard state, metadata or a
+    /// snapshot marker beyond the empty segment a first [`wal::Wal::open`]
+    /// creates): this is a restart, not a fresh start. Callers should still
+    /// check that the replayed metadata is present.
     pub fn is_initialized(&self) -> Result<bool> {
-        Ok(!wal::list_segments(&self.wal_dir)?.is_empty())
+        wal::wal_has_data(&self.wal_dir)
     }
 }
 
@@ -189,7 +191,10 @@ mod tests {
         }
         assert!(!dd.is_initialized().unwrap());
         dd.create().unwrap(); // idempotent
-        let (_w, _c) = wal::Wal::open(dd.wal_dir(), wal::DEFAULT_SEGMENT_BYTES).unwrap();
+        let (mut w, _c) = wal::Wal::open(dd.wal_dir(), wal::DEFAULT_SEGMENT_BYTES).unwrap();
+        assert!(!dd.is_initialized().unwrap(), "an empty WAL is not data");
+        w.set_metadata(b"member").unwrap();
+        w.sync().unwrap();
         assert!(dd.is_initialized().unwrap());
 
         fs::write(dd.version_file(), "rustcd-data-dir-format 99\n").unwrap();

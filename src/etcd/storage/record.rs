@@ -4,6 +4,8 @@
 //! CRC-32 (IEEE, as computed by `crc32fast`) of the type byte followed by the
 //! payload. Also holds the fixed segment header.
 
+use super::error::{Result, StorageError};
+
 /// Bytes before the payload: length, crc and type.
 pub const RECORD_HEADER_LEN: usize = 9;
 
@@ -50,31 +52,42 @@ fn record_crc(ty: u8, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Appends one framed record to `buf`.
-pub fn encode_record(buf: &mut Vec<u8>, ty: RecordType, payload: &[u8]) {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&record_crc(ty as u8, payload).to_le_bytes());
-    buf.push(ty as u8);
-    buf.extend_from_slice(payload);
+/// Appends one framed record with a raw payload to `buf`.
+pub fn encode_record(buf: &mut Vec<u8>, ty: RecordType, payload: &[u8]) -> Result<()> {
+    encode_record_with(buf, ty, "record", |v| {
+        v.extend_from_slice(payload);
+        Ok(())
+    })
 }
 
 /// Appends a record whose payload is produced by `write` (which must append
 /// to the vector it is given); the header is patched in afterwards. This
-/// avoids a temporary allocation per protobuf message.
-pub fn encode_record_with<E>(
+/// avoids a temporary allocation per protobuf message. On error `buf` is
+/// left as it was; `what` names the payload in the error.
+pub fn encode_record_with(
     buf: &mut Vec<u8>,
     ty: RecordType,
-    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-) -> Result<(), E> {
+    what: &'static str,
+    write: impl FnOnce(&mut Vec<u8>) -> protobuf::ProtobufResult<()>,
+) -> Result<()> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
     if let Err(e) = write(buf) {
         buf.truncate(start);
-        return Err(e);
+        return Err(StorageError::Encode {
+            what,
+            reason: e.to_string(),
+        });
     }
     let payload_start = start + RECORD_HEADER_LEN;
-    let len = u32::try_from(buf.len() - payload_start).unwrap_or(u32::MAX);
+    let Ok(len) = u32::try_from(buf.len() - payload_start) else {
+        let n = buf.len() - payload_start;
+        buf.truncate(start);
+        return Err(StorageError::Encode {
+            what,
+            reason: format!("payload of {n} bytes exceeds the 4 GiB record limit"),
+        });
+    };
     let crc = record_crc(ty as u8, &buf[payload_start..]);
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -226,10 +239,10 @@ mod tests {
     #[test]
     fn round_trip_and_truncation() {
         let mut buf = Vec::new();
-        encode_record(&mut buf, RecordType::Metadata, b"hello");
-        encode_record_with(&mut buf, RecordType::Entry, |v| {
+        encode_record(&mut buf, RecordType::Metadata, b"hello").unwrap();
+        encode_record_with(&mut buf, RecordType::Entry, "test", |v| {
             v.extend_from_slice(b"xyz");
-            Ok::<(), ()>(())
+            Ok(())
         })
         .unwrap();
         let Decoded::Record { record, next } = decode_at(&buf, 0) else {

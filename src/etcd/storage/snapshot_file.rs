@@ -68,7 +68,7 @@ impl SnapshotFiles {
     /// left by an interrupted [`SnapshotFiles::save`].
     pub fn open(dir: &Path) -> Result<Self> {
         create_dir_all_private(dir)?;
-        remove_tmp_files(dir)?;
+        remove_tmp_files(dir, SNAP_SUFFIX)?;
         Ok(SnapshotFiles {
             dir: dir.to_path_buf(),
         })

@@ -13,6 +13,7 @@ use super::error::{Result, StorageError};
 use super::layout::{create_dir_all_private, fsync_dir, tmp_path};
 use super::record::{
     encode_marker, encode_record, encode_record_with, encode_segment_header, RecordType,
+    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use super::replay::{Replay, SegmentInfo, SnapshotMarker, WalContents};
 
@@ -75,14 +76,41 @@ pub fn list_segments(dir: &Path) -> Result<Vec<SegmentName>> {
     Ok(out)
 }
 
-/// Removes `*.tmp` leftovers of interrupted atomic writes in `dir`.
-pub(crate) fn remove_tmp_files(dir: &Path) -> Result<usize> {
+/// Length of a segment freshly created on an empty directory: the header
+/// plus an empty-payload record of the default hard state.
+const FRESH_SEGMENT_LEN: u64 = (SEGMENT_HEADER_LEN + RECORD_HEADER_LEN) as u64;
+
+/// True when the WAL in `dir` holds anything beyond the empty first segment
+/// that [`Wal::open`] creates on an empty directory (i.e. this member has
+/// written entries, a hard state, metadata or a snapshot marker before).
+pub fn wal_has_data(dir: &Path) -> Result<bool> {
+    let segs = list_segments(dir)?;
+    match segs.as_slice() {
+        [] => Ok(false),
+        [only] if only.seq == 0 => {
+            let len = fs::metadata(&only.path)
+                .map_err(|e| StorageError::io(&only.path, e))?
+                .len();
+            Ok(len > FRESH_SEGMENT_LEN)
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Removes `*<suffix>.tmp` leftovers of interrupted atomic writes in `dir`
+/// (only ours: the WAL directory may be shared via `--wal-dir`).
+pub(crate) fn remove_tmp_files(dir: &Path, suffix: &str) -> Result<usize> {
     let rd = fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     let mut removed = 0;
     for ent in rd {
         let ent = ent.map_err(|e| StorageError::io(dir, e))?;
         let path = ent.path();
-        if path.extension().is_some_and(|e| e == "tmp") {
+        let ours = ent
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .is_some_and(|n| n.ends_with(suffix));
+        if ours {
             tracing::warn!(path = %path.display(), "removing leftover temporary file");
             fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
             removed += 1;
@@ -132,7 +160,7 @@ impl Wal {
             ));
         }
         create_dir_all_private(dir)?;
-        remove_tmp_files(dir)?;
+        remove_tmp_files(dir, SEGMENT_SUFFIX)?;
         let names = list_segments(dir)?;
         if names.is_empty() {
             let (file, size, info) =
@@ -235,7 +263,7 @@ impl Wal {
     pub fn set_metadata(&mut self, bytes: &[u8]) -> Result<()> {
         self.check_usable()?;
         self.buf.clear();
-        encode_record(&mut self.buf, RecordType::Metadata, bytes);
+        encode_record(&mut self.buf, RecordType::Metadata, bytes)?;
         self.write_buf()?;
         self.metadata = Some(bytes.to_vec());
         self.maybe_rollover()
@@ -251,7 +279,7 @@ impl Wal {
             &mut self.buf,
             RecordType::SnapshotMarker,
             &encode_marker(index, term),
-        );
+        )?;
         self.write_buf()?;
         if self.last_index.is_some_and(|l| l < index) {
             // Entries may resume right after the snapshot.
@@ -281,19 +309,14 @@ impl Wal {
         }
         self.buf.clear();
         for e in entries {
-            encode_record_with(&mut self.buf, RecordType::Entry, |v| e.write_to_vec(v)).map_err(
-                |err| StorageError::Encode {
-                    what: "entry",
-                    reason: err.to_string(),
-                },
-            )?;
+            encode_record_with(&mut self.buf, RecordType::Entry, "entry", |v| {
+                e.write_to_vec(v)
+            })?;
         }
         if let Some(hs) = hard_state {
-            encode_record_with(&mut self.buf, RecordType::HardState, |v| hs.write_to_vec(v))
-                .map_err(|err| StorageError::Encode {
-                    what: "hard state",
-                    reason: err.to_string(),
-                })?;
+            encode_record_with(&mut self.buf, RecordType::HardState, "hard state", |v| {
+                hs.write_to_vec(v)
+            })?;
         }
         if self.buf.is_empty() {
             return Ok(());
@@ -417,22 +440,18 @@ fn create_segment_file(
     let path = dir.join(segment_file_name(seq, first_index));
     let tmp = tmp_path(&path);
     let mut buf = encode_segment_header(seq).to_vec();
-    encode_record_with(&mut buf, RecordType::HardState, |v| {
+    encode_record_with(&mut buf, RecordType::HardState, "hard state", |v| {
         hard_state.write_to_vec(v)
-    })
-    .map_err(|err| StorageError::Encode {
-        what: "hard state",
-        reason: err.to_string(),
     })?;
     if let Some(m) = metadata {
-        encode_record(&mut buf, RecordType::Metadata, m);
+        encode_record(&mut buf, RecordType::Metadata, m)?;
     }
     if let Some(s) = snapshot {
         encode_record(
             &mut buf,
             RecordType::SnapshotMarker,
             &encode_marker(s.index, s.term),
-        );
+        )?;
     }
     let mut f = fs::OpenOptions::new()
         .write(true)

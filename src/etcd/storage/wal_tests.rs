@@ -319,6 +319,17 @@ fn damage_in_an_older_segment_is_corruption() {
     fs::write(first, &orig).unwrap();
     Wal::open(d.path(), 200).unwrap();
 
+    // A torn tail in the last of several segments is still just torn.
+    let last = &segs[segs.len() - 1].path;
+    let orig_last = fs::read(last).unwrap();
+    let mut torn = orig_last.clone();
+    torn.extend_from_slice(&[1, 0, 0]);
+    fs::write(last, &torn).unwrap();
+    let (_w, c) = Wal::open(d.path(), 200).unwrap();
+    assert!(c.torn_tail_truncated);
+    assert_eq!(c.entries, ents(1..=20, 1));
+    assert_eq!(fs::read(last).unwrap(), orig_last);
+
     // A missing middle segment is corruption.
     let mid = fs::read(&segs[1].path).unwrap();
     fs::remove_file(&segs[1].path).unwrap();
