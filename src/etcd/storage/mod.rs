@@ -25,8 +25,9 @@
 //! ## WAL segments
 //!
 //! ```text
-//! segment header (24 bytes):
-//!   [8] magic "RUSTCDWL"  [4] version = 1  [8] seq  [4] crc of the previous 20 bytes
+//! segment header (32 bytes):
+//!   [8] magic "RUSTCDWL"  [4] version = 1  [8] seq  [8] first index
+//!   [4] crc of the previous 28 bytes
 //! then records, back to back:
 //!   [4] len (payload bytes)  [4] crc of type byte + payload  [1] type  [len] payload
 //! record types:
@@ -36,8 +37,9 @@
 //!   4 snapshot marker [8] index [8] term
 //! ```
 //!
-//! Segment sequence numbers are consecutive; the first index in the name is
-//! informational. A new segment is created atomically (temp file, fsync,
+//! Segment sequence numbers are consecutive. The header's first index is
+//! where entries continue (last entry index + 1, or 0 when the WAL was
+//! empty); the copy in the file name is informational. A new segment is created atomically (temp file, fsync,
 //! rename, directory fsync) once the current one reaches the size limit,
 //! after fsyncing the old one, and starts with a preamble of the current
 //! hard state, metadata and newest snapshot marker. Old segments can
@@ -45,8 +47,13 @@
 //!
 //! Replay applies records in order: the last hard state and metadata win;
 //! an entry with index `i` replaces entry `i` and everything after it
-//! (raft's conflicting-suffix truncation); an entry leaving a gap is
-//! corruption, except right after a snapshot marker covering the gap.
+//! (raft's conflicting-suffix truncation). A snapshot marker past the last
+//! entry supersedes all entries seen so far and entries resume after it.
+//! An entry leaving a gap is corruption, and so is a segment whose header
+//! first index does not continue the previous segment; the oldest retained
+//! segment's first index says where entries resume after a release. The
+//! writer refuses appends that would leave a gap, so whatever it accepts
+//! replays.
 //!
 //! ## Torn tail versus corruption
 //!

@@ -13,8 +13,9 @@ pub const RECORD_HEADER_LEN: usize = 9;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RUSTCDWL";
 /// WAL segment format version written by (and the only one readable by) this build.
 pub const SEGMENT_VERSION: u32 = 1;
-/// Segment header: magic (8) + version (4) + sequence number (8) + crc (4).
-pub const SEGMENT_HEADER_LEN: usize = 24;
+/// Segment header: magic (8) + version (4) + sequence number (8) + first
+/// index (8) + crc (4).
+pub const SEGMENT_HEADER_LEN: usize = 32;
 
 /// Kind of a WAL record; stored as the type byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,15 +168,26 @@ pub fn find_valid_record(data: &[u8], from: usize) -> Option<usize> {
     })
 }
 
-/// Encodes a segment header for sequence number `seq`.
-pub fn encode_segment_header(seq: u64) -> [u8; SEGMENT_HEADER_LEN] {
+/// Encodes a segment header for sequence number `seq` whose entries
+/// continue at `first_index` (0: no constraint, the WAL was empty).
+pub fn encode_segment_header(seq: u64, first_index: u64) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
     h[12..20].copy_from_slice(&seq.to_le_bytes());
-    let crc = crc32fast::hash(&h[..20]);
-    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h[20..28].copy_from_slice(&first_index.to_le_bytes());
+    let crc = crc32fast::hash(&h[..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// A decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Sequence number.
+    pub seq: u64,
+    /// Index at which entries continue (0: unconstrained).
+    pub first_index: u64,
 }
 
 /// Why a segment header was rejected.
@@ -191,8 +203,8 @@ pub enum HeaderError {
     BadCrc,
 }
 
-/// Decodes a segment header, returning the sequence number.
-pub fn decode_segment_header(data: &[u8]) -> Result<u64, HeaderError> {
+/// Decodes a segment header.
+pub fn decode_segment_header(data: &[u8]) -> std::result::Result<SegmentHeader, HeaderError> {
     let Some(h) = data.get(..SEGMENT_HEADER_LEN) else {
         return Err(HeaderError::Short);
     };
@@ -203,13 +215,18 @@ pub fn decode_segment_header(data: &[u8]) -> Result<u64, HeaderError> {
     if version != SEGMENT_VERSION {
         return Err(HeaderError::Version(version));
     }
-    let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
-    if crc32fast::hash(&h[..20]) != crc {
+    let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
+    if crc32fast::hash(&h[..28]) != crc {
         return Err(HeaderError::BadCrc);
     }
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&h[12..20]);
-    Ok(u64::from_le_bytes(seq))
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h[20..28]);
+    Ok(SegmentHeader {
+        seq: u64::from_le_bytes(seq),
+        first_index: u64::from_le_bytes(first),
+    })
 }
 
 /// Encodes a snapshot marker payload.
@@ -267,8 +284,14 @@ mod tests {
 
     #[test]
     fn segment_header() {
-        let h = encode_segment_header(7);
-        assert_eq!(decode_segment_header(&h), Ok(7));
+        let h = encode_segment_header(7, 42);
+        assert_eq!(
+            decode_segment_header(&h),
+            Ok(SegmentHeader {
+                seq: 7,
+                first_index: 42
+            })
+        );
         let mut v = h;
         v[8] = 9;
         assert_eq!(decode_segment_header(&v), Err(HeaderError::Version(9)));

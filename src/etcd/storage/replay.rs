@@ -10,7 +10,7 @@ use raft::eraftpb::{Entry, HardState};
 use super::error::{Result, StorageError};
 use super::record::{
     decode_at, decode_marker, decode_segment_header, find_valid_record, Decoded, HeaderError,
-    RecordType, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
+    RecordType, SegmentHeader, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
 };
 
 /// A snapshot marker recorded with [`super::Wal::mark_snapshot`].
@@ -98,12 +98,21 @@ pub(crate) struct Replay {
     pub contents: WalContents,
     /// Length of the valid prefix of the last segment replayed.
     pub valid_len: u64,
-    /// Set when a snapshot marker superseded every entry seen so far: the
-    /// next entry must then be at most `index + 1`.
-    after_marker: Option<u64>,
+    /// Effective last index while `entries` is empty: set by a snapshot
+    /// marker that superseded every entry seen so far, or by the first
+    /// segment's header after older segments were released. The next entry
+    /// must then be at most `floor + 1`.
+    floor: Option<u64>,
 }
 
 impl Replay {
+    /// The index the next entry may follow: the last entry's, or that of a
+    /// snapshot marker that superseded all entries. The writer starts from
+    /// this so that whatever it accepts replays without a gap.
+    pub fn effective_last(&self) -> Option<u64> {
+        self.contents.entries.last().map(|e| e.index).or(self.floor)
+    }
+
     /// Applies one entry with the overwrite rule: an entry with index `i`
     /// replaces any entry `i` and everything after it.
     fn push_entry(&mut self, e: Entry, path: &Path, off: usize) -> Result<()> {
@@ -121,7 +130,7 @@ impl Replay {
                     format!("entry index {} leaves a gap after entry {last}", e.index),
                 ));
             }
-        } else if let Some(s) = self.after_marker {
+        } else if let Some(s) = self.floor {
             if e.index > s + 1 {
                 return Err(StorageError::corrupt(
                     path,
@@ -130,7 +139,7 @@ impl Replay {
                 ));
             }
         }
-        self.after_marker = None;
+        self.floor = None;
         entries.push(e);
         Ok(())
     }
@@ -138,19 +147,41 @@ impl Replay {
     /// Applies a snapshot marker: entries wholly before the snapshot are
     /// superseded by it, so the next entry may be `index + 1`.
     fn push_marker(&mut self, m: SnapshotMarker) {
-        let entries = &mut self.contents.entries;
-        if entries.last().is_some_and(|e| e.index < m.index) {
-            entries.clear();
-            self.after_marker = Some(m.index);
+        if self.effective_last().is_some_and(|l| l < m.index) {
+            self.contents.entries.clear();
+            self.floor = Some(m.index);
         }
         self.contents.snapshots.push(m);
     }
 
     /// Replays one segment file. `is_last` enables torn-tail truncation.
     /// Returns the largest entry index in the segment.
-    pub fn segment(&mut self, path: &Path, seq: u64, is_last: bool) -> Result<Option<u64>> {
+    pub fn segment(
+        &mut self,
+        path: &Path,
+        seq: u64,
+        is_first: bool,
+        is_last: bool,
+    ) -> Result<Option<u64>> {
         let data = fs::read(path).map_err(|e| StorageError::io(path, e))?;
-        check_header(path, &data, seq)?;
+        let header = check_header(path, &data, seq)?;
+        if is_first {
+            // Older segments may have been released: entries continue at
+            // the index the header records.
+            self.floor = header.first_index.checked_sub(1);
+        } else {
+            let expected = self.effective_last().map_or(0, |l| l + 1);
+            if header.first_index != expected {
+                return Err(StorageError::corrupt(
+                    path,
+                    20,
+                    format!(
+                        "segment continues at index {} but the previous segments end before {expected}",
+                        header.first_index
+                    ),
+                ));
+            }
+        }
         let mut off = SEGMENT_HEADER_LEN;
         let mut max_index = None;
         loop {
@@ -224,13 +255,16 @@ impl Replay {
 }
 
 /// Validates a segment header against the expected sequence number.
-fn check_header(path: &Path, data: &[u8], seq: u64) -> Result<()> {
+fn check_header(path: &Path, data: &[u8], seq: u64) -> Result<SegmentHeader> {
     match decode_segment_header(data) {
-        Ok(s) if s == seq => Ok(()),
-        Ok(s) => Err(StorageError::corrupt(
+        Ok(h) if h.seq == seq => Ok(h),
+        Ok(h) => Err(StorageError::corrupt(
             path,
             12,
-            format!("header sequence number {s} does not match the file name ({seq})"),
+            format!(
+                "header sequence number {} does not match the file name ({seq})",
+                h.seq
+            ),
         )),
         Err(HeaderError::Version(found)) => Err(StorageError::UnsupportedVersion {
             path: path.to_path_buf(),
@@ -249,7 +283,7 @@ fn check_header(path: &Path, data: &[u8], seq: u64) -> Result<()> {
         )),
         Err(HeaderError::BadCrc) => Err(StorageError::corrupt(
             path,
-            20,
+            28,
             "segment header CRC mismatch",
         )),
     }

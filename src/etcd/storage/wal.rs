@@ -190,7 +190,7 @@ impl Wal {
                 ));
             }
             let is_last = i + 1 == names.len();
-            let max_index = replay.segment(&name.path, name.seq, is_last)?;
+            let max_index = replay.segment(&name.path, name.seq, i == 0, is_last)?;
             segments.push(SegmentInfo {
                 seq: name.seq,
                 path: name.path.clone(),
@@ -202,7 +202,7 @@ impl Wal {
             .append(true)
             .open(current)
             .map_err(|e| StorageError::io(current, e))?;
-        let wal = Wal::new(
+        let mut wal = Wal::new(
             dir,
             segment_bytes,
             segments,
@@ -210,6 +210,7 @@ impl Wal {
             replay.valid_len,
             &replay.contents,
         );
+        wal.last_index = replay.effective_last();
         Ok((wal, replay.contents))
     }
 
@@ -439,7 +440,7 @@ fn create_segment_file(
 ) -> Result<(File, u64, SegmentInfo)> {
     let path = dir.join(segment_file_name(seq, first_index));
     let tmp = tmp_path(&path);
-    let mut buf = encode_segment_header(seq).to_vec();
+    let mut buf = encode_segment_header(seq, first_index).to_vec();
     encode_record_with(&mut buf, RecordType::HardState, "hard state", |v| {
         hard_state.write_to_vec(v)
     })?;

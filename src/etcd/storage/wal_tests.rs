@@ -139,6 +139,31 @@ fn snapshot_marker_lets_entries_resume_after_it() {
 }
 
 #[test]
+fn writer_and_replay_agree_on_gaps_after_markers() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let (mut w, _) = Wal::open(d.path(), BIG).unwrap();
+        w.append(&ents(1..=3, 1), None).unwrap();
+        w.mark_snapshot(100, 2).unwrap();
+    }
+    {
+        let (mut w, c) = Wal::open(d.path(), BIG).unwrap();
+        assert!(c.entries.is_empty());
+        assert_eq!(w.last_index(), Some(100));
+        assert!(w.append(&ents(150..=150, 2), None).is_err());
+        w.mark_snapshot(200, 3).unwrap();
+        assert!(w.append(&ents(150..=150, 2), None).is_ok());
+        w.mark_snapshot(300, 3).unwrap();
+        w.mark_snapshot(400, 3).unwrap();
+        w.append(&ents(401..=402, 3), None).unwrap();
+        w.sync().unwrap();
+    }
+    let (_w, c) = Wal::open(d.path(), BIG).unwrap();
+    assert_eq!(c.entries, ents(401..=402, 3));
+    assert_eq!(c.snapshots.len(), 4);
+}
+
+#[test]
 fn rollover_and_release() {
     let d = tempfile::tempdir().unwrap();
     {
@@ -459,5 +484,106 @@ proptest! {
         let (_w, c2) = Wal::open(d.path(), BIG).unwrap();
         prop_assert_eq!(c2.entries.len(), c.entries.len() + 1);
         prop_assert!(!c2.torn_tail_truncated);
+    }
+}
+
+/// One step of the model-based test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Append `len` entries starting `back` below the next index, with
+    /// a hard state.
+    Append { back: u64, len: u64 },
+    /// Mark a snapshot `ahead` past the last entry (0 = at the last entry).
+    Mark { ahead: u64 },
+    /// `release_to` the newest snapshot marker.
+    Release,
+    /// Set metadata.
+    Meta(u8),
+    /// Close and reopen the WAL.
+    Reopen,
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u64..4, 0u64..5).prop_map(|(back, len)| Op::Append { back, len }),
+        1 => (0u64..30).prop_map(|ahead| Op::Mark { ahead }),
+        1 => Just(Op::Release),
+        1 => any::<u8>().prop_map(Op::Meta),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Raft-like sequences of appends (with overwrites), snapshot markers,
+    /// releases and reopens over tiny segments: whatever the writer
+    /// accepts replays, and replay matches a simple model.
+    #[test]
+    fn model_based_ops(ops in prop::collection::vec(op_strategy(), 1..60)) {
+        let d = tempfile::tempdir().unwrap();
+        let seg_bytes = 300;
+        let (mut w, _) = Wal::open(d.path(), seg_bytes).unwrap();
+        let mut model: Vec<Entry> = Vec::new();
+        let mut snap = (0u64, 0u64);
+        let mut last: Option<u64> = None; // effective last index
+        let mut term = 1u64;
+        let mut hard = HardState::default();
+        let mut meta = None;
+        for op in ops {
+            match op {
+                Op::Append { back, len } => {
+                    let next = last.map_or(1, |l| l + 1);
+                    let start = next.saturating_sub(back).max(snap.0 + 1);
+                    term += 1;
+                    let batch = ents(start..=start + len - 1, term);
+                    hard = hs(term, 1, snap.0);
+                    w.append(&batch, Some(&hard)).unwrap();
+                    if len > 0 {
+                        model.retain(|e| e.index < start);
+                        model.extend(batch);
+                        last = Some(start + len - 1);
+                    }
+                }
+                Op::Mark { ahead } => {
+                    let index = (last.unwrap_or(0) + ahead).max(snap.0);
+                    let t = model.iter().find(|e| e.index == index).map_or(term, |e| e.term);
+                    w.mark_snapshot(index, t).unwrap();
+                    // An empty WAL stays unconstrained (as after a release).
+                    if last.is_some_and(|l| l < index) {
+                        model.clear();
+                        last = Some(index);
+                    }
+                    snap = (index, t);
+                }
+                Op::Release => {
+                    w.release_to(snap.0).unwrap();
+                }
+                Op::Meta(b) => {
+                    w.set_metadata(&[b; 3]).unwrap();
+                    meta = Some(vec![b; 3]);
+                }
+                Op::Reopen => {
+                    drop(w);
+                    let (w2, c) = Wal::open(d.path(), seg_bytes).unwrap();
+                    w = w2;
+                    prop_assert_eq!(w.last_index(), last);
+                    prop_assert_eq!(&c.hard_state, &hard);
+                    prop_assert_eq!(&c.metadata, &meta);
+                }
+            }
+        }
+        w.sync().unwrap();
+        drop(w);
+        let (_w, c) = Wal::open(d.path(), seg_bytes).unwrap();
+        prop_assert!(!c.torn_tail_truncated);
+        prop_assert_eq!(&c.hard_state, &hard);
+        prop_assert_eq!(&c.metadata, &meta);
+        let after = c.entries_after_snapshot(snap.0, snap.1).unwrap();
+        let want: Vec<Entry> = model.into_iter().filter(|e| e.index > snap.0).collect();
+        prop_assert_eq!(after, &want[..]);
+        if snap != (0, 0) {
+            prop_assert!(c.has_snapshot_marker(snap.0, snap.1));
+        }
     }
 }
