@@ -128,6 +128,18 @@ impl DataDir {
 
 /// `mkdir -p` with mode 0700 for every directory created.
 pub fn create_dir_all_private(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    if let Ok(md) = fs::metadata(dir) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = md.permissions().mode() & 0o777;
+        if md.is_dir() && mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{mode:o}"),
+                "directory is accessible by other users; etcd expects 0700"
+            );
+        }
+    }
     let mut b = fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -136,6 +148,19 @@ pub fn create_dir_all_private(dir: &Path) -> Result<()> {
         b.mode(0o700);
     }
     b.create(dir).map_err(|e| StorageError::io(dir, e))
+}
+
+/// Creates (or truncates) `path` for writing with mode 0600, like etcd's
+/// WAL and snapshot files.
+pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
 }
 
 /// fsyncs a directory so that creations, renames and deletions in it are
@@ -148,7 +173,7 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// Writes `data` to `path` atomically: temp file, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    let mut f = fs::File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+    let mut f = create_private_file(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
     f.write_all(data).map_err(|e| StorageError::io(&tmp, e))?;
     f.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
     drop(f);

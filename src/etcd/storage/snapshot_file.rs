@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::error::{Result, StorageError};
-use super::layout::{create_dir_all_private, fsync_dir, tmp_path};
+use super::layout::{create_dir_all_private, create_private_file, fsync_dir, tmp_path};
 use super::wal::remove_tmp_files;
 
 /// Magic at the start of every snapshot file.
@@ -94,7 +94,7 @@ impl SnapshotFiles {
         header[36..40].copy_from_slice(&crc32fast::hash(data).to_le_bytes());
         let hcrc = crc32fast::hash(&header[..40]);
         header[40..44].copy_from_slice(&hcrc.to_le_bytes());
-        let mut f = fs::File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+        let mut f = create_private_file(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
         let write = f
             .write_all(&header)
             .and_then(|()| f.write_all(data))

@@ -10,7 +10,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
 
 use super::error::{Result, StorageError};
-use super::layout::{create_dir_all_private, fsync_dir, tmp_path};
+use super::layout::{create_dir_all_private, create_private_file, fsync_dir, tmp_path};
 use super::record::{
     encode_marker, encode_record, encode_record_with, encode_segment_header, RecordType,
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -454,12 +454,7 @@ fn create_segment_file(
             &encode_marker(s.index, s.term),
         )?;
     }
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| StorageError::io(&tmp, e))?;
+    let mut f = create_private_file(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
     f.write_all(&buf).map_err(|e| StorageError::io(&tmp, e))?;
     f.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
     drop(f);

@@ -55,6 +55,13 @@ fn fresh_open_is_empty_and_creates_dir() {
     assert!(c.entries.is_empty() && c.metadata.is_none() && !c.torn_tail_truncated);
     assert_eq!(c.hard_state, HardState::default());
     assert_eq!(list_segments(&dir).unwrap().len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let seg = only_segment(&dir);
+        let mode = fs::metadata(seg).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     assert!(Wal::open(&dir, 0).is_err());
 }
 
