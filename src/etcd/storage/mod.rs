@@ -16,10 +16,12 @@
 //!     0000000000000002-0000000000002710.snap     {term:016x}-{index:016x}.snap
 //! ```
 //!
-//! Directories are created with mode 0700. Every file carries a magic and a
-//! format version; a version this build does not know is refused with
-//! [`StorageError::UnsupportedVersion`] naming the file, so that a future
-//! rustcd can migrate instead of misreading. Files ending in `.tmp` are
+//! Directories are created with mode 0700, files with 0600. Every file
+//! carries a magic and a format version; a version this build does not know
+//! is refused with [`StorageError::UnsupportedVersion`] naming the file, so
+//! that a future rustcd can migrate instead of misreading. The version field
+//! is checked before any CRC, so a future layout is reported as a version
+//! problem, not as corruption. `*.wal.tmp` / `*.snap.tmp` files are
 //! leftovers of interrupted atomic writes and are deleted on open.
 //!
 //! ## WAL segments
@@ -39,10 +41,11 @@
 //!
 //! Segment sequence numbers are consecutive. The header's first index is
 //! where entries continue (last entry index + 1, or 0 when the WAL was
-//! empty); the copy in the file name is informational. A new segment is created atomically (temp file, fsync,
-//! rename, directory fsync) once the current one reaches the size limit,
-//! after fsyncing the old one, and starts with a preamble of the current
-//! hard state, metadata and newest snapshot marker. Old segments can
+//! empty); the copy in the file name is informational. A new segment is
+//! created atomically (temp file, fsync, rename, directory fsync) once the
+//! current one reaches the size limit, after fsyncing the old one, and
+//! starts with a preamble of the current hard state, metadata and newest
+//! snapshot marker. Old segments can
 //! therefore be deleted ([`Wal::release_to`]) without losing that state.
 //!
 //! Replay applies records in order: the last hard state and metadata win;
@@ -82,6 +85,24 @@
 //! in the header must match the file name. The newest snapshot (highest
 //! index) is loaded; if it is damaged that is an error naming it, never a
 //! silent fallback to an older one.
+//!
+//! # Intended use
+//!
+//! Start: [`DataDir::create`], [`SnapshotFiles::load_newest`], [`Wal::open`],
+//! then [`WalContents::entries_after_snapshot`] with the snapshot's index and
+//! term. Ready loop: [`Wal::append`] every entry and hard state of a batch,
+//! then one [`Wal::sync`] before acknowledging. Snapshot: save the file with
+//! [`SnapshotFiles::save`], then [`Wal::mark_snapshot`] and [`Wal::sync`],
+//! then [`Wal::release_to`] and [`SnapshotFiles::purge`].
+//!
+//! # Known limits
+//!
+//! * If a torn final record's payload happens to contain a complete,
+//!   CRC-valid record frame, the damage is reported as corruption (the safe
+//!   side: refuse rather than drop data).
+//! * A power loss during an unsynced write whose pages reach the disk out of
+//!   order (a zeroed page followed by a persisted one) is also reported as
+//!   corruption, although no acknowledged data was lost.
 
 mod error;
 mod layout;
