@@ -123,7 +123,7 @@ impl Replay {
                 entries.clear();
             } else if e.index <= last {
                 entries.truncate(usize::try_from(e.index - first).unwrap_or(usize::MAX));
-            } else if e.index > last + 1 {
+            } else if e.index > last.saturating_add(1) {
                 return Err(StorageError::corrupt(
                     path,
                     off as u64,
@@ -131,7 +131,7 @@ impl Replay {
                 ));
             }
         } else if let Some(s) = self.floor {
-            if e.index > s + 1 {
+            if e.index > s.saturating_add(1) {
                 return Err(StorageError::corrupt(
                     path,
                     off as u64,
@@ -170,7 +170,7 @@ impl Replay {
             // the index the header records.
             self.floor = header.first_index.checked_sub(1);
         } else {
-            let expected = self.effective_last().map_or(0, |l| l + 1);
+            let expected = self.effective_last().map_or(0, |l| l.saturating_add(1));
             if header.first_index != expected {
                 return Err(StorageError::corrupt(
                     path,

@@ -178,7 +178,7 @@ impl Wal {
         let mut replay = Replay::default();
         let mut segments = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            if i > 0 && name.seq != names[i - 1].seq + 1 {
+            if i > 0 && name.seq != names[i - 1].seq.saturating_add(1) {
                 return Err(StorageError::corrupt(
                     &name.path,
                     0,
@@ -299,7 +299,7 @@ impl Wal {
         let mut last = self.last_index;
         for e in entries {
             if let Some(l) = last {
-                if e.index > l + 1 {
+                if e.index > l.saturating_add(1) {
                     return Err(StorageError::InvalidArgument(format!(
                         "entry index {} leaves a gap after {l}",
                         e.index
@@ -400,7 +400,7 @@ impl Wal {
             return Err(StorageError::io(self.current_path(), e));
         }
         let seq = self.segments.last().map_or(0, |s| s.seq + 1);
-        let first_index = self.last_index.map_or(0, |i| i + 1);
+        let first_index = self.last_index.map_or(0, |i| i.saturating_add(1));
         if let Err(e) = self.create_segment(seq, first_index) {
             self.poisoned = true;
             return Err(e);
