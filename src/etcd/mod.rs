@@ -1,3 +1,4 @@
 //! The etcd-compatible server.
 
 pub mod proto;
+pub mod watch;
