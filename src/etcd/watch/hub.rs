@@ -95,7 +95,6 @@ impl Sink {
             PushError::Closed
         })
     }
-
 }
 
 impl StreamState {
@@ -337,8 +336,12 @@ impl WatchHub {
         let mut dead = Vec::new();
         let mut slow = Vec::new();
         for (wk, evs) in batches {
-            let Some(s) = st.streams.get_mut(&wk.0) else { continue };
-            let Some(w) = s.watchers.get_mut(&wk.1) else { continue };
+            let Some(s) = st.streams.get_mut(&wk.0) else {
+                continue;
+            };
+            let Some(w) = s.watchers.get_mut(&wk.1) else {
+                continue;
+            };
             let out = Outbound {
                 response: WatchResponse {
                     watch_id: w.id,
@@ -549,7 +552,12 @@ impl WatchHub {
 
     /// Cancels a watcher; queues `canceled: true` if it existed (etcd sends
     /// nothing for an unknown id).
-    pub(crate) fn cancel(&self, sid: StreamId, watch_id: i64, permit: Option<OwnedSemaphorePermit>) {
+    pub(crate) fn cancel(
+        &self,
+        sid: StreamId,
+        watch_id: i64,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         let mut guard = self.inner.state.lock();
         let st = &mut *guard;
         if st.remove_watcher((sid, watch_id)).is_none() {
@@ -637,7 +645,9 @@ impl WatchHub {
         let n0 = inner.announced.load(SeqCst);
         let (min_rev, range) = {
             let st = inner.state.lock();
-            let Some(w) = st.watcher(wk) else { return false };
+            let Some(w) = st.watcher(wk) else {
+                return false;
+            };
             let full = st.streams.get(&wk.0).is_none_or(|s| s.is_full(capacity));
             if w.state != SyncState::Unsynced || full {
                 return false;
@@ -713,8 +723,12 @@ impl WatchHub {
         header_rev: i64,
         capacity: usize,
     ) -> bool {
-        let Some(s) = st.streams.get_mut(&wk.0) else { return false };
-        let Some(w) = s.watchers.get_mut(&wk.1) else { return false };
+        let Some(s) = st.streams.get_mut(&wk.0) else {
+            return false;
+        };
+        let Some(w) = s.watchers.get_mut(&wk.1) else {
+            return false;
+        };
         let events: Vec<mvccpb::Event> = evs
             .iter()
             .filter(|e| event_rev(e) >= w.min_rev && w.wants(e))
