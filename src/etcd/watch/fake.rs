@@ -31,6 +31,8 @@ struct Inner {
 #[derive(Default)]
 pub struct FakeHistory {
     inner: Mutex<Inner>,
+    /// Sleep (µs) at the start of each `events_since`, to widen race windows.
+    read_delay_us: std::sync::atomic::AtomicU64,
 }
 
 impl FakeHistory {
@@ -102,6 +104,12 @@ impl FakeHistory {
             .retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= rev));
     }
 
+    pub fn set_read_delay(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.read_delay_us
+            .store(us, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn reads(&self) -> usize {
         self.inner.lock().reads
     }
@@ -123,6 +131,10 @@ impl History for FakeHistory {
         range_end: &[u8],
         max: usize,
     ) -> Result<Vec<Event>, i64> {
+        let delay = self.read_delay_us.load(std::sync::atomic::Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(delay));
+        }
         let mut g = self.inner.lock();
         g.reads += 1;
         if start_rev < g.compact {

@@ -336,6 +336,7 @@ async fn concurrent_writes_during_replay_no_gap_no_duplicate() {
         ..prefix("k")
     });
     c.created().await;
+    h.set_read_delay(Duration::from_micros(300));
     let (h2, hub2) = (h.clone(), hub.clone());
     let writer = std::thread::spawn(move || {
         let mut last = 0;
@@ -346,7 +347,7 @@ async fn concurrent_writes_during_replay_no_gap_no_duplicate() {
             } else {
                 h2.put(&hub2, &k, &i.to_string())
             };
-            if i % 50 == 0 {
+            if i % 100 == 0 {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
