@@ -143,7 +143,7 @@ async fn created_then_live_events_with_prev_kv_stripped() {
     });
     assert_eq!(c.created().await, 1);
     h.put(&hub, "a", "3");
-    let mut rs = vec![c.next().await, c.next().await];
+    let mut rs = [c.next().await, c.next().await];
     rs.sort_by_key(|r| r.watch_id);
     assert!(rs[0].events[0].prev_kv.is_none());
     assert_eq!(rs[1].events[0].prev_kv.as_ref().unwrap().value, b"2");
