@@ -15,7 +15,7 @@ use super::{WatchHub, WatchService, ERR_COMPACTED};
 /// Where writes go: the fake history behind our hub, or a real etcd.
 enum Backend {
     Fake(Arc<FakeHistory>, WatchHub),
-    Real(Client),
+    Real(Box<Client>),
 }
 
 impl Backend {
@@ -232,5 +232,10 @@ async fn real_etcd_behaves_like_the_scenario() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    scenario(&mut client, Backend::Real(writer), &format!("w{nanos}/")).await;
+    scenario(
+        &mut client,
+        Backend::Real(Box::new(writer)),
+        &format!("w{nanos}/"),
+    )
+    .await;
 }
