@@ -1,6 +1,8 @@
 //! End-to-end tests: the service served by tonic on 127.0.0.1:0, driven by the
 //! `etcd_client` crate. The same scenario can be run against a real etcd
-//! (`RUSTCD_REAL_ETCD=host:port cargo test -- --ignored real_etcd`) to check
+//! (`RUSTCD_REAL_ETCD=host:port cargo test -- --ignored --test-threads=1 real_etcd`,
+//! etcd started with `--max-request-bytes 2048
+//! --experimental-watch-progress-notify-interval 1s`) to check
 //! that both behave alike.
 
 use std::sync::Arc;
@@ -238,4 +240,130 @@ async fn real_etcd_behaves_like_the_scenario() {
         &format!("w{nanos}/"),
     )
     .await;
+}
+
+/// Raw-protocol scenario (fragment flags are invisible through `etcd_client`):
+/// a catch-up response larger than `max_request_bytes` (2048 here) plus 512 KiB
+/// of gRPC overhead allowance is split for
+/// a watcher that asked for fragments and sent whole otherwise; an idle
+/// `progress_notify` watcher gets an empty response with its own id.
+async fn raw_scenario(endpoint: String, mut b: Backend, p: &str) {
+    use crate::etcd::proto::etcdserverpb::{
+        watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
+    };
+    use futures::StreamExt;
+    const N: usize = 300;
+    const THRESHOLD: usize = 2048 + super::GRPC_OVERHEAD_BYTES;
+
+    let big = "v".repeat(1900);
+    let mut revs = Vec::new();
+    for i in 0..N {
+        revs.push(b.put(&format!("{p}{i}"), &big).await);
+    }
+    let mut end = p.as_bytes().to_vec();
+    if let Some(l) = end.last_mut() {
+        *l += 1;
+    }
+    let create = |key: Vec<u8>, range_end: Vec<u8>, fragment: bool, progress: bool| WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key,
+            range_end,
+            start_revision: if progress { 0 } else { revs[0] },
+            fragment,
+            progress_notify: progress,
+            ..Default::default()
+        })),
+    };
+    let reqs = vec![
+        create(p.as_bytes().to_vec(), end.clone(), true, false),
+        create(p.as_bytes().to_vec(), end.clone(), false, false),
+        create(format!("{p}q").into_bytes(), Vec::new(), false, true),
+    ];
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for r in reqs {
+        tx.send(r).unwrap();
+    }
+    let mut client = WatchClient::connect(format!("http://{endpoint}"))
+        .await
+        .unwrap();
+    let mut stream = client
+        .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut created = Vec::new();
+    let mut frag = Vec::new();
+    let mut whole = Vec::new();
+    let mut progress = None;
+    while progress.is_none()
+        || frag.last().is_none_or(|f: &(bool, usize, usize)| f.0)
+        || whole.is_empty()
+    {
+        let r = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("timed out")
+            .unwrap()
+            .unwrap();
+        let size = prost::Message::encoded_len(&r);
+        if r.created {
+            assert!(!r.canceled, "{r:?}");
+        }
+        if r.created {
+            created.push(r.watch_id);
+        } else if created.first() == Some(&r.watch_id) {
+            frag.push((r.fragment, r.events.len(), size));
+        } else if created.get(1) == Some(&r.watch_id) {
+            assert!(!r.fragment);
+            whole.push(r.events.len());
+        } else {
+            assert_eq!(created.get(2), Some(&r.watch_id), "{r:?}");
+            assert!(r.events.is_empty());
+            progress = r.header.map(|h| h.revision);
+        }
+    }
+    drop(tx);
+    assert_eq!(whole, vec![N]);
+    assert!(frag.len() > 1, "{frag:?}");
+    assert_eq!(frag.iter().map(|f| f.1).sum::<usize>(), N);
+    for (i, (fragment, n, size)) in frag.iter().enumerate() {
+        assert_eq!(*fragment, i + 1 < frag.len(), "{frag:?}");
+        assert!(*n == 1 || *size < THRESHOLD, "{frag:?}");
+    }
+    assert_eq!(progress, Some(revs[N - 1]));
+}
+
+#[tokio::test]
+async fn raw_fragments_and_progress_notify_against_rustcd() {
+    let history = FakeHistory::new();
+    let hub = WatchHub::new(
+        history.clone(),
+        Arc::new(FakeHeader),
+        Duration::from_millis(200),
+    );
+    let svc = WatchService::new(hub.clone()).with_max_request_bytes(2048);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc.into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    raw_scenario(addr.to_string(), Backend::Fake(history, hub), "f/").await;
+    server.abort();
+}
+
+/// Against a real etcd started with `--max-request-bytes 2048
+/// --experimental-watch-progress-notify-interval 1s` (`RUSTCD_REAL_ETCD`).
+#[tokio::test]
+#[ignore]
+async fn real_etcd_raw_fragments_and_progress_notify() {
+    let Ok(ep) = std::env::var("RUSTCD_REAL_ETCD") else {
+        return;
+    };
+    let writer = Client::connect([ep.as_str()], None).await.unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    raw_scenario(ep, Backend::Real(Box::new(writer)), &format!("f{nanos}/")).await;
 }

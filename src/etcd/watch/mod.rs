@@ -60,7 +60,9 @@ mod tests;
 use crate::etcd::proto::{etcdserverpb, mvccpb};
 
 pub use hub::WatchHub;
-pub use stream::{Authorizer, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES};
+pub use stream::{
+    Authorizer, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES,
+};
 pub use watcher::KeyRange;
 
 /// The `cancel_reason` etcd clients show for a watcher whose revision was compacted.

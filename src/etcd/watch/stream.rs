@@ -20,8 +20,11 @@ use crate::etcd::proto::etcdserverpb::{
     WatchCreateRequest, WatchRequest, WatchResponse,
 };
 
-/// etcd's default `--max-request-bytes` (1.5 MiB), the fragmentation threshold.
+/// etcd's default `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+/// etcd fragments watch responses at `max_request_bytes` plus this gRPC
+/// overhead allowance (`MaxRequestBytesWithOverhead`), i.e. 2 MiB by default.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Control responses (created / canceled / progress) a stream may have queued
 /// before the server stops reading its requests (etcd's `ctrlStreamBufLen`).
 const CONTROL_SLOTS: usize = 16;
@@ -64,9 +67,11 @@ impl WatchService {
         self
     }
 
-    /// Sets the fragmentation threshold (the server's `--max-request-bytes`).
+    /// Sets the server's `--max-request-bytes`; as in etcd, responses of
+    /// `fragment` watchers are split once they reach this plus
+    /// [`GRPC_OVERHEAD_BYTES`].
     pub fn with_max_request_bytes(mut self, bytes: usize) -> Self {
-        self.max_request_bytes = bytes.max(1);
+        self.max_request_bytes = bytes;
         self
     }
 
@@ -271,8 +276,10 @@ impl Stream for WatchResponseStream {
         drop(permit);
         response.header = Some(this.hub.inner.header.header(header_rev));
         if fragment {
-            this.pending
-                .extend(fragment_response(response, this.max_request_bytes));
+            this.pending.extend(fragment_response(
+                response,
+                this.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES),
+            ));
             match this.pending.pop_front() {
                 Some(r) => Poll::Ready(Some(Ok(r))),
                 None => Poll::Ready(None),

@@ -547,7 +547,8 @@ async fn authorizer_rejection_is_created_and_canceled() {
 #[tokio::test]
 async fn large_responses_are_fragmented_on_request() {
     let (h, hub, svc) = setup(hour());
-    let svc = svc.with_max_request_bytes(300);
+    // Threshold: max_request_bytes (0 here) + etcd's 512 KiB gRPC overhead.
+    let svc = svc.with_max_request_bytes(0);
     let mut c = connect(&svc);
     c.create(WatchCreateRequest {
         fragment: true,
@@ -556,7 +557,7 @@ async fn large_responses_are_fragmented_on_request() {
     let frag = c.created().await;
     c.create(prefix("k"));
     let whole = c.created().await;
-    let big = vec![b'x'; 100];
+    let big = vec![b'x'; 100 * 1024];
     let keys: Vec<String> = (0..7).map(|i| format!("k{i}")).collect();
     let ops: Vec<Op<'_>> = keys.iter().map(|k| Op::Put(k.as_bytes(), &big)).collect();
     h.write(&hub, &ops);
@@ -579,7 +580,7 @@ async fn large_responses_are_fragmented_on_request() {
     for (i, r) in frags.iter().enumerate() {
         assert_eq!(r.fragment, i + 1 < n);
         assert!(!r.events.is_empty());
-        assert!(r.events.len() == 1 || prost::Message::encoded_len(r) < 300);
+        assert!(r.events.len() == 1 || prost::Message::encoded_len(r) < GRPC_OVERHEAD_BYTES);
     }
     let all: Vec<Event> = frags.into_iter().flat_map(|r| r.events).collect();
     assert_eq!(all, wholes[0].events);
