@@ -367,3 +367,29 @@ async fn real_etcd_raw_fragments_and_progress_notify() {
         .as_nanos();
     raw_scenario(ep, Backend::Real(Box::new(writer)), &format!("f{nanos}/")).await;
 }
+
+/// What a real etcd with auth enabled answers a watch the user may not read
+/// (`RUSTCD_REAL_ETCD` plus `RUSTCD_REAL_ETCD_USER=name:password` of a user
+/// without permissions); `authorizer_rejection_is_created_and_canceled` checks
+/// rustcd produces the same response.
+#[tokio::test]
+#[ignore]
+async fn real_etcd_permission_denied_watch() {
+    let (Ok(ep), Ok(user)) = (
+        std::env::var("RUSTCD_REAL_ETCD"),
+        std::env::var("RUSTCD_REAL_ETCD_USER"),
+    ) else {
+        return;
+    };
+    let (name, password) = user.split_once(':').unwrap();
+    let opts = etcd_client::ConnectOptions::new().with_user(name, password);
+    let mut c = Client::connect([ep.as_str()], Some(opts)).await.unwrap();
+    let mut ws = c.watch("secret", None).await.unwrap();
+    let m = next(&mut ws).await;
+    assert!(m.created() && m.canceled(), "{m:?}");
+    assert_eq!(m.watch_id(), -1);
+    assert_eq!(
+        m.cancel_reason(),
+        "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+    );
+}
