@@ -101,13 +101,20 @@ pub fn restore(args: &RestoreArgs) -> Result<std::path::PathBuf, BackupError> {
         .map(|u| u.trim_end_matches('/').to_string())
         .collect();
     if !initial.iter().any(|m| m.name == args.name) {
-        return Err(BackupError::Flags(format!("--initial-cluster does not contain {:?}", args.name)));
+        return Err(BackupError::Flags(format!(
+            "--initial-cluster does not contain {:?}",
+            args.name
+        )));
     }
     let m = Membership::bootstrap(&initial, &args.initial_cluster_token);
     let member_id = membership::member_id(&mine, &args.initial_cluster_token, None);
     let old_alarms = Vec::new();
     let mut cluster = m.to_snapshot();
-    cluster.cluster_version = snap.cluster.as_ref().map(|c| c.cluster_version.clone()).unwrap_or_default();
+    cluster.cluster_version = snap
+        .cluster
+        .as_ref()
+        .map(|c| c.cluster_version.clone())
+        .unwrap_or_default();
     cluster.alarms = old_alarms;
     snap.cluster = Some(cluster.clone());
     // The restored member starts a fresh Raft log whose first index is the snapshot's.
@@ -115,9 +122,10 @@ pub fn restore(args: &RestoreArgs) -> Result<std::path::PathBuf, BackupError> {
     let term = snap.applied_term.max(1);
     snap.applied_index = index;
     snap.applied_term = term;
-    let dirs = DataDir::open(&data_dir, None)?;
-    SnapshotFiles::new(dirs.snap_dir()).save(index, term, &snap.encode_to_vec())?;
-    let (mut wal, _) = Wal::open(&dirs.wal_dir(), 64 * 1024 * 1024)?;
+    let dirs = DataDir::new(&data_dir, None);
+    dirs.create()?;
+    SnapshotFiles::open(dirs.snap_dir())?.save(index, term, &snap.encode_to_vec())?;
+    let (mut wal, _) = Wal::open(dirs.wal_dir(), 64 * 1024 * 1024)?;
     let meta = WalMetadata {
         member_id,
         cluster_id: m.cluster_id,
@@ -157,7 +165,10 @@ mod tests {
         let mut bad = bytes.clone();
         bad[13] ^= 0xff;
         assert!(matches!(decode(&bad, "f"), Err(BackupError::Checksum { .. })));
-        assert!(matches!(decode(b"SQLite format 3\0....", "f"), Err(BackupError::Magic { .. })));
+        assert!(matches!(
+            decode(b"SQLite format 3\0....", "f"),
+            Err(BackupError::Magic { .. })
+        ));
         let mut v2 = bytes.clone();
         v2[8] = 2;
         assert!(matches!(decode(&v2, "f"), Err(BackupError::Version { .. })));

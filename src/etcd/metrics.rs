@@ -38,7 +38,10 @@ fn counter(reg: &Registry, name: &str, help: &str) -> Result<IntCounter, prometh
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let reg = Registry::new();
-        let is_leader = Gauge::with_opts(Opts::new("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."))?;
+        let is_leader = Gauge::with_opts(Opts::new(
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+        ))?;
         reg.register(Box::new(is_leader.clone()))?;
         let proposals_applied = prometheus::Counter::with_opts(Opts::new(
             "etcd_server_proposals_applied_total",
@@ -54,19 +57,55 @@ impl Metrics {
         )?;
         reg.register(Box::new(wal_fsync.clone()))?;
         Ok(Metrics {
-            has_leader: gauge(&reg, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.")?,
+            has_leader: gauge(
+                &reg,
+                "etcd_server_has_leader",
+                "Whether or not a leader exists. 1 is existence, 0 is not.",
+            )?,
             is_leader,
-            leader_changes: counter(&reg, "etcd_server_leader_changes_seen_total", "The number of leader changes seen.")?,
-            proposals_committed: gauge(&reg, "etcd_server_proposals_committed_total", "The total number of consensus proposals committed.")?,
+            leader_changes: counter(
+                &reg,
+                "etcd_server_leader_changes_seen_total",
+                "The number of leader changes seen.",
+            )?,
+            proposals_committed: gauge(
+                &reg,
+                "etcd_server_proposals_committed_total",
+                "The total number of consensus proposals committed.",
+            )?,
             proposals_applied,
-            proposals_pending: gauge(&reg, "etcd_server_proposals_pending", "The current number of pending proposals to commit.")?,
-            proposals_failed: counter(&reg, "etcd_server_proposals_failed_total", "The total number of failed proposals seen.")?,
+            proposals_pending: gauge(
+                &reg,
+                "etcd_server_proposals_pending",
+                "The current number of pending proposals to commit.",
+            )?,
+            proposals_failed: counter(
+                &reg,
+                "etcd_server_proposals_failed_total",
+                "The total number of failed proposals seen.",
+            )?,
             wal_fsync,
-            db_total_size: gauge(&reg, "etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.")?,
-            db_total_size_in_use: gauge(&reg, "etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.")?,
+            db_total_size: gauge(
+                &reg,
+                "etcd_mvcc_db_total_size_in_bytes",
+                "Total size of the underlying database physically allocated in bytes.",
+            )?,
+            db_total_size_in_use: gauge(
+                &reg,
+                "etcd_mvcc_db_total_size_in_use_in_bytes",
+                "Total size of the underlying database logically in use in bytes.",
+            )?,
             keys_total: gauge(&reg, "etcd_debugging_mvcc_keys_total", "Total number of keys.")?,
-            current_revision: gauge(&reg, "etcd_debugging_mvcc_current_revision", "The current revision of store.")?,
-            compact_revision: gauge(&reg, "etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.")?,
+            current_revision: gauge(
+                &reg,
+                "etcd_debugging_mvcc_current_revision",
+                "The current revision of store.",
+            )?,
+            compact_revision: gauge(
+                &reg,
+                "etcd_debugging_mvcc_compact_revision",
+                "The revision of the last compaction in store.",
+            )?,
             watchers: gauge(&reg, "etcd_debugging_mvcc_watcher_total", "Total number of watchers.")?,
             leases: gauge(&reg, "etcd_debugging_lease_total", "The number of leases.")?,
             server_id: gauge(&reg, "etcd_server_id", "Server ID (low 63 bits).")?,

@@ -24,6 +24,10 @@ use crate::etcd::proto::etcdserverpb as pb;
 use crate::etcd::proto::mvccpb;
 use crate::etcd::proto::rustcdpb::{self, internal_request::Request};
 
+/// bcrypt cost used only if a proposal carries a plain password (rustcd's own proposers
+/// always hash before proposing, so every member stores the same hash).
+const FALLBACK_BCRYPT_COST: u32 = 10;
+
 /// Version of the snapshot contents; bump when `StateSnapshot` changes meaning.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 
@@ -110,7 +114,7 @@ impl StateMachine {
             return Ok(ApplyOutput::Nothing);
         };
         if !req.username.is_empty() && self.auth.is_enabled() && req.auth_revision < self.auth.revision() {
-            return Err(ApplyError::Auth(crate::etcd::auth::AuthError::OldRevision));
+            return Err(ApplyError::Auth(crate::etcd::auth::AuthError::AuthOldRevision));
         }
         let space_ok = !self.membership.has_alarm(pb::AlarmType::Nospace);
         match request {
@@ -156,13 +160,16 @@ impl StateMachine {
             }
             Request::LeaseCheckpoint(r) => {
                 for c in &r.checkpoints {
-                    self.lessor.checkpoint(c.id, c.remaining_ttl);
+                    self.lessor.checkpoint(c.id, c.remaining_ttl, now);
                 }
                 Ok(ApplyOutput::Nothing)
             }
             Request::Alarm(r) => Ok(ApplyOutput::Alarm(self.apply_alarm(r))),
             Request::AuthEnable(_) => self.auth.enable().map(|_| ApplyOutput::AuthDone).map_err(Into::into),
-            Request::AuthDisable(_) => self.auth.disable().map(|_| ApplyOutput::AuthDone).map_err(Into::into),
+            Request::AuthDisable(_) => {
+                self.auth.disable();
+                Ok(ApplyOutput::AuthDone)
+            }
             Request::Authenticate(r) => {
                 // The token itself lives in the proposing member's token store; applying
                 // the entry only orders the authentication after earlier auth changes.
@@ -171,21 +178,37 @@ impl StateMachine {
                     token: r.simple_token.clone(),
                 }))
             }
-            Request::UserAdd(r) => self.auth.user_add(r).map(|_| ApplyOutput::AuthDone).map_err(Into::into),
-            Request::UserDelete(r) => self.auth.user_delete(r).map(|_| ApplyOutput::AuthDone).map_err(Into::into),
-            Request::UserChangePassword(r) => self
+            Request::UserAdd(r) => self
                 .auth
-                .user_change_password(r)
+                .user_add(r, FALLBACK_BCRYPT_COST)
                 .map(|_| ApplyOutput::AuthDone)
                 .map_err(Into::into),
-            Request::UserGrantRole(r) => self.auth.user_grant_role(r).map(|_| ApplyOutput::AuthDone).map_err(Into::into),
+            Request::UserDelete(r) => self
+                .auth
+                .user_delete(r)
+                .map(|_| ApplyOutput::AuthDone)
+                .map_err(Into::into),
+            Request::UserChangePassword(r) => self
+                .auth
+                .user_change_password(r, FALLBACK_BCRYPT_COST)
+                .map(|_| ApplyOutput::AuthDone)
+                .map_err(Into::into),
+            Request::UserGrantRole(r) => self
+                .auth
+                .user_grant_role(r)
+                .map(|_| ApplyOutput::AuthDone)
+                .map_err(Into::into),
             Request::UserRevokeRole(r) => self
                 .auth
                 .user_revoke_role(r)
                 .map(|_| ApplyOutput::AuthDone)
                 .map_err(Into::into),
             Request::RoleAdd(r) => self.auth.role_add(r).map(|_| ApplyOutput::AuthDone).map_err(Into::into),
-            Request::RoleDelete(r) => self.auth.role_delete(r).map(|_| ApplyOutput::AuthDone).map_err(Into::into),
+            Request::RoleDelete(r) => self
+                .auth
+                .role_delete(r)
+                .map(|_| ApplyOutput::AuthDone)
+                .map_err(Into::into),
             Request::RoleGrantPermission(r) => self
                 .auth
                 .role_grant_permission(r)
@@ -221,9 +244,11 @@ impl StateMachine {
                     Vec::new()
                 }
             }
-            Ok(pb::alarm_request::AlarmAction::Deactivate) => {
-                self.membership.deactivate_alarm(r.member_id, alarm).into_iter().collect()
-            }
+            Ok(pb::alarm_request::AlarmAction::Deactivate) => self
+                .membership
+                .deactivate_alarm(r.member_id, alarm)
+                .into_iter()
+                .collect(),
             _ => self.membership.alarms_of(alarm),
         };
         pb::AlarmResponse { header: None, alarms }
@@ -242,10 +267,11 @@ impl StateMachine {
                 0
             };
             if prev_lease != 0 && prev_lease != new_lease {
-                self.lessor.detach(prev_lease, &key);
+                let _ = self.lessor.detach(prev_lease, &key);
             }
             if new_lease != 0 {
-                self.lessor.attach(new_lease, &key);
+                // The lease existed when the write was checked; it cannot vanish within one entry.
+                let _ = self.lessor.attach(new_lease, &key);
             }
         }
     }
@@ -274,14 +300,16 @@ impl StateMachine {
         if snap.format_version != SNAPSHOT_FORMAT_VERSION {
             return Err(RestoreError::Version(snap.format_version));
         }
-        let mvcc = Store::from_snapshot(snap.mvcc.unwrap_or_default())?;
+        let mvcc = Store::from_snapshot(&snap.mvcc.unwrap_or_default())?;
         let mut lessor = Lessor::new(self.lessor.min_ttl());
-        lessor.restore(snap.leases.unwrap_or_default(), now);
-        for kv in mvcc.live_kvs_with_lease() {
-            lessor.attach(kv.lease, &kv.key);
+        lessor.restore(&snap.leases.unwrap_or_default(), now);
+        for (key, lease) in mvcc.live_keys_with_lease() {
+            if let Err(e) = lessor.attach(lease, &key) {
+                tracing::warn!(lease, error = %e, "key in snapshot refers to a lease the snapshot lacks");
+            }
         }
-        self.auth = AuthStore::from_snapshot(snap.auth.unwrap_or_default())
-            .map_err(|e| RestoreError::Auth(e.to_string()))?;
+        self.auth =
+            AuthStore::from_snapshot(snap.auth.unwrap_or_default()).map_err(|e| RestoreError::Auth(e.to_string()))?;
         self.membership = Membership::from_snapshot(snap.cluster.unwrap_or_default());
         self.mvcc = mvcc;
         self.lessor = lessor;

@@ -19,10 +19,7 @@ fn range_checks() -> R {
     // Disabled: everything is allowed, even without a user.
     assert_eq!(s.check_range("", b"zzz", b"", PermType::Write), Ok(()));
     s.enable()?;
-    assert_eq!(
-        s.check_range("", b"a", b"", PermType::Read),
-        Err(AuthError::UserEmpty)
-    );
+    assert_eq!(s.check_range("", b"a", b"", PermType::Read), Err(AuthError::UserEmpty));
     assert_eq!(
         s.check_range("ghost", b"a", b"", PermType::Read),
         Err(AuthError::PermissionDenied)
@@ -51,10 +48,7 @@ fn range_checks() -> R {
     );
     // Any user holding the root role may do anything.
     grant_role(&mut s, "u", "root")?;
-    assert_eq!(
-        s.check_range("u", b"zz", b"\0", PermType::Readwrite),
-        Ok(())
-    );
+    assert_eq!(s.check_range("u", b"zz", b"\0", PermType::Readwrite), Ok(()));
     Ok(())
 }
 
@@ -78,16 +72,10 @@ fn admin_and_self_service_checks() -> R {
     assert_eq!(s.check_admin("u"), Err(AuthError::PermissionDenied));
     // Checked against etcd 3.4.23: `user get u1` as u1 works, `user list` does not.
     assert_eq!(s.check_user_get("u", "u"), Ok(()));
-    assert_eq!(
-        s.check_user_get("u", "root"),
-        Err(AuthError::PermissionDenied)
-    );
+    assert_eq!(s.check_user_get("u", "root"), Err(AuthError::PermissionDenied));
     assert_eq!(s.check_user_get("root", "u"), Ok(()));
     assert_eq!(s.check_role_get("u", "r"), Ok(()));
-    assert_eq!(
-        s.check_role_get("u", "other"),
-        Err(AuthError::PermissionDenied)
-    );
+    assert_eq!(s.check_role_get("u", "other"), Err(AuthError::PermissionDenied));
     Ok(())
 }
 
@@ -160,10 +148,7 @@ fn snapshot_round_trip() -> R {
     assert_eq!(restored, s);
     assert_eq!(restored.to_snapshot(), snap);
     // Behaviour survives too: permissions and passwords.
-    assert_eq!(
-        restored.check_range("alice", b"pp", b"", PermType::Write),
-        Ok(())
-    );
+    assert_eq!(restored.check_range("alice", b"pp", b"", PermType::Write), Ok(()));
     assert_eq!(
         restored.check_range("alice", b"a", b"", PermType::Read),
         Err(AuthError::PermissionDenied)
@@ -171,8 +156,8 @@ fn snapshot_round_trip() -> R {
     assert_eq!(restored.check_password("alice", "pw"), Ok(s.revision()));
     // And via protobuf bytes.
     let bytes = prost::Message::encode_to_vec(&snap);
-    let decoded: AuthSnapshot = prost::Message::decode(bytes.as_slice())
-        .map_err(|e| AuthError::InvalidSnapshot(e.to_string()))?;
+    let decoded: AuthSnapshot =
+        prost::Message::decode(bytes.as_slice()).map_err(|e| AuthError::InvalidSnapshot(e.to_string()))?;
     assert_eq!(AuthStore::from_snapshot(decoded)?, s);
     // An empty store too.
     let empty = AuthStore::new();
@@ -220,9 +205,7 @@ fn tokens_with_store_flow() -> R {
     let tok = tokens.assign_at(&prefix, 17, "alice", now);
     assert_eq!(checked, s.revision());
     assert_eq!(tokens.username_of(&tok, now).as_deref(), Some("alice"));
-    s.user_delete(&pb::AuthUserDeleteRequest {
-        name: "alice".into(),
-    })?;
+    s.user_delete(&pb::AuthUserDeleteRequest { name: "alice".into() })?;
     tokens.invalidate_user("alice");
     assert_eq!(tokens.username_of(&tok, now), None);
     Ok(())

@@ -94,11 +94,11 @@ impl AuthError {
     pub fn grpc_status_code(&self) -> i32 {
         use AuthError::*;
         match self {
-            RootUserNotExist | RootRoleNotExist | UserAlreadyExist | UserNotFound
-            | RoleAlreadyExist | RoleNotFound | RoleNotGranted | PermissionNotGranted
-            | AuthNotEnabled => code::FAILED_PRECONDITION,
-            UserEmpty | RoleEmpty | AuthFailed | PermissionNotGiven | InvalidAuthMgmt
-            | AuthOldRevision => code::INVALID_ARGUMENT,
+            RootUserNotExist | RootRoleNotExist | UserAlreadyExist | UserNotFound | RoleAlreadyExist | RoleNotFound
+            | RoleNotGranted | PermissionNotGranted | AuthNotEnabled => code::FAILED_PRECONDITION,
+            UserEmpty | RoleEmpty | AuthFailed | PermissionNotGiven | InvalidAuthMgmt | AuthOldRevision => {
+                code::INVALID_ARGUMENT
+            }
             PermissionDenied => code::PERMISSION_DENIED,
             InvalidAuthToken => code::UNAUTHENTICATED,
             NoPasswordUser => code::UNKNOWN,
@@ -114,53 +114,25 @@ mod tests {
     #[test]
     fn texts_and_codes_match_etcd() {
         let cases: &[(AuthError, &str, i32)] = &[
-            (
-                AuthError::RootUserNotExist,
-                "etcdserver: root user does not exist",
-                9,
-            ),
+            (AuthError::RootUserNotExist, "etcdserver: root user does not exist", 9),
             (
                 AuthError::RootRoleNotExist,
                 "etcdserver: root user does not have root role",
                 9,
             ),
-            (
-                AuthError::UserAlreadyExist,
-                "etcdserver: user name already exists",
-                9,
-            ),
+            (AuthError::UserAlreadyExist, "etcdserver: user name already exists", 9),
             (AuthError::UserEmpty, "etcdserver: user name is empty", 3),
-            (
-                AuthError::UserNotFound,
-                "etcdserver: user name not found",
-                9,
-            ),
-            (
-                AuthError::RoleAlreadyExist,
-                "etcdserver: role name already exists",
-                9,
-            ),
-            (
-                AuthError::RoleNotFound,
-                "etcdserver: role name not found",
-                9,
-            ),
+            (AuthError::UserNotFound, "etcdserver: user name not found", 9),
+            (AuthError::RoleAlreadyExist, "etcdserver: role name already exists", 9),
+            (AuthError::RoleNotFound, "etcdserver: role name not found", 9),
             (AuthError::RoleEmpty, "etcdserver: role name is empty", 3),
             (
                 AuthError::AuthFailed,
                 "etcdserver: authentication failed, invalid user ID or password",
                 3,
             ),
-            (
-                AuthError::PermissionNotGiven,
-                "etcdserver: permission not given",
-                3,
-            ),
-            (
-                AuthError::PermissionDenied,
-                "etcdserver: permission denied",
-                7,
-            ),
+            (AuthError::PermissionNotGiven, "etcdserver: permission not given", 3),
+            (AuthError::PermissionDenied, "etcdserver: permission denied", 7),
             (
                 AuthError::RoleNotGranted,
                 "etcdserver: role is not granted to the user",
@@ -176,16 +148,8 @@ mod tests {
                 "etcdserver: authentication is not enabled",
                 9,
             ),
-            (
-                AuthError::InvalidAuthToken,
-                "etcdserver: invalid auth token",
-                16,
-            ),
-            (
-                AuthError::InvalidAuthMgmt,
-                "etcdserver: invalid auth management",
-                3,
-            ),
+            (AuthError::InvalidAuthToken, "etcdserver: invalid auth token", 16),
+            (AuthError::InvalidAuthMgmt, "etcdserver: invalid auth management", 3),
             (
                 AuthError::AuthOldRevision,
                 "etcdserver: revision of auth store is old",

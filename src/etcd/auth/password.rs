@@ -14,8 +14,7 @@ use super::error::AuthError;
 /// CPU-heavy at production costs (etcd's default is 10): call it before proposing,
 /// never on the apply path.
 pub fn hash_password(password: &str, cost: u32) -> Result<String, AuthError> {
-    let parts =
-        bcrypt::hash_with_result(password, cost).map_err(|e| AuthError::Hash(e.to_string()))?;
+    let parts = bcrypt::hash_with_result(password, cost).map_err(|e| AuthError::Hash(e.to_string()))?;
     let hash = parts.format_for_version(bcrypt::Version::TwoA);
     Ok(base64_encode(hash.as_bytes()))
 }
@@ -54,10 +53,7 @@ pub fn base64_encode(data: &[u8]) -> String {
 /// except that Go also skips `\r` and `\n`, which are skipped here too).
 /// Returns `None` for malformed input.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes: Vec<u8> = text
-        .bytes()
-        .filter(|b| *b != b'\r' && *b != b'\n')
-        .collect();
+    let bytes: Vec<u8> = text.bytes().filter(|b| *b != b'\r' && *b != b'\n').collect();
     if bytes.len() % 4 != 0 {
         return None;
     }
@@ -127,11 +123,7 @@ mod tests {
     fn hash_and_verify() -> Result<(), AuthError> {
         let encoded = hash_password("secret", 4)?;
         let raw = base64_decode(&encoded).ok_or(AuthError::Hash("decode".into()))?;
-        assert!(
-            raw.starts_with(b"$2a$04$"),
-            "{}",
-            String::from_utf8_lossy(&raw)
-        );
+        assert!(raw.starts_with(b"$2a$04$"), "{}", String::from_utf8_lossy(&raw));
         assert!(verify_password(&raw, "secret"));
         assert!(!verify_password(&raw, "Secret"));
         assert!(!verify_password(b"", "secret"));
@@ -143,9 +135,7 @@ mod tests {
     fn verifies_both_bcrypt_prefixes() {
         // Go writes `$2a$`; the bcrypt crate defaults to `$2b$`. Both must verify.
         let parts = bcrypt::hash_with_result("x", 4).ok();
-        let Some(parts) = parts else {
-            panic!("hashing failed")
-        };
+        let Some(parts) = parts else { panic!("hashing failed") };
         let a = parts.format_for_version(bcrypt::Version::TwoA);
         let b = parts.format_for_version(bcrypt::Version::TwoB);
         assert!(verify_password(a.as_bytes(), "x"));

@@ -146,9 +146,7 @@ impl UnifiedPerms {
         match typ {
             PermType::Read => check(&self.read, key, range_end),
             PermType::Write => check(&self.write, key, range_end),
-            PermType::Readwrite => {
-                check(&self.read, key, range_end) && check(&self.write, key, range_end)
-            }
+            PermType::Readwrite => check(&self.read, key, range_end) && check(&self.write, key, range_end),
         }
     }
 }
@@ -251,23 +249,14 @@ mod tests {
     fn union_of_adjacent_and_overlapping_grants() {
         let p = UnifiedPerms::from_roles([
             &role(&[(PermType::Read, b"a", b"c")]),
-            &role(&[
-                (PermType::Readwrite, b"c", b"e"),
-                (PermType::Read, b"d", b"g"),
-            ]),
+            &role(&[(PermType::Readwrite, b"c", b"e"), (PermType::Read, b"d", b"g")]),
         ]);
         assert!(p.permits(b"a", b"g", PermType::Read));
         assert!(!p.permits(b"a", b"g\0", PermType::Read));
         assert!(!p.permits(b"a", b"e", PermType::Write));
         assert!(p.permits(b"c", b"e", PermType::Write));
-        let gap = UnifiedPerms::from_roles([&role(&[
-            (PermType::Read, b"a", b"b"),
-            (PermType::Read, b"b\0", b"c"),
-        ])]);
-        assert!(
-            !gap.permits(b"a", b"c", PermType::Read),
-            "key b is not granted"
-        );
+        let gap = UnifiedPerms::from_roles([&role(&[(PermType::Read, b"a", b"b"), (PermType::Read, b"b\0", b"c")])]);
+        assert!(!gap.permits(b"a", b"c", PermType::Read), "key b is not granted");
         assert!(gap.permits(b"b\0", b"c", PermType::Read));
     }
 
@@ -317,11 +306,7 @@ mod tests {
     }
 
     fn perm_type() -> impl Strategy<Value = PermType> {
-        prop_oneof![
-            Just(PermType::Read),
-            Just(PermType::Write),
-            Just(PermType::Readwrite)
-        ]
+        prop_oneof![Just(PermType::Read), Just(PermType::Write), Just(PermType::Readwrite)]
     }
 
     /// Model: the set of keys a grant covers, as a predicate.
@@ -335,15 +320,11 @@ mod tests {
         }
     }
 
-    fn model(
-        grants: &[(PermType, Vec<u8>, Vec<u8>)],
-        req: &(Vec<u8>, Vec<u8>),
-        typ: PermType,
-    ) -> bool {
+    fn model(grants: &[(PermType, Vec<u8>, Vec<u8>)], req: &(Vec<u8>, Vec<u8>), typ: PermType) -> bool {
         let granted = |k: &[u8]| {
-            grants.iter().any(|(t, gk, ge)| {
-                (*t == typ || *t == PermType::Readwrite) && grant_covers(k, gk, ge)
-            })
+            grants
+                .iter()
+                .any(|(t, gk, ge)| (*t == typ || *t == PermType::Readwrite) && grant_covers(k, gk, ge))
         };
         let (rk, re) = req;
         let inverted = !re.is_empty() && re != &[0] && re <= rk;

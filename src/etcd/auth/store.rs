@@ -90,8 +90,7 @@ impl AuthStore {
             .users
             .iter()
             .map(|(name, user)| {
-                let perms =
-                    UnifiedPerms::from_roles(user.roles.iter().filter_map(|r| roles.get(r)));
+                let perms = UnifiedPerms::from_roles(user.roles.iter().filter_map(|r| roles.get(r)));
                 (name.clone(), perms)
             })
             .collect();
@@ -103,10 +102,7 @@ impl AuthStore {
     /// a no-op; enabling does not bump the revision (as in etcd).
     pub fn enable(&mut self) -> Result<pb::AuthEnableResponse, AuthError> {
         if !self.enabled {
-            let root = self
-                .users
-                .get(ROOT_USER)
-                .ok_or(AuthError::RootUserNotExist)?;
+            let root = self.users.get(ROOT_USER).ok_or(AuthError::RootUserNotExist)?;
             if !has_root_role(root) {
                 return Err(AuthError::RootRoleNotExist);
             }
@@ -161,10 +157,7 @@ impl AuthStore {
 
     /// `UserDelete`. `root` cannot be deleted while auth is enabled. The caller must
     /// invalidate the user's tokens.
-    pub fn user_delete(
-        &mut self,
-        r: &pb::AuthUserDeleteRequest,
-    ) -> Result<pb::AuthUserDeleteResponse, AuthError> {
+    pub fn user_delete(&mut self, r: &pb::AuthUserDeleteRequest) -> Result<pb::AuthUserDeleteResponse, AuthError> {
         if self.enabled && r.name == ROOT_USER {
             return Err(AuthError::InvalidAuthMgmt);
         }
@@ -235,10 +228,7 @@ impl AuthStore {
     }
 
     /// `UserGet`: the user's roles, sorted.
-    pub fn user_get(
-        &self,
-        r: &pb::AuthUserGetRequest,
-    ) -> Result<pb::AuthUserGetResponse, AuthError> {
+    pub fn user_get(&self, r: &pb::AuthUserGetRequest) -> Result<pb::AuthUserGetResponse, AuthError> {
         let user = self.users.get(&r.name).ok_or(AuthError::UserNotFound)?;
         Ok(pb::AuthUserGetResponse {
             header: None,
@@ -257,10 +247,7 @@ impl AuthStore {
     // ---------------------------------------------------------------- roles
 
     /// `RoleAdd`.
-    pub fn role_add(
-        &mut self,
-        r: &pb::AuthRoleAddRequest,
-    ) -> Result<pb::AuthRoleAddResponse, AuthError> {
+    pub fn role_add(&mut self, r: &pb::AuthRoleAddRequest) -> Result<pb::AuthRoleAddResponse, AuthError> {
         if r.name.is_empty() {
             return Err(AuthError::RoleEmpty);
         }
@@ -278,10 +265,7 @@ impl AuthStore {
 
     /// `RoleDelete`: removes the role and revokes it from every user. The `root` role
     /// cannot be deleted while auth is enabled.
-    pub fn role_delete(
-        &mut self,
-        r: &pb::AuthRoleDeleteRequest,
-    ) -> Result<pb::AuthRoleDeleteResponse, AuthError> {
+    pub fn role_delete(&mut self, r: &pb::AuthRoleDeleteRequest) -> Result<pb::AuthRoleDeleteResponse, AuthError> {
         if self.enabled && r.role == ROOT_ROLE {
             return Err(AuthError::InvalidAuthMgmt);
         }
@@ -346,10 +330,7 @@ impl AuthStore {
 
     /// `RoleGet`. The `root` role (when it exists) reports etcd 3.5's synthetic
     /// permission READWRITE `["", "\0")`.
-    pub fn role_get(
-        &self,
-        r: &pb::AuthRoleGetRequest,
-    ) -> Result<pb::AuthRoleGetResponse, AuthError> {
+    pub fn role_get(&self, r: &pb::AuthRoleGetRequest) -> Result<pb::AuthRoleGetResponse, AuthError> {
         let role = self.roles.get(&r.role).ok_or(AuthError::RoleNotFound)?;
         let perm = if r.role == ROOT_ROLE {
             vec![authpb::Permission {
@@ -422,9 +403,7 @@ impl AuthStore {
 
     /// Whether `user` exists and holds `role`.
     pub fn has_role(&self, user: &str, role: &str) -> bool {
-        self.users
-            .get(user)
-            .is_some_and(|u| u.roles.iter().any(|r| r == role))
+        self.users.get(user).is_some_and(|u| u.roles.iter().any(|r| r == role))
     }
 
     /// etcd's `IsAdminPermitted`, for auth, cluster and maintenance management requests:
@@ -466,13 +445,7 @@ impl AuthStore {
     /// ("user name is empty"), exist ("permission denied") and either hold `root` or have
     /// `[key, range_end)` covered by grants of type `typ` (see [`super::permission`]).
     /// Use `Write` for puts and deletes, `Read` for ranges; `Readwrite` requires both.
-    pub fn check_range(
-        &self,
-        user: &str,
-        key: &[u8],
-        range_end: &[u8],
-        typ: PermType,
-    ) -> Result<(), AuthError> {
+    pub fn check_range(&self, user: &str, key: &[u8], range_end: &[u8], typ: PermType) -> Result<(), AuthError> {
         if !self.enabled {
             return Ok(());
         }
@@ -527,18 +500,14 @@ impl AuthStore {
         for user in snap.users {
             let name = snapshot_name(&user.name, "user")?;
             if users.insert(name.clone(), user).is_some() {
-                return Err(AuthError::InvalidSnapshot(format!(
-                    "duplicate user {name:?}"
-                )));
+                return Err(AuthError::InvalidSnapshot(format!("duplicate user {name:?}")));
             }
         }
         let mut roles = BTreeMap::new();
         for role in snap.roles {
             let name = snapshot_name(&role.name, "role")?;
             if roles.insert(name.clone(), role).is_some() {
-                return Err(AuthError::InvalidSnapshot(format!(
-                    "duplicate role {name:?}"
-                )));
+                return Err(AuthError::InvalidSnapshot(format!("duplicate role {name:?}")));
             }
         }
         let mut store = AuthStore {
@@ -568,8 +537,7 @@ fn has_root_role(user: &authpb::User) -> bool {
 /// `NoPasswordUser`.
 fn select_password(password: &str, hashed: &str, cost: u32) -> Result<Vec<u8>, AuthError> {
     if !password.is_empty() && hashed.is_empty() {
-        let parts =
-            bcrypt::hash_with_result(password, cost).map_err(|e| AuthError::Hash(e.to_string()))?;
+        let parts = bcrypt::hash_with_result(password, cost).map_err(|e| AuthError::Hash(e.to_string()))?;
         return Ok(parts.format_for_version(bcrypt::Version::TwoA).into_bytes());
     }
     base64_decode(hashed).ok_or(AuthError::NoPasswordUser)

@@ -99,10 +99,7 @@ fn user_add_rules() -> R {
     assert_eq!(s.user_add(&empty, COST), Err(AuthError::UserEmpty));
     add_user(&mut s, "alice", "pw")?;
     assert_eq!(s.revision(), 2);
-    assert_eq!(
-        add_user(&mut s, "alice", "other"),
-        Err(AuthError::UserAlreadyExist)
-    );
+    assert_eq!(add_user(&mut s, "alice", "other"), Err(AuthError::UserAlreadyExist));
     assert_eq!(s.revision(), 2, "failed applies do not bump");
     // Bad base64 in hashedPassword: etcd answers ErrNoPasswordUser.
     let bad = pb::AuthUserAddRequest {
@@ -111,9 +108,7 @@ fn user_add_rules() -> R {
         ..Default::default()
     };
     assert_eq!(s.user_add(&bad, COST), Err(AuthError::NoPasswordUser));
-    assert!(s
-        .user_get(&pb::AuthUserGetRequest { name: "bob".into() })
-        .is_err());
+    assert!(s.user_get(&pb::AuthUserGetRequest { name: "bob".into() }).is_err());
     Ok(())
 }
 
@@ -131,17 +126,11 @@ fn passwords_hashed_by_proposer_or_legacy_plain() -> R {
         },
         COST,
     )?;
-    assert_eq!(
-        s.check_password("root", "rootpw"),
-        Err(AuthError::AuthNotEnabled)
-    );
+    assert_eq!(s.check_password("root", "rootpw"), Err(AuthError::AuthNotEnabled));
     s.enable()?;
     let rev = s.revision();
     assert_eq!(s.check_password("root", "rootpw"), Ok(rev));
-    assert_eq!(
-        s.check_password("root", "wrong"),
-        Err(AuthError::AuthFailed)
-    );
+    assert_eq!(s.check_password("root", "wrong"), Err(AuthError::AuthFailed));
     assert_eq!(s.check_password("nobody", "x"), Err(AuthError::AuthFailed));
     assert_eq!(s.check_password("legacy", "old"), Ok(rev));
     // An empty hashedPassword stores an empty hash that never verifies.
@@ -183,10 +172,7 @@ fn no_password_users() -> R {
         },
         COST,
     )?;
-    assert_eq!(
-        s.check_password("np", "new"),
-        Err(AuthError::NoPasswordUser)
-    );
+    assert_eq!(s.check_password("np", "new"), Err(AuthError::NoPasswordUser));
     let snap = s.to_snapshot();
     let np = snap.users.iter().find(|u| u.name == b"np");
     assert_eq!(np.map(|u| u.password.is_empty()), Some(true));
@@ -243,9 +229,7 @@ fn user_delete_rules() -> R {
     s.user_delete(&del("alice"))?;
     assert_eq!(s.revision(), rev + 2);
     assert_eq!(
-        s.user_get(&pb::AuthUserGetRequest {
-            name: "alice".into()
-        }),
+        s.user_get(&pb::AuthUserGetRequest { name: "alice".into() }),
         Err(AuthError::UserNotFound)
     );
     Ok(())
@@ -258,22 +242,14 @@ fn grant_and_revoke_roles() -> R {
     add_role(&mut s, "b")?;
     add_role(&mut s, "a")?;
     // User is looked up before the role.
-    assert_eq!(
-        grant_role(&mut s, "ghost", "nosuch"),
-        Err(AuthError::UserNotFound)
-    );
-    assert_eq!(
-        grant_role(&mut s, "alice", "nosuch"),
-        Err(AuthError::RoleNotFound)
-    );
+    assert_eq!(grant_role(&mut s, "ghost", "nosuch"), Err(AuthError::UserNotFound));
+    assert_eq!(grant_role(&mut s, "alice", "nosuch"), Err(AuthError::RoleNotFound));
     grant_role(&mut s, "alice", "b")?;
     grant_role(&mut s, "alice", "a")?;
     let rev = s.revision();
     grant_role(&mut s, "alice", "a")?; // already granted: success, no change
     assert_eq!(s.revision(), rev);
-    let get = s.user_get(&pb::AuthUserGetRequest {
-        name: "alice".into(),
-    })?;
+    let get = s.user_get(&pb::AuthUserGetRequest { name: "alice".into() })?;
     assert_eq!(get.roles, vec!["a".to_string(), "b".to_string()], "sorted");
 
     let revoke = |n: &str, r: &str| pb::AuthUserRevokeRoleRequest {
@@ -284,10 +260,7 @@ fn grant_and_revoke_roles() -> R {
         s.user_revoke_role(&revoke("alice", "nosuch")),
         Err(AuthError::RoleNotGranted)
     );
-    assert_eq!(
-        s.user_revoke_role(&revoke("ghost", "a")),
-        Err(AuthError::UserNotFound)
-    );
+    assert_eq!(s.user_revoke_role(&revoke("ghost", "a")), Err(AuthError::UserNotFound));
     assert_eq!(
         s.user_revoke_role(&revoke("root", "root")),
         Err(AuthError::InvalidAuthMgmt)
@@ -310,10 +283,7 @@ fn role_add_delete_get_list() -> R {
     add_role(&mut s, "r2")?;
     add_role(&mut s, "r1")?;
     assert_eq!(add_role(&mut s, "r1"), Err(AuthError::RoleAlreadyExist));
-    assert_eq!(
-        s.role_list().roles,
-        vec!["r1".to_string(), "r2".to_string()]
-    );
+    assert_eq!(s.role_list().roles, vec!["r1".to_string(), "r2".to_string()]);
     add_user(&mut s, "bob", "pw")?;
     add_user(&mut s, "alice", "pw")?;
     assert_eq!(
@@ -327,15 +297,10 @@ fn role_add_delete_get_list() -> R {
     let del = |r: &str| pb::AuthRoleDeleteRequest { role: r.into() };
     assert_eq!(s.role_delete(&del("nosuch")), Err(AuthError::RoleNotFound));
     s.role_delete(&del("r1"))?;
-    assert_eq!(
-        s.revision(),
-        rev + 1,
-        "one bump for the role and its revocations"
-    );
+    assert_eq!(s.revision(), rev + 1, "one bump for the role and its revocations");
     assert!(!s.has_role("alice", "r1"));
     assert_eq!(
-        s.user_get(&pb::AuthUserGetRequest { name: "bob".into() })?
-            .roles,
+        s.user_get(&pb::AuthUserGetRequest { name: "bob".into() })?.roles,
         vec!["r2".to_string()]
     );
     let get = |r: &str| pb::AuthRoleGetRequest { role: r.into() };
@@ -351,10 +316,7 @@ fn role_add_delete_get_list() -> R {
     );
     s.disable();
     s.role_delete(&del("root"))?;
-    assert!(
-        !s.is_admin("root"),
-        "deleting the role revokes it from root"
-    );
+    assert!(!s.is_admin("root"), "deleting the role revokes it from root");
     Ok(())
 }
 
@@ -366,10 +328,7 @@ fn grant_and_revoke_permissions() -> R {
         name: "r".into(),
         perm: None,
     };
-    assert_eq!(
-        s.role_grant_permission(&no_perm),
-        Err(AuthError::PermissionNotGiven)
-    );
+    assert_eq!(s.role_grant_permission(&no_perm), Err(AuthError::PermissionNotGiven));
     // Range validity is checked before the role lookup.
     for (k, e) in [(&b""[..], &b""[..]), (b"c", b"a"), (b"a", b"a")] {
         assert_eq!(
@@ -387,9 +346,7 @@ fn grant_and_revoke_permissions() -> R {
     let rev = s.revision();
     grant_perm(&mut s, "r", PermType::Readwrite, b"a", b"c")?; // update in place
     assert_eq!(s.revision(), rev + 1, "updating bumps too");
-    let got = s
-        .role_get(&pb::AuthRoleGetRequest { role: "r".into() })?
-        .perm;
+    let got = s.role_get(&pb::AuthRoleGetRequest { role: "r".into() })?.perm;
     assert_eq!(
         got,
         vec![
@@ -415,9 +372,7 @@ fn grant_and_revoke_permissions() -> R {
     );
     s.role_revoke_permission(&revoke("r", b"a", b"c"))?;
     assert_eq!(s.revision(), rev + 2);
-    let got = s
-        .role_get(&pb::AuthRoleGetRequest { role: "r".into() })?
-        .perm;
+    let got = s.role_get(&pb::AuthRoleGetRequest { role: "r".into() })?.perm;
     assert_eq!(got.len(), 2);
     Ok(())
 }

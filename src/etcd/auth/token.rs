@@ -42,11 +42,7 @@ impl TokenStore {
     /// default 300 s, as in etcd.
     pub fn new(ttl: Duration) -> Self {
         TokenStore {
-            ttl: if ttl.is_zero() {
-                DEFAULT_TOKEN_TTL
-            } else {
-                ttl
-            },
+            ttl: if ttl.is_zero() { DEFAULT_TOKEN_TTL } else { ttl },
             tokens: Mutex::new(HashMap::new()),
             next_index: AtomicU64::new(1),
         }

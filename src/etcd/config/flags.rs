@@ -84,11 +84,7 @@ pub struct Flags {
     pub election_timeout: u64,
     #[arg(long, env = "ETCD_INITIAL_ELECTION_TICK_ADVANCE", default_value = "true", num_args = 0..=1, default_missing_value = "true", value_name = bool_flag_doc!())]
     pub initial_election_tick_advance: bool,
-    #[arg(
-        long,
-        env = "ETCD_LISTEN_PEER_URLS",
-        default_value = "http://localhost:2380"
-    )]
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
     pub listen_peer_urls: String,
     #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS")]
     pub listen_client_urls: Option<String>,
@@ -136,11 +132,7 @@ pub struct Flags {
     pub initial_cluster: Option<String>,
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
     pub initial_cluster_state: String,
-    #[arg(
-        long,
-        env = "ETCD_INITIAL_CLUSTER_TOKEN",
-        default_value = "etcd-cluster"
-    )]
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
     #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS")]
     pub advertise_client_urls: Option<String>,
@@ -233,19 +225,11 @@ pub struct Flags {
     // ---- experimental (the ones deployments commonly set) ----
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_name = bool_flag_doc!())]
     pub experimental_initial_corrupt_check: bool,
-    #[arg(
-        long,
-        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
-        default_value = "0s"
-    )]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s")]
     pub experimental_corrupt_check_time: String,
     #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_name = bool_flag_doc!())]
     pub experimental_enable_lease_checkpoint: bool,
-    #[arg(
-        long,
-        env = "ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT",
-        default_value_t = 1000
-    )]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT", default_value_t = 1000)]
     pub experimental_compaction_batch_limit: i64,
     #[arg(
         long,
@@ -253,11 +237,7 @@ pub struct Flags {
         default_value = "10m"
     )]
     pub experimental_watch_progress_notify_interval: String,
-    #[arg(
-        long,
-        env = "ETCD_EXPERIMENTAL_WARNING_APPLY_DURATION",
-        default_value = "100ms"
-    )]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WARNING_APPLY_DURATION", default_value = "100ms")]
     pub experimental_warning_apply_duration: String,
 }
 
@@ -289,15 +269,13 @@ mod tests {
 
     #[test]
     fn single_dash_long_flags_are_accepted() {
-        let args =
-            normalize_args(["rustcd", "-name", "x", "--data-dir=/d", "-h"].map(String::from));
+        let args = normalize_args(["rustcd", "-name", "x", "--data-dir=/d", "-h"].map(String::from));
         assert_eq!(args, vec!["rustcd", "--name", "x", "--data-dir=/d", "-h"]);
     }
 
     #[test]
     fn bool_flags_take_optional_values() {
-        let cli =
-            Cli::try_parse_from(["rustcd", "--client-cert-auth", "--pre-vote=false"]).unwrap();
+        let cli = Cli::try_parse_from(["rustcd", "--client-cert-auth", "--pre-vote=false"]).unwrap();
         assert!(cli.flags.client_cert_auth);
         assert!(!cli.flags.pre_vote);
     }

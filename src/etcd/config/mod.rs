@@ -159,11 +159,7 @@ fn parse_auto_compaction(mode: &str, retention: &str) -> Result<AutoCompaction, 
         "periodic" => {
             if let Ok(hours) = retention.parse::<i64>() {
                 if hours < 0 {
-                    return Err(invalid(
-                        "auto-compaction-retention",
-                        retention,
-                        "must not be negative",
-                    ));
+                    return Err(invalid("auto-compaction-retention", retention, "must not be negative"));
                 }
                 return Ok(if hours == 0 {
                     AutoCompaction::Off
@@ -188,11 +184,7 @@ fn parse_auto_compaction(mode: &str, retention: &str) -> Result<AutoCompaction, 
                 )
             })?;
             if n < 0 {
-                return Err(invalid(
-                    "auto-compaction-retention",
-                    retention,
-                    "must not be negative",
-                ));
+                return Err(invalid("auto-compaction-retention", retention, "must not be negative"));
             }
             Ok(if n == 0 {
                 AutoCompaction::Off
@@ -237,9 +229,7 @@ impl ServerConfig {
             }
         }
         if f.auth_token != "simple" && !f.auth_token.starts_with("simple,") {
-            return Err(ConfigError::Unsupported(
-                "auth-token (only \"simple\" tokens)",
-            ));
+            return Err(ConfigError::Unsupported("auth-token (only \"simple\" tokens)"));
         }
         if f.logger != "zap" {
             return Err(invalid(
@@ -282,13 +272,7 @@ impl ServerConfig {
             return Err(invalid("snapshot-count", "0", "must be positive"));
         }
         let quota = match f.quota_backend_bytes {
-            q if q < 0 => {
-                return Err(invalid(
-                    "quota-backend-bytes",
-                    &q.to_string(),
-                    "must not be negative",
-                ))
-            }
+            q if q < 0 => return Err(invalid("quota-backend-bytes", &q.to_string(), "must not be negative")),
             0 => DEFAULT_QUOTA_BYTES,
             q if q > MAX_QUOTA_BYTES => {
                 return Err(invalid(
@@ -307,14 +291,10 @@ impl ServerConfig {
         }
         if f.listen_client_urls.is_some() && f.advertise_client_urls.is_none() {
             return Err(ConfigError::Conflict(
-                "--advertise-client-urls is required when --listen-client-urls is set explicitly"
-                    .into(),
+                "--advertise-client-urls is required when --listen-client-urls is set explicitly".into(),
             ));
         }
-        let listen_value = f
-            .listen_client_urls
-            .as_deref()
-            .unwrap_or("http://localhost:2379");
+        let listen_value = f.listen_client_urls.as_deref().unwrap_or("http://localhost:2379");
         let listen_client_urls = parse_urls("listen-client-urls", listen_value)?;
         if listen_client_urls.is_empty() {
             return Err(invalid(
@@ -325,22 +305,16 @@ impl ServerConfig {
         }
         let listen_peer_urls = parse_urls("listen-peer-urls", &f.listen_peer_urls)?;
         let listen_metrics_urls = parse_urls("listen-metrics-urls", &f.listen_metrics_urls)?;
-        let advertise_value = f
-            .advertise_client_urls
-            .as_deref()
-            .unwrap_or("http://localhost:2379");
-        let advertise_client_urls: Vec<String> =
-            parse_urls("advertise-client-urls", advertise_value)?
+        let advertise_value = f.advertise_client_urls.as_deref().unwrap_or("http://localhost:2379");
+        let advertise_client_urls: Vec<String> = parse_urls("advertise-client-urls", advertise_value)?
+            .iter()
+            .map(url_string)
+            .collect();
+        let mut initial_advertise_peer_urls: Vec<String> =
+            parse_urls("initial-advertise-peer-urls", &f.initial_advertise_peer_urls)?
                 .iter()
                 .map(url_string)
                 .collect();
-        let mut initial_advertise_peer_urls: Vec<String> = parse_urls(
-            "initial-advertise-peer-urls",
-            &f.initial_advertise_peer_urls,
-        )?
-        .iter()
-        .map(url_string)
-        .collect();
         initial_advertise_peer_urls.sort();
         let initial_cluster_state = match f.initial_cluster_state.as_str() {
             "new" => ClusterState::New,
@@ -380,18 +354,15 @@ impl ServerConfig {
             }
             Some(_) => {}
         }
-        let auto_compaction =
-            parse_auto_compaction(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
-        let watch_progress_notify_interval = duration::parse_go_duration(
-            &f.experimental_watch_progress_notify_interval,
-        )
-        .map_err(|e| {
-            invalid(
-                "experimental-watch-progress-notify-interval",
-                &f.experimental_watch_progress_notify_interval,
-                e,
-            )
-        })?;
+        let auto_compaction = parse_auto_compaction(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
+        let watch_progress_notify_interval =
+            duration::parse_go_duration(&f.experimental_watch_progress_notify_interval).map_err(|e| {
+                invalid(
+                    "experimental-watch-progress-notify-interval",
+                    &f.experimental_watch_progress_notify_interval,
+                    e,
+                )
+            })?;
         if !(4..=31).contains(&f.bcrypt_cost) {
             return Err(invalid(
                 "bcrypt-cost",
@@ -399,19 +370,11 @@ impl ServerConfig {
                 "must be between 4 and 31",
             ));
         }
-        let data_dir = PathBuf::from(
-            f.data_dir
-                .clone()
-                .unwrap_or_else(|| format!("{}.rustcd", f.name)),
-        );
+        let data_dir = PathBuf::from(f.data_dir.clone().unwrap_or_else(|| format!("{}.rustcd", f.name)));
         Ok(ServerConfig {
             name: f.name.clone(),
             data_dir,
-            wal_dir: f
-                .wal_dir
-                .as_ref()
-                .filter(|w| !w.is_empty())
-                .map(PathBuf::from),
+            wal_dir: f.wal_dir.as_ref().filter(|w| !w.is_empty()).map(PathBuf::from),
             snapshot_count: f.snapshot_count,
             max_snapshots: f.max_snapshots.max(1),
             heartbeat: Duration::from_millis(f.heartbeat_interval),
@@ -435,11 +398,7 @@ impl ServerConfig {
             watch_progress_notify_interval,
             log_level: f.log_level.clone(),
             log_json,
-            log_outputs: f
-                .log_outputs
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .collect(),
+            log_outputs: f.log_outputs.split(',').map(|s| s.trim().to_string()).collect(),
         })
     }
 
@@ -467,10 +426,7 @@ mod tests {
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir, PathBuf::from("default.rustcd"));
         assert_eq!(c.listen_client_urls[0].as_str(), "http://localhost:2379/");
-        assert_eq!(
-            c.initial_cluster[0].peer_urls,
-            vec!["http://localhost:2380"]
-        );
+        assert_eq!(c.initial_cluster[0].peer_urls, vec!["http://localhost:2380"]);
         assert_eq!(c.quota_backend_bytes, DEFAULT_QUOTA_BYTES);
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.max_txn_ops, 128);
@@ -486,11 +442,7 @@ mod tests {
         assert!(e.to_string().contains("couldn't find local name"), "{e}");
         let e = cfg(&["--initial-cluster-state=maybe"]).unwrap_err();
         assert!(e.to_string().contains("initial-cluster-state"), "{e}");
-        let e = cfg(&[
-            "--auto-compaction-mode=revision",
-            "--auto-compaction-retention=1h",
-        ])
-        .unwrap_err();
+        let e = cfg(&["--auto-compaction-mode=revision", "--auto-compaction-retention=1h"]).unwrap_err();
         assert!(e.to_string().contains("revision mode"), "{e}");
         let e = cfg(&["--cert-file=/x"]).unwrap_err();
         assert!(e.to_string().contains("not supported yet"), "{e}");
@@ -501,20 +453,10 @@ mod tests {
     #[test]
     fn auto_compaction_modes() {
         let c = cfg(&["--auto-compaction-retention=1"]).unwrap();
-        assert_eq!(
-            c.auto_compaction,
-            AutoCompaction::Periodic(Duration::from_secs(3600))
-        );
+        assert_eq!(c.auto_compaction, AutoCompaction::Periodic(Duration::from_secs(3600)));
         let c = cfg(&["--auto-compaction-retention=30m"]).unwrap();
-        assert_eq!(
-            c.auto_compaction,
-            AutoCompaction::Periodic(Duration::from_secs(1800))
-        );
-        let c = cfg(&[
-            "--auto-compaction-mode=revision",
-            "--auto-compaction-retention=1000",
-        ])
-        .unwrap();
+        assert_eq!(c.auto_compaction, AutoCompaction::Periodic(Duration::from_secs(1800)));
+        let c = cfg(&["--auto-compaction-mode=revision", "--auto-compaction-retention=1000"]).unwrap();
         assert_eq!(c.auto_compaction, AutoCompaction::Revision(1000));
     }
 }

@@ -22,7 +22,11 @@ fn auth_status(e: AuthError) -> Status {
 
 impl AuthService {
     /// Runs an admin-only management request through Raft and returns the response header.
-    async fn manage<T>(&self, req: Request<T>, f: impl FnOnce(T) -> Internal) -> Result<Option<pb::ResponseHeader>, Status> {
+    async fn manage<T>(
+        &self,
+        req: Request<T>,
+        f: impl FnOnce(T) -> Internal,
+    ) -> Result<Option<pb::ResponseHeader>, Status> {
         let who = auth_info(&self.server, &req)?;
         check_admin(&self.server, &who)?;
         self.server.propose(f(req.into_inner()), &who).await?;
@@ -47,7 +51,7 @@ impl AuthService {
             return Ok(());
         }
         let own_user = user.is_some_and(|u| u == who.username);
-        let own_role = role.is_some_and(|r| sm.auth.user_has_role(&who.username, r));
+        let own_role = role.is_some_and(|r| sm.auth.has_role(&who.username, r));
         if own_user || own_role {
             Ok(())
         } else {
@@ -58,18 +62,27 @@ impl AuthService {
 
 #[tonic::async_trait]
 impl Auth for AuthService {
-    async fn auth_enable(&self, req: Request<pb::AuthEnableRequest>) -> Result<Response<pb::AuthEnableResponse>, Status> {
+    async fn auth_enable(
+        &self,
+        req: Request<pb::AuthEnableRequest>,
+    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
         let header = self.manage(req, Internal::AuthEnable).await?;
         Ok(Response::new(pb::AuthEnableResponse { header }))
     }
 
-    async fn auth_disable(&self, req: Request<pb::AuthDisableRequest>) -> Result<Response<pb::AuthDisableResponse>, Status> {
+    async fn auth_disable(
+        &self,
+        req: Request<pb::AuthDisableRequest>,
+    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
         let header = self.manage(req, Internal::AuthDisable).await?;
         self.server.tokens.lock().clear();
         Ok(Response::new(pb::AuthDisableResponse { header }))
     }
 
-    async fn auth_status(&self, req: Request<pb::AuthStatusRequest>) -> Result<Response<pb::AuthStatusResponse>, Status> {
+    async fn auth_status(
+        &self,
+        req: Request<pb::AuthStatusRequest>,
+    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
         auth_info(&self.server, &req)?;
         let (enabled, auth_revision) = self.server.sm.read().auth.status();
         Ok(Response::new(pb::AuthStatusResponse {
@@ -79,7 +92,10 @@ impl Auth for AuthService {
         }))
     }
 
-    async fn authenticate(&self, req: Request<pb::AuthenticateRequest>) -> Result<Response<pb::AuthenticateResponse>, Status> {
+    async fn authenticate(
+        &self,
+        req: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let r = req.into_inner();
         let server = self.server.clone();
         let (name, password) = (r.name.clone(), r.password.clone());
@@ -99,7 +115,10 @@ impl Auth for AuthService {
         }))
     }
 
-    async fn user_add(&self, req: Request<pb::AuthUserAddRequest>) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+    async fn user_add(
+        &self,
+        req: Request<pb::AuthUserAddRequest>,
+    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
         let no_password = req.get_ref().options.as_ref().is_some_and(|o| o.no_password);
         let mut req = req;
         if !no_password && req.get_ref().hashed_password.is_empty() {
@@ -110,29 +129,40 @@ impl Auth for AuthService {
         Ok(Response::new(pb::AuthUserAddResponse { header }))
     }
 
-    async fn user_get(&self, req: Request<pb::AuthUserGetRequest>) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+    async fn user_get(
+        &self,
+        req: Request<pb::AuthUserGetRequest>,
+    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
         let who = auth_info(&self.server, &req)?;
         self.may_read(&who, Some(&req.get_ref().name), None)?;
         self.server.linearizable_read().await?;
-        let roles = self.server.sm.read().auth.user_get(&req.get_ref().name).map_err(auth_status)?;
-        Ok(Response::new(pb::AuthUserGetResponse {
-            header: Some(self.server.header()),
-            roles,
-        }))
+        let mut resp = self
+            .server
+            .sm
+            .read()
+            .auth
+            .user_get(req.get_ref())
+            .map_err(auth_status)?;
+        resp.header = Some(self.server.header());
+        Ok(Response::new(resp))
     }
 
-    async fn user_list(&self, req: Request<pb::AuthUserListRequest>) -> Result<Response<pb::AuthUserListResponse>, Status> {
+    async fn user_list(
+        &self,
+        req: Request<pb::AuthUserListRequest>,
+    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
         let who = auth_info(&self.server, &req)?;
         check_admin(&self.server, &who)?;
         self.server.linearizable_read().await?;
-        let users = self.server.sm.read().auth.user_list();
-        Ok(Response::new(pb::AuthUserListResponse {
-            header: Some(self.server.header()),
-            users,
-        }))
+        let mut resp = self.server.sm.read().auth.user_list();
+        resp.header = Some(self.server.header());
+        Ok(Response::new(resp))
     }
 
-    async fn user_delete(&self, req: Request<pb::AuthUserDeleteRequest>) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+    async fn user_delete(
+        &self,
+        req: Request<pb::AuthUserDeleteRequest>,
+    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
         let name = req.get_ref().name.clone();
         let header = self.manage(req, Internal::UserDelete).await?;
         self.server.tokens.lock().invalidate_user(&name);
@@ -154,44 +184,64 @@ impl Auth for AuthService {
         Ok(Response::new(pb::AuthUserChangePasswordResponse { header }))
     }
 
-    async fn user_grant_role(&self, req: Request<pb::AuthUserGrantRoleRequest>) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+    async fn user_grant_role(
+        &self,
+        req: Request<pb::AuthUserGrantRoleRequest>,
+    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
         let header = self.manage(req, Internal::UserGrantRole).await?;
         Ok(Response::new(pb::AuthUserGrantRoleResponse { header }))
     }
 
-    async fn user_revoke_role(&self, req: Request<pb::AuthUserRevokeRoleRequest>) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+    async fn user_revoke_role(
+        &self,
+        req: Request<pb::AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
         let header = self.manage(req, Internal::UserRevokeRole).await?;
         Ok(Response::new(pb::AuthUserRevokeRoleResponse { header }))
     }
 
-    async fn role_add(&self, req: Request<pb::AuthRoleAddRequest>) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+    async fn role_add(
+        &self,
+        req: Request<pb::AuthRoleAddRequest>,
+    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
         let header = self.manage(req, Internal::RoleAdd).await?;
         Ok(Response::new(pb::AuthRoleAddResponse { header }))
     }
 
-    async fn role_get(&self, req: Request<pb::AuthRoleGetRequest>) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+    async fn role_get(
+        &self,
+        req: Request<pb::AuthRoleGetRequest>,
+    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
         let who = auth_info(&self.server, &req)?;
         self.may_read(&who, None, Some(&req.get_ref().role))?;
         self.server.linearizable_read().await?;
-        let perm = self.server.sm.read().auth.role_get(&req.get_ref().role).map_err(auth_status)?;
-        Ok(Response::new(pb::AuthRoleGetResponse {
-            header: Some(self.server.header()),
-            perm,
-        }))
+        let mut resp = self
+            .server
+            .sm
+            .read()
+            .auth
+            .role_get(req.get_ref())
+            .map_err(auth_status)?;
+        resp.header = Some(self.server.header());
+        Ok(Response::new(resp))
     }
 
-    async fn role_list(&self, req: Request<pb::AuthRoleListRequest>) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+    async fn role_list(
+        &self,
+        req: Request<pb::AuthRoleListRequest>,
+    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
         let who = auth_info(&self.server, &req)?;
         check_admin(&self.server, &who)?;
         self.server.linearizable_read().await?;
-        let roles = self.server.sm.read().auth.role_list();
-        Ok(Response::new(pb::AuthRoleListResponse {
-            header: Some(self.server.header()),
-            roles,
-        }))
+        let mut resp = self.server.sm.read().auth.role_list();
+        resp.header = Some(self.server.header());
+        Ok(Response::new(resp))
     }
 
-    async fn role_delete(&self, req: Request<pb::AuthRoleDeleteRequest>) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+    async fn role_delete(
+        &self,
+        req: Request<pb::AuthRoleDeleteRequest>,
+    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
         let header = self.manage(req, Internal::RoleDelete).await?;
         Ok(Response::new(pb::AuthRoleDeleteResponse { header }))
     }

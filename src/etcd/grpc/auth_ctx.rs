@@ -42,7 +42,12 @@ pub fn check_range(server: &EtcdServer, who: &AuthInfo, key: &[u8], end: &[u8], 
     if who.username.is_empty() {
         return Ok(());
     }
-    server.sm.read().auth.check_range(&who.username, key, end, perm).map_err(auth_status)
+    server
+        .sm
+        .read()
+        .auth
+        .check_range(&who.username, key, end, perm)
+        .map_err(auth_status)
 }
 
 /// Requires the root role (auth management, membership, alarms).
@@ -63,7 +68,9 @@ pub fn check_txn(server: &EtcdServer, who: &AuthInfo, txn: &pb::TxnRequest) -> R
     }
     for op in txn.success.iter().chain(txn.failure.iter()) {
         match &op.request {
-            Some(request_op::Request::RequestRange(r)) => check_range(server, who, &r.key, &r.range_end, PermType::Read)?,
+            Some(request_op::Request::RequestRange(r)) => {
+                check_range(server, who, &r.key, &r.range_end, PermType::Read)?
+            }
             Some(request_op::Request::RequestPut(r)) => {
                 check_range(server, who, &r.key, &[], PermType::Write)?;
                 if r.prev_kv {

@@ -25,15 +25,24 @@ impl Cluster for ClusterService {
         Err(not_yet("MemberAdd"))
     }
 
-    async fn member_remove(&self, _req: Request<pb::MemberRemoveRequest>) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+    async fn member_remove(
+        &self,
+        _req: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         Err(not_yet("MemberRemove"))
     }
 
-    async fn member_update(&self, _req: Request<pb::MemberUpdateRequest>) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+    async fn member_update(
+        &self,
+        _req: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         Err(not_yet("MemberUpdate"))
     }
 
-    async fn member_list(&self, req: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        req: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
         auth_info(&self.server, &req)?;
         if req.get_ref().linearizable {
             self.server.linearizable_read().await?;
@@ -45,7 +54,10 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn member_promote(&self, _req: Request<pb::MemberPromoteRequest>) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+    async fn member_promote(
+        &self,
+        _req: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         Err(not_yet("MemberPromote"))
     }
 }

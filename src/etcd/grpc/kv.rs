@@ -112,7 +112,7 @@ impl Kv for KvService {
             // etcd serves read-only txns without a proposal, after a linearizable barrier.
             self.server.linearizable_read().await?;
             let mut sm = self.server.sm.write();
-            let mut resp = sm.mvcc.txn_read_only(&r).map_err(mvcc_status)?;
+            let (mut resp, _) = sm.mvcc.txn(&r, &|_| false).map_err(mvcc_status)?;
             resp.header = Some(self.server.header_at(sm.mvcc.current_revision()));
             return Ok(Response::new(resp));
         }

@@ -29,7 +29,10 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveRespon
 
 #[tonic::async_trait]
 impl Lease for LeaseService {
-    async fn lease_grant(&self, req: Request<pb::LeaseGrantRequest>) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let who = auth_info(&self.server, &req)?;
         let mut r = req.into_inner();
         if r.id == 0 {
@@ -44,7 +47,10 @@ impl Lease for LeaseService {
         }
     }
 
-    async fn lease_revoke(&self, req: Request<pb::LeaseRevokeRequest>) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let who = auth_info(&self.server, &req)?;
         let r = req.into_inner();
         match self.server.propose(Internal::LeaseRevoke(r), &who).await? {
@@ -115,11 +121,19 @@ impl Lease for LeaseService {
         Ok(Response::new(resp))
     }
 
-    async fn lease_leases(&self, req: Request<pb::LeaseLeasesRequest>) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+    async fn lease_leases(
+        &self,
+        req: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         auth_info(&self.server, &req)?;
         self.server.linearizable_read().await?;
         let sm = self.server.sm.read();
-        let leases = sm.lessor.leases().into_iter().map(|id| pb::LeaseStatus { id }).collect();
+        let leases = sm
+            .lessor
+            .leases()
+            .into_iter()
+            .map(|id| pb::LeaseStatus { id })
+            .collect();
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: Some(self.server.header_at(sm.mvcc.current_revision())),
             leases,

@@ -29,7 +29,9 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Sta
 
 /// etcd's text for an alarm in Status.errors.
 fn alarm_text(a: &pb::AlarmMember) -> String {
-    let name = pb::AlarmType::try_from(a.alarm).map(|t| t.as_str_name()).unwrap_or("UNKNOWN");
+    let name = pb::AlarmType::try_from(a.alarm)
+        .map(|t| t.as_str_name())
+        .unwrap_or("UNKNOWN");
     format!("memberID:{} alarm:{} ", a.member_id, name)
 }
 
@@ -79,7 +81,10 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, req: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        req: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
         auth_info(&self.server, &req)?;
         let mut sm = self.server.sm.write();
         sm.mvcc.defragment();
@@ -117,7 +122,10 @@ impl Maintenance for MaintenanceService {
         check_admin(&self.server, &who)?;
         let (bytes, header) = {
             let sm = self.server.sm.read();
-            (backup::encode(&sm.to_snapshot()), self.server.header_at(sm.mvcc.current_revision()))
+            (
+                backup::encode(&sm.to_snapshot()),
+                self.server.header_at(sm.mvcc.current_revision()),
+            )
         };
         let total = bytes.len();
         let chunks: Vec<Result<pb::SnapshotResponse, Status>> = bytes
@@ -134,7 +142,10 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
-    async fn move_leader(&self, req: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         let who = auth_info(&self.server, &req)?;
         check_admin(&self.server, &who)?;
         if !self.server.raft.status.is_leader() {

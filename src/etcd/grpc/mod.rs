@@ -8,6 +8,7 @@ mod kv;
 mod lease;
 mod maintenance;
 pub mod status;
+mod watch;
 
 use std::sync::Arc;
 
@@ -23,7 +24,6 @@ use crate::etcd::proto::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::etcd::server::{EtcdServer, CLUSTER_VERSION, ETCD_API_VERSION};
-use crate::etcd::watch::WatchService;
 
 /// gRPC allows this much framing beyond `--max-request-bytes` (etcd's grpcOverheadBytes).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -32,9 +32,11 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub fn client_router(server: Arc<EtcdServer>) -> Router {
     let max = server.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let routes = Routes::new(KvServer::new(kv::KvService { server: server.clone() }).max_decoding_message_size(max))
-        .add_service(WatchServer::new(WatchService::new(server.clone())).max_decoding_message_size(max))
+        .add_service(WatchServer::new(watch::WatchGrpc::new(server.clone())).max_decoding_message_size(max))
         .add_service(LeaseServer::new(lease::LeaseService { server: server.clone() }).max_decoding_message_size(max))
-        .add_service(ClusterServer::new(cluster::ClusterService { server: server.clone() }).max_decoding_message_size(max))
+        .add_service(
+            ClusterServer::new(cluster::ClusterService { server: server.clone() }).max_decoding_message_size(max),
+        )
         .add_service(
             MaintenanceServer::new(maintenance::MaintenanceService { server: server.clone() })
                 .max_decoding_message_size(max),
@@ -95,13 +97,20 @@ async fn readyz(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
     if server.has_leader() && server.linearizable_read().await.is_ok() {
         (StatusCode::OK, "ok\n".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "[-]linearizable_read failed\nreadyz check failed\n".to_string())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]linearizable_read failed\nreadyz check failed\n".to_string(),
+        )
     }
 }
 
 async fn version(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
     let cluster = server.sm.read().membership.cluster_version.clone();
-    let cluster = if cluster.is_empty() { "not_decided".to_string() } else { cluster };
+    let cluster = if cluster.is_empty() {
+        "not_decided".to_string()
+    } else {
+        cluster
+    };
     let _ = CLUSTER_VERSION;
     let body = serde_json::json!({
         "etcdserver": ETCD_API_VERSION,
@@ -112,8 +121,5 @@ async fn version(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        server.metrics.render(),
-    )
+    ([("content-type", "text/plain; version=0.0.4")], server.metrics.render())
 }

@@ -63,26 +63,10 @@ mod tests {
     #[test]
     fn texts_and_codes_match_etcd() {
         let cases = [
-            (
-                LeaseError::NotFound,
-                "etcdserver: requested lease not found",
-                5,
-            ),
-            (
-                LeaseError::AlreadyExists,
-                "etcdserver: lease already exists",
-                9,
-            ),
-            (
-                LeaseError::TtlTooLarge,
-                "etcdserver: too large lease TTL",
-                11,
-            ),
-            (
-                LeaseError::Expired,
-                "etcdserver: requested lease not found",
-                5,
-            ),
+            (LeaseError::NotFound, "etcdserver: requested lease not found", 5),
+            (LeaseError::AlreadyExists, "etcdserver: lease already exists", 9),
+            (LeaseError::TtlTooLarge, "etcdserver: too large lease TTL", 11),
+            (LeaseError::Expired, "etcdserver: requested lease not found", 5),
             (LeaseError::NotPrimary, "etcdserver: leader changed", 14),
         ];
         for (err, text, code) in cases {

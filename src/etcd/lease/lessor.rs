@@ -166,12 +166,7 @@ impl Lessor {
     /// [`MAX_LEASE_TTL`] is [`LeaseError::TtlTooLarge`], an existing ID is
     /// [`LeaseError::AlreadyExists`]. A TTL below the minimum (including 0 and
     /// negative values) is raised to it; the response carries the actual TTL.
-    pub fn grant(
-        &mut self,
-        id: i64,
-        ttl: i64,
-        now: Instant,
-    ) -> Result<LeaseGrantResponse, LeaseError> {
+    pub fn grant(&mut self, id: i64, ttl: i64, now: Instant) -> Result<LeaseGrantResponse, LeaseError> {
         if id == 0 {
             return Err(LeaseError::NotFound);
         }
@@ -280,9 +275,7 @@ impl Lessor {
 
     /// The keys attached to lease `id`, sorted.
     pub fn keys(&self, id: i64) -> Option<Vec<Vec<u8>>> {
-        self.leases
-            .get(&id)
-            .map(|l| l.keys.iter().cloned().collect())
+        self.leases.get(&id).map(|l| l.keys.iter().cloned().collect())
     }
 
     /// Renews (keeps alive) lease `id` on the leader: its deadline becomes
@@ -323,12 +316,7 @@ impl Lessor {
     /// Errors: [`LeaseError::NotPrimary`] when not promoted (etcd forwards to
     /// the leader), [`LeaseError::NotFound`], which the RPC layer turns into a
     /// successful response with `TTL: -1` ([`super::not_found_time_to_live`]).
-    pub fn time_to_live(
-        &self,
-        id: i64,
-        now: Instant,
-        with_keys: bool,
-    ) -> Result<LeaseTimeToLiveResponse, LeaseError> {
+    pub fn time_to_live(&self, id: i64, now: Instant, with_keys: bool) -> Result<LeaseTimeToLiveResponse, LeaseError> {
         if !self.primary {
             return Err(LeaseError::NotPrimary);
         }
@@ -353,8 +341,7 @@ impl Lessor {
     /// All lease IDs, for `LeaseLeases`: soonest deadline first on the leader
     /// (like etcd), by ID otherwise.
     pub fn leases(&self) -> Vec<i64> {
-        let mut ids: Vec<(Option<Instant>, i64)> =
-            self.leases.iter().map(|(id, l)| (l.expiry, *id)).collect();
+        let mut ids: Vec<(Option<Instant>, i64)> = self.leases.iter().map(|(id, l)| (l.expiry, *id)).collect();
         ids.sort_unstable();
         ids.into_iter().map(|(_, id)| id).collect()
     }
@@ -387,9 +374,7 @@ impl Lessor {
                 out.push(id);
                 // Look again after the retry interval in case the revoke
                 // proposal was lost.
-                let retry = now
-                    .checked_add(self.config.expired_retry_interval)
-                    .unwrap_or(now);
+                let retry = now.checked_add(self.config.expired_retry_interval).unwrap_or(now);
                 requeue.push((id, retry));
             } else if let Some(expiry) = lease.expiry {
                 requeue.push((id, expiry));

@@ -49,16 +49,10 @@ fn grant_raises_ttl_to_minimum_and_validates() {
     assert_eq!(l.grant(3, 0, t0).unwrap().ttl, 2);
     assert_eq!(l.grant(4, 60, t0).unwrap().ttl, 60);
     assert_eq!(l.grant(5, MAX_LEASE_TTL, t0).unwrap().ttl, MAX_LEASE_TTL);
-    assert_eq!(
-        l.grant(6, MAX_LEASE_TTL + 1, t0),
-        Err(LeaseError::TtlTooLarge)
-    );
+    assert_eq!(l.grant(6, MAX_LEASE_TTL + 1, t0), Err(LeaseError::TtlTooLarge));
     assert_eq!(l.grant(4, 10, t0), Err(LeaseError::AlreadyExists));
     // Too large is checked before existence, as in etcd.
-    assert_eq!(
-        l.grant(4, MAX_LEASE_TTL + 1, t0),
-        Err(LeaseError::TtlTooLarge)
-    );
+    assert_eq!(l.grant(4, MAX_LEASE_TTL + 1, t0), Err(LeaseError::TtlTooLarge));
     assert_eq!(l.grant(0, 10, t0), Err(LeaseError::NotFound));
     assert!(l.exists(4) && !l.exists(6));
     assert_eq!(l.granted_ttl(4), Some(60));
@@ -161,10 +155,7 @@ fn revoke_returns_sorted_keys_and_forgets_them() {
     for k in [&b"/z"[..], b"/a", b"/m"] {
         l.attach(1, k).unwrap();
     }
-    assert_eq!(
-        l.revoke(1),
-        Ok(vec![b"/a".to_vec(), b"/m".to_vec(), b"/z".to_vec()])
-    );
+    assert_eq!(l.revoke(1), Ok(vec![b"/a".to_vec(), b"/m".to_vec(), b"/z".to_vec()]));
     assert_eq!(l.lease_of(b"/a"), 0);
     assert!(!l.exists(1));
     assert_eq!(l.revoke(1), Err(LeaseError::NotFound));
@@ -288,11 +279,7 @@ fn snapshot_round_trips_exactly() {
     l.checkpoint(5, 123, t0);
     l.attach(7, b"k").unwrap();
     let snap = l.to_snapshot();
-    let rec = |id, ttl, remaining_ttl| LeaseRecord {
-        id,
-        ttl,
-        remaining_ttl,
-    };
+    let rec = |id, ttl, remaining_ttl| LeaseRecord { id, ttl, remaining_ttl };
     assert_eq!(
         snap,
         LeaseSnapshot {

@@ -43,8 +43,7 @@ mod model_tests;
 pub use error::LeaseError;
 pub use id::{generate_id, random_id, LeaseIdGenerator};
 pub use lessor::{
-    min_lease_ttl, Lessor, LessorConfig, DEFAULT_CHECKPOINT_INTERVAL,
-    DEFAULT_EXPIRED_RETRY_INTERVAL, MAX_LEASE_TTL,
+    min_lease_ttl, Lessor, LessorConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_EXPIRED_RETRY_INTERVAL, MAX_LEASE_TTL,
 };
 
 use crate::etcd::proto::etcdserverpb::LeaseTimeToLiveResponse;

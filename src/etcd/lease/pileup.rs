@@ -42,8 +42,7 @@ pub(crate) fn spread_expiries(lessor: &mut Lessor, now: Instant, extend: Duratio
             continue;
         }
         // Leases further ahead of the base window need less extra delay.
-        let rate_delay =
-            NANOS_PER_SEC as f64 * (expires as f64 / target) - (remaining - base) as f64;
+        let rate_delay = NANOS_PER_SEC as f64 * (expires as f64 / target) - (remaining - base) as f64;
         let delay = rate_delay as i128;
         next = base + delay;
         let Some(lease) = lessor.leases.get_mut(&id) else {

@@ -159,14 +159,8 @@ mod tests {
         let a = member_id(&["http://a:1".into(), "http://b:2".into()], "t", None);
         let b = member_id(&["http://b:2".into(), "http://a:1".into()], "t", None);
         assert_eq!(a, b);
-        assert_ne!(
-            a,
-            member_id(&["http://a:1".into(), "http://b:2".into()], "u", None)
-        );
-        assert_ne!(
-            a,
-            member_id(&["http://a:1".into(), "http://b:2".into()], "t", Some(1))
-        );
+        assert_ne!(a, member_id(&["http://a:1".into(), "http://b:2".into()], "u", None));
+        assert_ne!(a, member_id(&["http://a:1".into(), "http://b:2".into()], "t", Some(1)));
     }
 
     #[test]

@@ -108,11 +108,7 @@ impl KeyHistory {
             return 0;
         };
         let rec = &self.records[idx];
-        let drop_to = if rec.tombstone && rec.main < at {
-            idx + 1
-        } else {
-            idx
-        };
+        let drop_to = if rec.tombstone && rec.main < at { idx + 1 } else { idx };
         self.records.drain(..drop_to).map(|r| r.size(key_len)).sum()
     }
 }

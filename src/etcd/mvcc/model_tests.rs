@@ -7,8 +7,7 @@ use super::tests::no_lease;
 use super::*;
 use crate::etcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::etcd::proto::etcdserverpb::{
-    request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
-    TxnRequest,
+    request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use crate::etcd::proto::mvccpb::{event::EventType, KeyValue};
 
@@ -48,11 +47,7 @@ impl Model {
 
     /// The KeyValue of `key` at `rev`, computed from scratch.
     fn get(&self, key: &[u8], rev: i64) -> Option<KeyValue> {
-        let hist: Vec<&Rec> = self
-            .recs
-            .iter()
-            .filter(|r| r.key == key && r.main <= rev)
-            .collect();
+        let hist: Vec<&Rec> = self.recs.iter().filter(|r| r.key == key && r.main <= rev).collect();
         let last = hist.last()?;
         if last.tomb {
             return None;
@@ -133,11 +128,7 @@ impl Model {
             _ => {}
         }
         let more = req.limit > 0 && all.len() as i64 > req.limit;
-        let n = if req.limit > 0 {
-            req.limit as usize
-        } else {
-            all.len()
-        };
+        let n = if req.limit > 0 { req.limit as usize } else { all.len() };
         Ok((all.into_iter().take(n).collect(), count, more))
     }
 
@@ -179,13 +170,7 @@ fn leaf() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..5, 0u8..4, 0i64..3, any::<bool>()).prop_map(|(k, v, l, iv)| Op::Put(k, v, l, iv)),
         (0u8..5, 0u8..4).prop_map(|(k, e)| Op::Del(k, e)),
-        (
-            0u8..5,
-            0u8..4,
-            -1i64..12,
-            0i64..3,
-            (0i32..3, 0i32..5, 0i64..6, 0i64..6)
-        )
+        (0u8..5, 0u8..4, -1i64..12, 0i64..3, (0i32..3, 0i32..5, 0i64..6, 0i64..6))
             .prop_map(|(k, e, r, l, x)| Op::Range(k, e, r, l, x)),
     ]
 }
@@ -215,19 +200,17 @@ fn to_request(op: &Op) -> Option<RequestOp> {
             range_end: end(*k, *e),
             prev_kv: true,
         }),
-        Op::Range(k, e, r, l, (so, st, min_mod, max_create)) => {
-            request_op::Request::RequestRange(RangeRequest {
-                sort_order: *so,
-                sort_target: *st,
-                min_mod_revision: *min_mod,
-                max_create_revision: *max_create,
-                key: key(*k),
-                range_end: end(*k, *e),
-                revision: *r,
-                limit: *l,
-                ..Default::default()
-            })
-        }
+        Op::Range(k, e, r, l, (so, st, min_mod, max_create)) => request_op::Request::RequestRange(RangeRequest {
+            sort_order: *so,
+            sort_target: *st,
+            min_mod_revision: *min_mod,
+            max_create_revision: *max_create,
+            key: key(*k),
+            range_end: end(*k, *e),
+            revision: *r,
+            limit: *l,
+            ..Default::default()
+        }),
         _ => return None,
     };
     Some(RequestOp { request: Some(r) })
@@ -239,12 +222,7 @@ fn lease_ok(id: i64) -> bool {
 
 /// Applies a leaf op to the model at pending revision `main` (sub-revisions
 /// implicit in record order). Returns the op's observable result.
-fn model_leaf(
-    m: &mut Model,
-    op: &RequestOp,
-    main: i64,
-    changed: &mut bool,
-) -> Result<Vec<KeyValue>, MvccError> {
+fn model_leaf(m: &mut Model, op: &RequestOp, main: i64, changed: &mut bool) -> Result<Vec<KeyValue>, MvccError> {
     let read_rev = if *changed { main } else { main - 1 };
     match &op.request {
         Some(request_op::Request::RequestPut(p)) => {
@@ -314,10 +292,7 @@ fn check_events(s: &Store, m: &Model, start: i64) {
     // last write of that revision (compaction keeps the latest record <= compact).
     let superseded_at_compact = |i: usize| {
         let r = &m.recs[i];
-        r.main == m.compact
-            && m.recs[i + 1..]
-                .iter()
-                .any(|x| x.key == r.key && x.main == r.main)
+        r.main == m.compact && m.recs[i + 1..].iter().any(|x| x.key == r.key && x.main == r.main)
     };
     let want: Vec<usize> = (0..m.recs.len())
         .filter(|&i| m.recs[i].main >= start && !superseded_at_compact(i))
@@ -334,10 +309,7 @@ fn check_events(s: &Store, m: &Model, start: i64) {
         // prev_kv (the key's previous version, even within the same revision)
         // is exact for events after the compact revision
         if r.main > m.compact {
-            let prev = (0..i)
-                .rev()
-                .find(|&j| m.recs[j].key == r.key)
-                .and_then(|j| m.kv_of(j));
+            let prev = (0..i).rev().find(|&j| m.recs[j].key == r.key).and_then(|j| m.kv_of(j));
             assert_eq!(ev.prev_kv, prev);
         }
     }
@@ -405,26 +377,18 @@ fn run(ops: Vec<Op>) {
                 let branch = if ok { &req.success } else { &req.failure };
                 // model: pre-checks as etcd (ignore_value, leases, range revisions)
                 let pre = branch.iter().try_for_each(|o| match &o.request {
-                    Some(request_op::Request::RequestPut(p))
-                        if p.ignore_value && m.get(&p.key, m.cur).is_none() =>
-                    {
+                    Some(request_op::Request::RequestPut(p)) if p.ignore_value && m.get(&p.key, m.cur).is_none() => {
                         Err(MvccError::KeyNotFound)
                     }
-                    Some(request_op::Request::RequestPut(p)) if !lease_ok(p.lease) => {
-                        Err(MvccError::LeaseNotFound)
-                    }
+                    Some(request_op::Request::RequestPut(p)) if !lease_ok(p.lease) => Err(MvccError::LeaseNotFound),
                     _ => Ok(()),
                 });
                 let pre = pre.and_then(|_| {
                     branch.iter().try_for_each(|o| match &o.request {
-                        Some(request_op::Request::RequestRange(r))
-                            if r.revision != 0 && r.revision > m.cur =>
-                        {
+                        Some(request_op::Request::RequestRange(r)) if r.revision != 0 && r.revision > m.cur => {
                             Err(MvccError::FutureRevision)
                         }
-                        Some(request_op::Request::RequestRange(r))
-                            if r.revision != 0 && r.revision < m.compact =>
-                        {
+                        Some(request_op::Request::RequestRange(r)) if r.revision != 0 && r.revision < m.compact => {
                             Err(MvccError::Compacted {
                                 compact_revision: m.compact,
                             })

@@ -23,11 +23,7 @@ impl Store {
 
     /// Range with `cur` as the read view's current revision (a write txn reads at
     /// its own pending revision).
-    pub(crate) fn range_at(
-        &self,
-        req: &RangeRequest,
-        cur: i64,
-    ) -> Result<RangeResponse, MvccError> {
+    pub(crate) fn range_at(&self, req: &RangeRequest, cur: i64) -> Result<RangeResponse, MvccError> {
         let rev = req.revision;
         if rev > cur {
             return Err(MvccError::FutureRevision);

@@ -92,10 +92,17 @@ impl Store {
     /// Number of keys live at the current revision.
     pub fn key_count(&self) -> usize {
         let rev = self.current_rev;
+        self.index.values().filter(|h| h.live_at(rev).is_some()).count()
+    }
+
+    /// Every live key that is attached to a lease, with its lease (used to rebuild the
+    /// lessor's key sets after loading a snapshot).
+    pub fn live_keys_with_lease(&self) -> Vec<(Vec<u8>, i64)> {
+        let rev = self.current_rev;
         self.index
-            .values()
-            .filter(|h| h.live_at(rev).is_some())
-            .count()
+            .iter()
+            .filter_map(|(k, h)| h.live_at(rev).filter(|r| r.lease != 0).map(|r| (k.to_vec(), r.lease)))
+            .collect()
     }
 
     /// Calls `f` for every key of `span` that is live at `rev`, in key order.

@@ -3,9 +3,7 @@
 use super::*;
 use crate::etcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::etcd::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::etcd::proto::etcdserverpb::{
-    request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
-};
+use crate::etcd::proto::etcdserverpb::{request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp};
 use crate::etcd::proto::mvccpb::{event::EventType, KeyValue};
 
 pub(super) fn no_lease(_: i64) -> bool {
@@ -49,12 +47,7 @@ fn get(s: &Store, k: &str) -> Option<KeyValue> {
     s.range(&rreq(k, "")).unwrap().kvs.into_iter().next()
 }
 
-pub(super) fn cmp(
-    k: &str,
-    target: CompareTarget,
-    result: CompareResult,
-    u: TargetUnion,
-) -> Compare {
+pub(super) fn cmp(k: &str, target: CompareTarget, result: CompareResult, u: TargetUnion) -> Compare {
     Compare {
         key: k.into(),
         target: target as i32,
@@ -137,10 +130,7 @@ fn put_prev_kv_ignore_value_lease() {
     let (resp, ev) = s.put(&req, &no_lease).unwrap();
     assert_eq!(resp.prev_kv.unwrap().value, b"v");
     let kv = ev[0].kv.as_ref().unwrap();
-    assert_eq!(
-        (kv.value.as_slice(), kv.lease, kv.version),
-        (&b"v"[..], 7, 2)
-    );
+    assert_eq!((kv.value.as_slice(), kv.lease, kv.version), (&b"v"[..], 7, 2));
     assert_eq!(ev[0].prev_kv.as_ref().unwrap().mod_revision, 2);
     req.key = b"missing".to_vec();
     assert_eq!(s.put(&req, &no_lease), Err(MvccError::KeyNotFound));
@@ -154,10 +144,7 @@ fn range_spans_limit_count() {
         put(&mut s, k, k);
     }
     assert_eq!(keys(&s.range(&rreq("b", "d")).unwrap().kvs), ["b", "c"]);
-    assert_eq!(
-        keys(&s.range(&rreq("b", "\0")).unwrap().kvs),
-        ["b", "c", "d"]
-    );
+    assert_eq!(keys(&s.range(&rreq("b", "\0")).unwrap().kvs), ["b", "c", "d"]);
     assert_eq!(s.range(&rreq("\0", "\0")).unwrap().count, 4);
     assert_eq!(s.range(&rreq("d", "a")).unwrap().count, 0);
     let mut r = rreq("a", "\0");
@@ -174,25 +161,14 @@ fn range_spans_limit_count() {
     assert_eq!((resp.kvs.len(), resp.count, resp.more), (0, 4, false));
     let mut r = rreq("a", "\0");
     r.keys_only = true;
-    assert!(s
-        .range(&r)
-        .unwrap()
-        .kvs
-        .iter()
-        .all(|kv| kv.value.is_empty()));
+    assert!(s.range(&r).unwrap().kvs.iter().all(|kv| kv.value.is_empty()));
 }
 
 #[test]
 fn range_filters_sort_limit_like_etcd() {
     // Same data as the etcd 3.4 check: s1..s4 = 9,8,7,6 at revs 2..5, s2 = x at 6.
     let mut s = Store::new();
-    for (k, v) in [
-        ("s1", "9"),
-        ("s2", "8"),
-        ("s3", "7"),
-        ("s4", "6"),
-        ("s2", "x"),
-    ] {
+    for (k, v) in [("s1", "9"), ("s2", "8"), ("s3", "7"), ("s4", "6"), ("s2", "x")] {
         put(&mut s, k, v);
     }
     let mut r = rreq("s", "t");
@@ -233,26 +209,11 @@ fn compaction_semantics() {
     assert_eq!(s.compact(7), Err(MvccError::FutureRevision));
     s.compact(5).unwrap();
     assert_eq!(s.compact_revision(), 5);
-    assert_eq!(
-        s.compact(5),
-        Err(MvccError::Compacted {
-            compact_revision: 5
-        })
-    );
-    assert_eq!(
-        s.compact(3),
-        Err(MvccError::Compacted {
-            compact_revision: 5
-        })
-    );
+    assert_eq!(s.compact(5), Err(MvccError::Compacted { compact_revision: 5 }));
+    assert_eq!(s.compact(3), Err(MvccError::Compacted { compact_revision: 5 }));
     let mut r = rreq("k", "l");
     r.revision = 4;
-    assert_eq!(
-        s.range(&r),
-        Err(MvccError::Compacted {
-            compact_revision: 5
-        })
-    );
+    assert_eq!(s.range(&r), Err(MvccError::Compacted { compact_revision: 5 }));
     r.revision = 5;
     assert_eq!(keys(&s.range(&r).unwrap().kvs), ["k2", "k3"]);
     assert_eq!(s.range(&r).unwrap().kvs[0].value, b"v2");
@@ -265,9 +226,7 @@ fn compaction_semantics() {
     assert_eq!(s.index[&b"k2"[..]].records.len(), 2);
     assert_eq!(
         s.events_since(4, b"k", b"l", 0),
-        Err(MvccError::Compacted {
-            compact_revision: 5
-        })
+        Err(MvccError::Compacted { compact_revision: 5 })
     );
     let ev = s.events_since(5, b"k", b"l", 0).unwrap();
     assert_eq!(ev.len(), 2);
@@ -304,9 +263,7 @@ fn events_since_filters_and_max() {
     s.compact(3).unwrap();
     assert_eq!(
         s.events_since(-4, b"a", b"", 0),
-        Err(MvccError::Compacted {
-            compact_revision: 3
-        })
+        Err(MvccError::Compacted { compact_revision: 3 })
     );
     assert_eq!(s.events_since(3, b"a", b"\0", 0).unwrap().len(), 2);
     // `max` never splits a revision: both deletes of revision 5 come together
@@ -329,12 +286,7 @@ fn hash_kv_and_snapshot_round_trip() {
     assert_ne!(s.hash_kv(3).unwrap().0, s.hash_kv(4).unwrap().0);
     assert_eq!(s.hash_kv(9), Err(MvccError::FutureRevision));
     s.compact(3).unwrap();
-    assert_eq!(
-        s.hash_kv(3),
-        Err(MvccError::Compacted {
-            compact_revision: 3
-        })
-    );
+    assert_eq!(s.hash_kv(3), Err(MvccError::Compacted { compact_revision: 3 }));
     let snap = s.to_snapshot();
     assert_eq!((snap.current_revision, snap.compact_revision), (5, 3));
     let r = Store::from_snapshot(&snap).unwrap();
@@ -363,10 +315,7 @@ fn hash_kv_and_snapshot_round_trip() {
 #[test]
 fn error_texts_and_codes() {
     assert_eq!(
-        MvccError::Compacted {
-            compact_revision: 1
-        }
-        .to_string(),
+        MvccError::Compacted { compact_revision: 1 }.to_string(),
         "etcdserver: mvcc: required revision has been compacted"
     );
     assert_eq!(
@@ -376,10 +325,7 @@ fn error_texts_and_codes() {
     assert_eq!(MvccError::LeaseNotFound.grpc_status_code(), 5);
     assert_eq!(MvccError::FutureRevision.grpc_status_code(), 11);
     assert_eq!(MvccError::DuplicateKey.grpc_status_code(), 3);
-    assert_eq!(
-        MvccError::KeyNotFound.to_string(),
-        "etcdserver: key not found"
-    );
+    assert_eq!(MvccError::KeyNotFound.to_string(), "etcdserver: key not found");
 }
 
 /// Rough throughput check: `cargo test --lib etcd::mvcc::tests::perf_smoke -- --ignored --nocapture`.

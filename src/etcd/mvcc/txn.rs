@@ -9,8 +9,8 @@ use bytes::Bytes;
 use super::error::MvccError;
 use super::store::{KeySpan, Store, WriteTxn};
 use crate::etcd::proto::etcdserverpb::{
-    request_op, response_op, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    request_op, response_op, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::etcd::proto::mvccpb::Event;
 
@@ -59,10 +59,7 @@ impl Store {
     /// Applies a delete-range. Returns the response (no header; `prev_kvs` if
     /// asked) and one DELETE event per deleted key (with `prev_kv`). Deleting
     /// nothing creates no revision.
-    pub fn delete_range(
-        &mut self,
-        req: &DeleteRangeRequest,
-    ) -> Result<(DeleteRangeResponse, Vec<Event>), MvccError> {
+    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<(DeleteRangeResponse, Vec<Event>), MvccError> {
         let mut txn = self.write_txn();
         let mut resp = apply_delete(&mut txn, req)?;
         resp.header = None;
@@ -115,9 +112,7 @@ impl Store {
                     }
                 }
                 Some(request_op::Request::RequestPut(p)) => {
-                    if (p.ignore_value || p.ignore_lease)
-                        && self.live(&p.key, self.current_rev).is_none()
-                    {
+                    if (p.ignore_value || p.ignore_lease) && self.live(&p.key, self.current_rev).is_none() {
                         return Err(MvccError::KeyNotFound);
                     }
                     if p.lease != 0 && !lease_exists(p.lease) {
@@ -198,10 +193,7 @@ fn apply_put(txn: &mut WriteTxn<'_>, req: &PutRequest) -> Result<PutResponse, Mv
     })
 }
 
-fn apply_delete(
-    txn: &mut WriteTxn<'_>,
-    req: &DeleteRangeRequest,
-) -> Result<DeleteRangeResponse, MvccError> {
+fn apply_delete(txn: &mut WriteTxn<'_>, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, MvccError> {
     let span = KeySpan::new(&req.key, &req.range_end);
     let mut prev_kvs = Vec::new();
     if req.prev_kv {
@@ -211,11 +203,7 @@ fn apply_delete(
         });
     }
     let deleted = txn.delete_range(&span);
-    let rev = if txn.has_changes() {
-        txn.begin + 1
-    } else {
-        txn.begin
-    };
+    let rev = if txn.has_changes() { txn.begin + 1 } else { txn.begin };
     Ok(DeleteRangeResponse {
         header: header(rev),
         deleted,
@@ -223,11 +211,7 @@ fn apply_delete(
     })
 }
 
-fn apply_txn(
-    txn: &mut WriteTxn<'_>,
-    req: &TxnRequest,
-    path: &TxnPath,
-) -> Result<TxnResponse, MvccError> {
+fn apply_txn(txn: &mut WriteTxn<'_>, req: &TxnRequest, path: &TxnPath) -> Result<TxnResponse, MvccError> {
     let mut nested = path.nested.iter();
     let ops = branch(req, path.succeeded);
     let mut responses = Vec::with_capacity(ops.len());
@@ -238,9 +222,7 @@ fn apply_txn(
                 response: Some(response_op::Response::ResponsePut(apply_put(txn, p)?)),
             },
             Some(request_op::Request::RequestDeleteRange(d)) => ResponseOp {
-                response: Some(response_op::Response::ResponseDeleteRange(apply_delete(
-                    txn, d,
-                )?)),
+                response: Some(response_op::Response::ResponseDeleteRange(apply_delete(txn, d)?)),
             },
             Some(request_op::Request::RequestTxn(t)) => {
                 let Some(p) = nested.next() else {

@@ -49,10 +49,7 @@ fn txn_compares_and_nested_headers() {
         _ => -1,
     };
     // etcd: range before the put sees rev 2, put is 3, nested txn header is empty
-    assert_eq!(
-        resp.responses.iter().map(hdr_rev).collect::<Vec<_>>(),
-        [2, 3, 0]
-    );
+    assert_eq!(resp.responses.iter().map(hdr_rev).collect::<Vec<_>>(), [2, 3, 0]);
     // nested compare was evaluated before the txn (n did not exist) -> succeeded
     let Some(response_op::Response::ResponseTxn(inner)) = &resp.responses[2].response else {
         panic!("nested txn response missing");
@@ -61,10 +58,7 @@ fn txn_compares_and_nested_headers() {
     let Some(response_op::Response::ResponseRange(rr)) = &inner.responses[0].response else {
         panic!("nested range missing");
     };
-    assert_eq!(
-        rr.kvs[0].mod_revision, 3,
-        "reads inside a txn see its writes"
-    );
+    assert_eq!(rr.kvs[0].mod_revision, 3, "reads inside a txn see its writes");
 }
 
 #[test]
@@ -127,12 +121,7 @@ fn txn_compare_missing_and_range_keys() {
     ));
     assert!(run(
         &mut s,
-        cmp(
-            "r1",
-            CompareTarget::Lease,
-            CompareResult::Equal,
-            TargetUnion::Lease(0)
-        )
+        cmp("r1", CompareTarget::Lease, CompareResult::Equal, TargetUnion::Lease(0))
     ));
     // mismatched union compares against 0 (etcd): version 1 != 0
     assert!(!run(
@@ -144,11 +133,7 @@ fn txn_compare_missing_and_range_keys() {
             TargetUnion::Value(b"1".to_vec())
         )
     ));
-    assert_eq!(
-        s.current_revision(),
-        4,
-        "read-only txns do not bump the revision"
-    );
+    assert_eq!(s.current_revision(), 4, "read-only txns do not bump the revision");
 }
 
 #[test]
@@ -198,12 +183,10 @@ fn txn_failure_rolls_back_everything() {
     assert_eq!(s.txn(&req, &no_lease), Err(MvccError::FutureRevision));
     // an apply-time failure (unvalidated duplicate: put then ignore_value on a deleted key)
     let del_op = RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(
-            DeleteRangeRequest {
-                key: b"a".to_vec(),
-                ..Default::default()
-            },
-        )),
+        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        })),
     };
     let reput = RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
@@ -233,13 +216,11 @@ fn txn_sub_revisions_and_delete_events() {
         compare: vec![],
         success: vec![
             RequestOp {
-                request: Some(request_op::Request::RequestDeleteRange(
-                    DeleteRangeRequest {
-                        key: b"a".to_vec(),
-                        range_end: b"c".to_vec(),
-                        prev_kv: true,
-                    },
-                )),
+                request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                    key: b"a".to_vec(),
+                    range_end: b"c".to_vec(),
+                    prev_kv: true,
+                })),
             },
             op_put("c", "2"),
         ],
@@ -254,10 +235,7 @@ fn txn_sub_revisions_and_delete_events() {
     assert_eq!(ev.len(), 3);
     assert_eq!(ev[0].r#type, EventType::Delete as i32);
     let kv = ev[0].kv.as_ref().unwrap();
-    assert_eq!(
-        (kv.key.as_slice(), kv.mod_revision, kv.version),
-        (&b"a"[..], 4, 0)
-    );
+    assert_eq!((kv.key.as_slice(), kv.mod_revision, kv.version), (&b"a"[..], 4, 0));
     assert_eq!(ev[0].prev_kv.as_ref().unwrap().value, b"1");
     assert_eq!(ev[2].kv.as_ref().unwrap().mod_revision, 4);
     let subs: Vec<i64> = s

@@ -16,9 +16,7 @@ pub fn validate_range(req: &RangeRequest) -> Result<(), MvccError> {
     if req.key.is_empty() {
         return Err(MvccError::EmptyKey);
     }
-    if SortOrder::try_from(req.sort_order).is_err()
-        || SortTarget::try_from(req.sort_target).is_err()
-    {
+    if SortOrder::try_from(req.sort_order).is_err() || SortTarget::try_from(req.sort_target).is_err() {
         return Err(MvccError::InvalidSortOption);
     }
     Ok(())
@@ -57,11 +55,7 @@ pub fn validate_txn(req: &TxnRequest, max_txn_ops: usize) -> Result<(), MvccErro
 }
 
 fn check_txn(req: &TxnRequest, max_txn_ops: i64) -> Result<(), MvccError> {
-    let opc = req
-        .compare
-        .len()
-        .max(req.success.len())
-        .max(req.failure.len()) as i64;
+    let opc = req.compare.len().max(req.success.len()).max(req.failure.len()) as i64;
     if opc > max_txn_ops {
         return Err(MvccError::TooManyOps);
     }

@@ -2,8 +2,7 @@
 
 use super::*;
 use crate::etcd::proto::etcdserverpb::{
-    request_op::Request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
-    TxnRequest,
+    request_op::Request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 
 fn p(k: &str) -> RequestOp {
@@ -50,16 +49,10 @@ fn duplicate_keys_like_etcd() {
     assert_eq!(check(vec![p("x"), p("x")]), dup);
     assert_eq!(check(vec![p("x"), t(vec![p("x")], vec![])]), dup);
     assert_eq!(check(vec![t(vec![p("x")], vec![p("x")])]), Ok(()));
-    assert_eq!(
-        check(vec![t(vec![p("x")], vec![]), t(vec![], vec![p("x")])]),
-        dup
-    );
+    assert_eq!(check(vec![t(vec![p("x")], vec![]), t(vec![], vec![p("x")])]), dup);
     assert_eq!(check(vec![d("a", "c"), t(vec![p("b")], vec![])]), dup);
     assert_eq!(check(vec![t(vec![d("a", "c")], vec![]), p("b")]), dup);
-    assert_eq!(
-        check(vec![t(vec![d("a", "c")], vec![]), t(vec![p("b")], vec![])]),
-        dup
-    );
+    assert_eq!(check(vec![t(vec![d("a", "c")], vec![]), t(vec![p("b")], vec![])]), dup);
     assert_eq!(check(vec![d("a", "c"), d("b", "d")]), Ok(()));
     assert_eq!(check(vec![d("b", ""), p("b")]), dup);
     assert_eq!(check(vec![d("a", "b"), p("b")]), Ok(()));
@@ -82,10 +75,7 @@ fn op_counts_and_fields() {
     let mut req = txn(vec![], vec![]);
     req.compare.push(Compare::default());
     assert_eq!(validate_txn(&req, 128), Err(MvccError::EmptyKey));
-    assert_eq!(
-        check(vec![RequestOp { request: None }]),
-        Err(MvccError::KeyNotFound)
-    );
+    assert_eq!(check(vec![RequestOp { request: None }]), Err(MvccError::KeyNotFound));
     let bad_put = PutRequest {
         key: b"k".to_vec(),
         value: b"v".to_vec(),
@@ -106,10 +96,7 @@ fn op_counts_and_fields() {
         }]),
         Err(MvccError::LeaseProvided)
     );
-    assert_eq!(
-        validate_put(&PutRequest::default()),
-        Err(MvccError::EmptyKey)
-    );
+    assert_eq!(validate_put(&PutRequest::default()), Err(MvccError::EmptyKey));
     assert_eq!(
         validate_delete_range(&DeleteRangeRequest::default()),
         Err(MvccError::EmptyKey)

@@ -1,11 +1,11 @@
 //! The Ready loop. See the module docs of `raft_node` for the invariants it keeps.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::{Entry, EntryType, Snapshot};
 use raft::storage::MemStorage;
@@ -36,9 +36,17 @@ pub enum RaftError {
 type Waiter = oneshot::Sender<Result<ApplyResult, RaftError>>;
 
 enum Input {
-    Propose { data: Vec<u8>, id: u64, tx: Waiter },
-    Read { tx: oneshot::Sender<Result<u64, RaftError>> },
-    Snapshot { tx: oneshot::Sender<Result<(), String>> },
+    Propose {
+        data: Vec<u8>,
+        id: u64,
+        tx: Waiter,
+    },
+    Read {
+        tx: oneshot::Sender<Result<u64, RaftError>>,
+    },
+    Snapshot {
+        tx: oneshot::Sender<Result<(), String>>,
+    },
     Stop,
 }
 

@@ -111,7 +111,10 @@ pub async fn raise_nospace(server: &EtcdServer) {
 /// Keeps metric gauges current and raises the quota alarm.
 async fn housekeeping(server: Arc<EtcdServer>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    server.metrics.server_id.set((server.member_id & (i64::MAX as u64)) as i64);
+    server
+        .metrics
+        .server_id
+        .set((server.member_id & (i64::MAX as u64)) as i64);
     loop {
         tick.tick().await;
         let (total, in_use, rev, compact, keys, leases, over, alarmed) = {
@@ -150,7 +153,11 @@ async fn housekeeping(server: Arc<EtcdServer>) {
 async fn auto_compaction(server: Arc<EtcdServer>) {
     let (interval, periodic) = match server.cfg.auto_compaction {
         AutoCompaction::Periodic(d) => {
-            let step = if d > Duration::from_secs(3600) { Duration::from_secs(3600) } else { d / 10 };
+            let step = if d > Duration::from_secs(3600) {
+                Duration::from_secs(3600)
+            } else {
+                d / 10
+            };
             (step.max(Duration::from_millis(100)), Some(d))
         }
         AutoCompaction::Revision(_) => (Duration::from_secs(300), None),

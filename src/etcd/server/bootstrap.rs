@@ -10,6 +10,7 @@ use raft::eraftpb::ConfState;
 use raft::storage::MemStorage;
 use raft::{Config as RaftConfig, RawNode};
 
+use super::watch_source::{Headers, StoreHistory};
 use super::{EtcdServer, IdGenerator};
 use crate::etcd::apply::{RestoreError, StateMachine};
 use crate::etcd::auth::TokenStore;
@@ -18,8 +19,8 @@ use crate::etcd::lease::min_lease_ttl;
 use crate::etcd::membership::{self, Membership};
 use crate::etcd::metrics::Metrics;
 use crate::etcd::proto::rustcdpb::{StateSnapshot, WalMetadata};
-use crate::etcd::raft_node::{self, raft_logger, DriverConfig, DriverHooks};
-use crate::etcd::storage::{DataDir, SnapshotFiles, StorageError, Wal};
+use crate::etcd::raft_node::{self, raft_logger, DriverConfig, DriverHooks, RaftStatus};
+use crate::etcd::storage::{snapshot_file_name, DataDir, SnapshotFiles, StorageError, Wal};
 use crate::etcd::watch::WatchHub;
 
 /// WAL segment size (etcd uses 64 MB segments).
@@ -36,6 +37,8 @@ pub enum BootstrapError {
     Metadata(String, String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("WAL in {dir} does not continue the newest snapshot: expected entry {expected}, found {found}")]
+    WalGap { dir: String, expected: u64, found: u64 },
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
     #[error("cannot start the raft thread: {0}")]
@@ -50,10 +53,12 @@ pub struct Started {
 
 /// Opens the data directory and starts the member.
 pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, BootstrapError> {
-    let dirs = DataDir::open(&cfg.data_dir, cfg.wal_dir.as_deref())?;
-    let snapshots = SnapshotFiles::new(dirs.snap_dir());
+    let dirs = DataDir::new(&cfg.data_dir, cfg.wal_dir.as_deref());
+    dirs.create()?;
+    dirs.check_version()?;
+    let snapshots = SnapshotFiles::open(dirs.snap_dir())?;
     let newest = snapshots.load_newest()?;
-    let (mut wal, contents) = Wal::open(&dirs.wal_dir(), WAL_SEGMENT_BYTES)?;
+    let (mut wal, contents) = Wal::open(dirs.wal_dir(), WAL_SEGMENT_BYTES)?;
     if contents.torn_tail_truncated {
         tracing::warn!(dir = %dirs.wal_dir().display(), "truncated a torn WAL record left by a crash");
     }
@@ -105,17 +110,27 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
     let storage = match &newest {
         Some(snap) => {
             let state = StateSnapshot::decode(snap.data.as_slice()).map_err(|e| BootstrapError::Snapshot {
-                path: snap.path.display().to_string(),
+                path: dirs
+                    .snap_dir()
+                    .join(snapshot_file_name(snap.term, snap.index))
+                    .display()
+                    .to_string(),
                 source: RestoreError::Decode(e),
             })?;
             sm.restore(state, now).map_err(|e| BootstrapError::Snapshot {
-                path: snap.path.display().to_string(),
+                path: dirs
+                    .snap_dir()
+                    .join(snapshot_file_name(snap.term, snap.index))
+                    .display()
+                    .to_string(),
                 source: e,
             })?;
             let storage = MemStorage::new();
-            storage
-                .wl()
-                .apply_snapshot(raft_node::snapshot_metadata(snap.index, snap.term, voters(&sm.membership)))?;
+            storage.wl().apply_snapshot(raft_node::snapshot_metadata(
+                snap.index,
+                snap.term,
+                voters(&sm.membership),
+            ))?;
             storage
         }
         None => MemStorage::new_with_conf_state(ConfState::from((voters(&sm.membership), vec![]))),
@@ -124,11 +139,11 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
     let entries: Vec<_> = contents.entries.into_iter().filter(|e| e.index > snap_index).collect();
     if let Some(first) = entries.first() {
         if first.index > snap_index + 1 {
-            return Err(BootstrapError::Storage(StorageError::Gap {
-                dir: dirs.wal_dir(),
+            return Err(BootstrapError::WalGap {
+                dir: dirs.wal_dir().display().to_string(),
                 expected: snap_index + 1,
                 found: first.index,
-            }));
+            });
         }
     }
     storage.wl().append(&entries)?;
@@ -152,7 +167,16 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
     let node = RawNode::new(&raft_cfg, storage, &raft_logger())?;
 
     let sm = Arc::new(RwLock::new(sm));
-    let watch = Arc::new(WatchHub::new(cfg.watch_progress_notify_interval));
+    let status = Arc::new(RaftStatus::default());
+    let watch = Arc::new(WatchHub::new(
+        Arc::new(StoreHistory(sm.clone())),
+        Arc::new(Headers {
+            cluster_id: meta.cluster_id,
+            member_id: meta.member_id,
+            status: status.clone(),
+        }),
+        cfg.watch_progress_notify_interval,
+    ));
     let hooks = {
         let watch = watch.clone();
         let m1 = metrics.clone();
@@ -175,7 +199,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         unsafe_no_fsync: cfg.unsafe_no_fsync,
         campaign_if_single: true,
     };
-    let (raft, driver) = raft_node::spawn(node, wal, snapshots, sm.clone(), hooks, driver_cfg)?;
+    let (raft, driver) = raft_node::spawn(node, wal, snapshots, sm.clone(), hooks, driver_cfg, status)?;
     let server = Arc::new(EtcdServer {
         member_id: meta.member_id,
         cluster_id: meta.cluster_id,

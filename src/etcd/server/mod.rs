@@ -6,6 +6,7 @@
 pub mod background;
 mod bootstrap;
 mod ids;
+mod watch_source;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

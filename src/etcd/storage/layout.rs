@@ -79,10 +79,7 @@ impl DataDir {
         if vf.exists() {
             self.check_version()?;
         } else {
-            write_atomic(
-                &vf,
-                format!("{VERSION_PREFIX}{DATA_DIR_VERSION}\n").as_bytes(),
-            )?;
+            write_atomic(&vf, format!("{VERSION_PREFIX}{DATA_DIR_VERSION}\n").as_bytes())?;
         }
         Ok(())
     }
@@ -224,10 +221,7 @@ mod tests {
 
         fs::write(dd.version_file(), "rustcd-data-dir-format 99\n").unwrap();
         let err = dd.create().unwrap_err();
-        assert!(matches!(
-            err,
-            StorageError::UnsupportedVersion { found: 99, .. }
-        ));
+        assert!(matches!(err, StorageError::UnsupportedVersion { found: 99, .. }));
         assert!(err.to_string().contains(VERSION_FILE), "{err}");
         fs::write(dd.version_file(), "garbage").unwrap();
         assert!(dd.check_version().unwrap_err().is_corrupt());

@@ -118,7 +118,5 @@ pub use error::{Result, StorageError};
 pub use layout::{DataDir, DATA_DIR_VERSION, VERSION_FILE};
 pub use record::{RecordType, SEGMENT_VERSION};
 pub use replay::{SnapshotMarker, WalContents};
-pub use snapshot_file::{
-    snapshot_file_name, SnapshotData, SnapshotFiles, SnapshotName, SNAP_VERSION,
-};
+pub use snapshot_file::{snapshot_file_name, SnapshotData, SnapshotFiles, SnapshotName, SNAP_VERSION};
 pub use wal::{list_segments, segment_file_name, SegmentName, Wal, DEFAULT_SEGMENT_BYTES};

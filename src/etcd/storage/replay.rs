@@ -9,8 +9,8 @@ use raft::eraftpb::{Entry, HardState};
 
 use super::error::{Result, StorageError};
 use super::record::{
-    decode_at, decode_marker, decode_segment_header, find_valid_record, Decoded, HeaderError,
-    RecordType, SegmentHeader, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
+    decode_at, decode_marker, decode_segment_header, find_valid_record, Decoded, HeaderError, RecordType,
+    SegmentHeader, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
 };
 
 /// A snapshot marker recorded with [`super::Wal::mark_snapshot`].
@@ -52,11 +52,7 @@ impl WalContents {
     /// entry is at most `index + 1` (no gap), and any entry it holds at
     /// `index` has term `term`.
     pub fn entries_after_snapshot(&self, index: u64, term: u64) -> Result<&[Entry]> {
-        let mismatch = |reason: String| StorageError::SnapshotMismatch {
-            index,
-            term,
-            reason,
-        };
+        let mismatch = |reason: String| StorageError::SnapshotMismatch { index, term, reason };
         let Some(first) = self.entries.first().map(|e| e.index) else {
             return Ok(&[]);
         };
@@ -69,10 +65,7 @@ impl WalContents {
         if index >= first {
             if let Some(e) = self.entries.get(skip - 1) {
                 if e.term != term {
-                    return Err(mismatch(format!(
-                        "the WAL has entry {index} with term {}",
-                        e.term
-                    )));
+                    return Err(mismatch(format!("the WAL has entry {index} with term {}", e.term)));
                 }
             }
         }
@@ -156,13 +149,7 @@ impl Replay {
 
     /// Replays one segment file. `is_last` enables torn-tail truncation.
     /// Returns the largest entry index in the segment.
-    pub fn segment(
-        &mut self,
-        path: &Path,
-        seq: u64,
-        is_first: bool,
-        is_last: bool,
-    ) -> Result<Option<u64>> {
+    pub fn segment(&mut self, path: &Path, seq: u64, is_first: bool, is_last: bool) -> Result<Option<u64>> {
         let data = fs::read(path).map_err(|e| StorageError::io(path, e))?;
         let header = check_header(path, &data, seq)?;
         if is_first {
@@ -199,14 +186,13 @@ impl Replay {
                             self.push_entry(e, path, off)?;
                         }
                         RecordType::HardState => {
-                            self.contents.hard_state = HardState::parse_from_bytes(p)
-                                .map_err(|e| bad("hard state", &e))?;
+                            self.contents.hard_state =
+                                HardState::parse_from_bytes(p).map_err(|e| bad("hard state", &e))?;
                         }
                         RecordType::Metadata => self.contents.metadata = Some(p.to_vec()),
                         RecordType::SnapshotMarker => {
-                            let (index, term) = decode_marker(p).ok_or_else(|| {
-                                bad("snapshot marker", &format!("length {}", p.len()))
-                            })?;
+                            let (index, term) = decode_marker(p)
+                                .ok_or_else(|| bad("snapshot marker", &format!("length {}", p.len())))?;
                             self.push_marker(SnapshotMarker { index, term });
                         }
                     }
@@ -261,10 +247,7 @@ fn check_header(path: &Path, data: &[u8], seq: u64) -> Result<SegmentHeader> {
         Ok(h) => Err(StorageError::corrupt(
             path,
             12,
-            format!(
-                "header sequence number {} does not match the file name ({seq})",
-                h.seq
-            ),
+            format!("header sequence number {} does not match the file name ({seq})", h.seq),
         )),
         Err(HeaderError::Version(found)) => Err(StorageError::UnsupportedVersion {
             path: path.to_path_buf(),
@@ -276,16 +259,8 @@ fn check_header(path: &Path, data: &[u8], seq: u64) -> Result<SegmentHeader> {
             0,
             format!("segment shorter than its {SEGMENT_HEADER_LEN}-byte header"),
         )),
-        Err(HeaderError::BadMagic) => Err(StorageError::corrupt(
-            path,
-            0,
-            "bad magic: not a rustcd WAL segment",
-        )),
-        Err(HeaderError::BadCrc) => Err(StorageError::corrupt(
-            path,
-            28,
-            "segment header CRC mismatch",
-        )),
+        Err(HeaderError::BadMagic) => Err(StorageError::corrupt(path, 0, "bad magic: not a rustcd WAL segment")),
+        Err(HeaderError::BadCrc) => Err(StorageError::corrupt(path, 28, "segment header CRC mismatch")),
     }
 }
 

@@ -51,10 +51,7 @@ fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
     if a.len() != 16 || b.len() != 16 {
         return None;
     }
-    Some((
-        u64::from_str_radix(a, 16).ok()?,
-        u64::from_str_radix(b, 16).ok()?,
-    ))
+    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
 }
 
 /// The snapshot directory.
@@ -69,9 +66,7 @@ impl SnapshotFiles {
     pub fn open(dir: &Path) -> Result<Self> {
         create_dir_all_private(dir)?;
         remove_tmp_files(dir, SNAP_SUFFIX)?;
-        Ok(SnapshotFiles {
-            dir: dir.to_path_buf(),
-        })
+        Ok(SnapshotFiles { dir: dir.to_path_buf() })
     }
 
     /// The snapshot directory.
@@ -215,10 +210,7 @@ fn read_snapshot(path: &Path, term: u64, index: u64) -> Result<SnapshotData> {
         ));
     }
     if crc32fast::hash(data) != u32_at(&bytes, 36) {
-        return Err(corrupt(
-            SNAP_HEADER_LEN as u64,
-            "snapshot data CRC mismatch".into(),
-        ));
+        return Err(corrupt(SNAP_HEADER_LEN as u64, "snapshot data CRC mismatch".into()));
     }
     Ok(SnapshotData {
         index,
@@ -284,10 +276,7 @@ mod tests {
         v[8] = 2;
         fs::write(&path, &v).unwrap();
         let err = s.load_newest().unwrap_err();
-        assert!(matches!(
-            err,
-            StorageError::UnsupportedVersion { found: 2, .. }
-        ));
+        assert!(matches!(err, StorageError::UnsupportedVersion { found: 2, .. }));
         // Renamed file: header disagrees with the name.
         fs::copy(d.path().join(snapshot_file_name(1, 5)), &path).unwrap();
         assert!(s.load_newest().unwrap_err().is_corrupt());

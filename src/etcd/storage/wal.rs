@@ -12,8 +12,8 @@ use raft::eraftpb::{Entry, HardState};
 use super::error::{Result, StorageError};
 use super::layout::{create_dir_all_private, create_private_file, fsync_dir, tmp_path};
 use super::record::{
-    encode_marker, encode_record, encode_record_with, encode_segment_header, RecordType,
-    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    encode_marker, encode_record, encode_record_with, encode_segment_header, RecordType, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
 };
 use super::replay::{Replay, SegmentInfo, SnapshotMarker, WalContents};
 
@@ -45,10 +45,7 @@ fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     if a.len() != 16 || b.len() != 16 {
         return None;
     }
-    Some((
-        u64::from_str_radix(a, 16).ok()?,
-        u64::from_str_radix(b, 16).ok()?,
-    ))
+    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
 }
 
 /// Lists the segment files in `dir`, sorted by sequence number. A missing
@@ -155,24 +152,14 @@ impl Wal {
     /// an unknown format version is [`StorageError::UnsupportedVersion`].
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Wal, WalContents)> {
         if segment_bytes == 0 {
-            return Err(StorageError::InvalidArgument(
-                "segment_bytes must be positive".into(),
-            ));
+            return Err(StorageError::InvalidArgument("segment_bytes must be positive".into()));
         }
         create_dir_all_private(dir)?;
         remove_tmp_files(dir, SEGMENT_SUFFIX)?;
         let names = list_segments(dir)?;
         if names.is_empty() {
-            let (file, size, info) =
-                create_segment_file(dir, 0, 0, &HardState::default(), None, None)?;
-            let wal = Wal::new(
-                dir,
-                segment_bytes,
-                vec![info],
-                file,
-                size,
-                &WalContents::default(),
-            );
+            let (file, size, info) = create_segment_file(dir, 0, 0, &HardState::default(), None, None)?;
+            let wal = Wal::new(dir, segment_bytes, vec![info], file, size, &WalContents::default());
             return Ok((wal, WalContents::default()));
         }
         let mut replay = Replay::default();
@@ -202,14 +189,7 @@ impl Wal {
             .append(true)
             .open(current)
             .map_err(|e| StorageError::io(current, e))?;
-        let mut wal = Wal::new(
-            dir,
-            segment_bytes,
-            segments,
-            file,
-            replay.valid_len,
-            &replay.contents,
-        );
+        let mut wal = Wal::new(dir, segment_bytes, segments, file, replay.valid_len, &replay.contents);
         wal.last_index = replay.effective_last();
         Ok((wal, replay.contents))
     }
@@ -276,11 +256,7 @@ impl Wal {
     pub fn mark_snapshot(&mut self, index: u64, term: u64) -> Result<()> {
         self.check_usable()?;
         self.buf.clear();
-        encode_record(
-            &mut self.buf,
-            RecordType::SnapshotMarker,
-            &encode_marker(index, term),
-        )?;
+        encode_record(&mut self.buf, RecordType::SnapshotMarker, &encode_marker(index, term))?;
         self.write_buf()?;
         if self.last_index.is_some_and(|l| l < index) {
             // Entries may resume right after the snapshot.
@@ -310,9 +286,7 @@ impl Wal {
         }
         self.buf.clear();
         for e in entries {
-            encode_record_with(&mut self.buf, RecordType::Entry, "entry", |v| {
-                e.write_to_vec(v)
-            })?;
+            encode_record_with(&mut self.buf, RecordType::Entry, "entry", |v| e.write_to_vec(v))?;
         }
         if let Some(hs) = hard_state {
             encode_record_with(&mut self.buf, RecordType::HardState, "hard state", |v| {
@@ -448,11 +422,7 @@ fn create_segment_file(
         encode_record(&mut buf, RecordType::Metadata, m)?;
     }
     if let Some(s) = snapshot {
-        encode_record(
-            &mut buf,
-            RecordType::SnapshotMarker,
-            &encode_marker(s.index, s.term),
-        )?;
+        encode_record(&mut buf, RecordType::SnapshotMarker, &encode_marker(s.index, s.term))?;
     }
     let mut f = create_private_file(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
     f.write_all(&buf).map_err(|e| StorageError::io(&tmp, e))?;

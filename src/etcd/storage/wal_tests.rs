@@ -132,14 +132,8 @@ fn snapshot_marker_lets_entries_resume_after_it() {
     let (_w, c) = Wal::open(d.path(), BIG).unwrap();
     assert!(c.has_snapshot_marker(100, 2));
     assert_eq!(c.entries, ents(101..=105, 2));
-    assert_eq!(
-        c.entries_after_snapshot(100, 2).unwrap(),
-        &ents(101..=105, 2)[..]
-    );
-    assert_eq!(
-        c.entries_after_snapshot(103, 2).unwrap(),
-        &ents(104..=105, 2)[..]
-    );
+    assert_eq!(c.entries_after_snapshot(100, 2).unwrap(), &ents(101..=105, 2)[..]);
+    assert_eq!(c.entries_after_snapshot(103, 2).unwrap(), &ents(104..=105, 2)[..]);
     assert!(c.entries_after_snapshot(103, 1).is_err()); // term mismatch
     assert!(c.entries_after_snapshot(0, 0).is_err()); // gap before 101
     assert!(c.entries_after_snapshot(200, 3).unwrap().is_empty());
@@ -252,8 +246,7 @@ fn torn_tail_at_every_offset_of_the_final_record() {
             let d = tempfile::tempdir().unwrap();
             let seg = d.path().join(super::segment_file_name(0, 0));
             fs::write(&seg, &bytes[..cut]).unwrap();
-            let (mut w, c) =
-                Wal::open(d.path(), BIG).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let (mut w, c) = Wal::open(d.path(), BIG).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
             assert_eq!(c.torn_tail_truncated, cut != before, "cut at {cut}");
             assert_eq!(c.entries, ents(1..=4, 1), "cut at {cut}");
             assert_eq!(c.hard_state, hs(1, 1, 2), "cut at {cut}");
@@ -274,12 +267,7 @@ fn torn_tail_at_every_offset_of_the_final_record() {
 #[test]
 fn zero_filled_tail_is_torn() {
     let (bytes, before) = wal_with_final_record(true);
-    for (keep, zeros) in [
-        (bytes.len(), 4096),
-        (before + 3, 100),
-        (before, 9),
-        (before + 12, 1),
-    ] {
+    for (keep, zeros) in [(bytes.len(), 4096), (before + 3, 100), (before, 9), (before + 12, 1)] {
         let d = tempfile::tempdir().unwrap();
         let seg = d.path().join(super::segment_file_name(0, 0));
         let mut b = bytes[..keep].to_vec();
@@ -339,14 +327,7 @@ fn damage_in_an_older_segment_is_corruption() {
     let orig = fs::read(first).unwrap();
     fs::write(first, &orig[..orig.len() - 3]).unwrap();
     let msg = Wal::open(d.path(), 200).unwrap_err().to_string();
-    assert!(msg.contains(
-        &segs[0]
-            .path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_string()
-    ));
+    assert!(msg.contains(&segs[0].path.file_name().unwrap().to_string_lossy().to_string()));
     assert!(msg.contains("non-final"), "{msg}");
     fs::write(first, &orig).unwrap();
     Wal::open(d.path(), 200).unwrap();
@@ -411,9 +392,7 @@ fn leftover_temp_segment_is_removed() {
         w.append(&ents(1..=2, 1), None).unwrap();
         w.sync().unwrap();
     }
-    let tmp = d
-        .path()
-        .join(format!("{}.tmp", super::segment_file_name(1, 3)));
+    let tmp = d.path().join(format!("{}.tmp", super::segment_file_name(1, 3)));
     fs::write(&tmp, b"partial").unwrap();
     let (_w, c) = Wal::open(d.path(), BIG).unwrap();
     assert!(!tmp.exists());

@@ -100,14 +100,12 @@ impl FakeHistory {
     pub fn compact(&self, rev: i64) {
         let mut g = self.inner.lock();
         g.compact = rev;
-        g.log
-            .retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= rev));
+        g.log.retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= rev));
     }
 
     pub fn set_read_delay(&self, d: std::time::Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.read_delay_us
-            .store(us, std::sync::atomic::Ordering::SeqCst);
+        self.read_delay_us.store(us, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn reads(&self) -> usize {
@@ -124,13 +122,7 @@ impl History for FakeHistory {
         self.inner.lock().compact
     }
 
-    fn events_since(
-        &self,
-        start_rev: i64,
-        key: &[u8],
-        range_end: &[u8],
-        max: usize,
-    ) -> Result<Vec<Event>, i64> {
+    fn events_since(&self, start_rev: i64, key: &[u8], range_end: &[u8], max: usize) -> Result<Vec<Event>, i64> {
         let delay = self.read_delay_us.load(std::sync::atomic::Ordering::SeqCst);
         if delay > 0 {
             std::thread::sleep(std::time::Duration::from_micros(delay));

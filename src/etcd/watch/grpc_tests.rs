@@ -24,25 +24,13 @@ impl Backend {
     async fn put(&mut self, k: &str, v: &str) -> i64 {
         match self {
             Self::Fake(h, hub) => h.put(hub, k, v),
-            Self::Real(c) => c
-                .put(k, v, None)
-                .await
-                .unwrap()
-                .header()
-                .unwrap()
-                .revision(),
+            Self::Real(c) => c.put(k, v, None).await.unwrap().header().unwrap().revision(),
         }
     }
     async fn del(&mut self, k: &str) -> i64 {
         match self {
             Self::Fake(h, hub) => h.write(hub, &[Op::Del(k.as_bytes())]),
-            Self::Real(c) => c
-                .delete(k, None)
-                .await
-                .unwrap()
-                .header()
-                .unwrap()
-                .revision(),
+            Self::Real(c) => c.delete(k, None).await.unwrap().header().unwrap().revision(),
         }
     }
     async fn compact(&mut self, rev: i64) {
@@ -75,8 +63,7 @@ fn summary(r: &WatchResponse) -> Vec<(EventType, String, i64, Option<String>)> {
                 e.event_type(),
                 String::from_utf8_lossy(kv.key()).into_owned(),
                 kv.mod_revision(),
-                e.prev_kv()
-                    .map(|p| String::from_utf8_lossy(p.value()).into_owned()),
+                e.prev_kv().map(|p| String::from_utf8_lossy(p.value()).into_owned()),
             )
         })
         .collect()
@@ -118,10 +105,7 @@ async fn scenario(client: &mut Client, mut b: Backend, p: &str) {
     let r4 = b.put(&k("b"), "3").await;
     let m = next(&mut ws).await;
     assert_eq!(m.header().unwrap().revision(), r4);
-    assert_eq!(
-        summary(&m),
-        vec![(EventType::Put, k("b"), r4, Some("2".into()))]
-    );
+    assert_eq!(summary(&m), vec![(EventType::Put, k("b"), r4, Some("2".into()))]);
 
     // Progress request: watch id -1, current revision.
     ws.request_progress().await.unwrap();
@@ -189,11 +173,7 @@ async fn scenario(client: &mut Client, mut b: Backend, p: &str) {
 #[tokio::test]
 async fn etcd_client_against_rustcd_watch_service() {
     let history = FakeHistory::new();
-    let hub = WatchHub::new(
-        history.clone(),
-        Arc::new(FakeHeader),
-        Duration::from_millis(200),
-    );
+    let hub = WatchHub::new(history.clone(), Arc::new(FakeHeader), Duration::from_millis(200));
     let svc = WatchService::new(hub.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -203,12 +183,7 @@ async fn etcd_client_against_rustcd_watch_service() {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     let mut client = Client::connect([addr.to_string()], None).await.unwrap();
-    scenario(
-        &mut client,
-        Backend::Fake(history.clone(), hub.clone()),
-        "p/",
-    )
-    .await;
+    scenario(&mut client, Backend::Fake(history.clone(), hub.clone()), "p/").await;
     assert_eq!(hub.watcher_count(), 2);
     drop(client);
     for _ in 0..500 {
@@ -234,12 +209,7 @@ async fn real_etcd_behaves_like_the_scenario() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    scenario(
-        &mut client,
-        Backend::Real(Box::new(writer)),
-        &format!("w{nanos}/"),
-    )
-    .await;
+    scenario(&mut client, Backend::Real(Box::new(writer)), &format!("w{nanos}/")).await;
 }
 
 /// Raw-protocol scenario (fragment flags are invisible through `etcd_client`):
@@ -283,9 +253,7 @@ async fn raw_scenario(endpoint: String, mut b: Backend, p: &str) {
     for r in reqs {
         tx.send(r).unwrap();
     }
-    let mut client = WatchClient::connect(format!("http://{endpoint}"))
-        .await
-        .unwrap();
+    let mut client = WatchClient::connect(format!("http://{endpoint}")).await.unwrap();
     let mut stream = client
         .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
         .await
@@ -295,10 +263,7 @@ async fn raw_scenario(endpoint: String, mut b: Backend, p: &str) {
     let mut frag = Vec::new();
     let mut whole = Vec::new();
     let mut progress = None;
-    while progress.is_none()
-        || frag.last().is_none_or(|f: &(bool, usize, usize)| f.0)
-        || whole.is_empty()
-    {
+    while progress.is_none() || frag.last().is_none_or(|f: &(bool, usize, usize)| f.0) || whole.is_empty() {
         let r = tokio::time::timeout(Duration::from_secs(10), stream.next())
             .await
             .expect("timed out")
@@ -335,11 +300,7 @@ async fn raw_scenario(endpoint: String, mut b: Backend, p: &str) {
 #[tokio::test]
 async fn raw_fragments_and_progress_notify_against_rustcd() {
     let history = FakeHistory::new();
-    let hub = WatchHub::new(
-        history.clone(),
-        Arc::new(FakeHeader),
-        Duration::from_millis(200),
-    );
+    let hub = WatchHub::new(history.clone(), Arc::new(FakeHeader), Duration::from_millis(200));
     let svc = WatchService::new(hub.clone()).with_max_request_bytes(2048);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

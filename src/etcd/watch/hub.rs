@@ -263,11 +263,7 @@ impl WatchHub {
     /// responses (etcd's default is 10 minutes). The hub assumes `history`
     /// already holds everything up to its current revision and that `notify`
     /// will be called for every later revision.
-    pub fn new(
-        history: Arc<dyn History>,
-        header: Arc<dyn HeaderSource>,
-        progress_interval: Duration,
-    ) -> Self {
+    pub fn new(history: Arc<dyn History>, header: Arc<dyn HeaderSource>, progress_interval: Duration) -> Self {
         let rev = history.current_revision();
         Self {
             inner: Arc::new(Inner {
@@ -470,12 +466,7 @@ impl WatchHub {
 
     /// Handles a (permitted) create request: registers the watcher and queues
     /// the `created` response ahead of any of its events.
-    pub(crate) fn create(
-        &self,
-        sid: StreamId,
-        req: &WatchCreateRequest,
-        permit: Option<OwnedSemaphorePermit>,
-    ) {
+    pub(crate) fn create(&self, sid: StreamId, req: &WatchCreateRequest, permit: Option<OwnedSemaphorePermit>) {
         let inner = &self.inner;
         if req.start_revision < 0 {
             return self.reject_create(sid, -1, ERR_COMPACTED.to_string(), permit);
@@ -519,11 +510,7 @@ impl WatchHub {
             id,
             range: range.clone(),
             min_rev,
-            state: if synced {
-                SyncState::Synced
-            } else {
-                SyncState::Unsynced
-            },
+            state: if synced { SyncState::Synced } else { SyncState::Unsynced },
             no_put,
             no_delete,
             prev_kv: req.prev_kv,
@@ -552,12 +539,7 @@ impl WatchHub {
 
     /// Cancels a watcher; queues `canceled: true` if it existed (etcd sends
     /// nothing for an unknown id).
-    pub(crate) fn cancel(
-        &self,
-        sid: StreamId,
-        watch_id: i64,
-        permit: Option<OwnedSemaphorePermit>,
-    ) {
+    pub(crate) fn cancel(&self, sid: StreamId, watch_id: i64, permit: Option<OwnedSemaphorePermit>) {
         let mut guard = self.inner.state.lock();
         let st = &mut *guard;
         if st.remove_watcher((sid, watch_id)).is_none() {
@@ -759,12 +741,7 @@ impl WatchHub {
 
     /// Reads complete revisions in `[min_rev, upto]`; returns the events and
     /// the last revision fully covered.
-    fn read_history(
-        &self,
-        min_rev: i64,
-        range: &KeyRange,
-        upto: i64,
-    ) -> Result<(Vec<mvccpb::Event>, i64), i64> {
+    fn read_history(&self, min_rev: i64, range: &KeyRange, upto: i64) -> Result<(Vec<mvccpb::Event>, i64), i64> {
         let (key, end) = range.as_history_args();
         let mut max = SYNC_BATCH_EVENTS;
         loop {
@@ -786,10 +763,7 @@ impl WatchHub {
                 max = max.saturating_mul(2);
                 continue;
             }
-            let cut = evs
-                .iter()
-                .position(|e| event_rev(e) == last)
-                .unwrap_or(evs.len());
+            let cut = evs.iter().position(|e| event_rev(e) == last).unwrap_or(evs.len());
             evs.truncate(cut);
             return Ok((evs, last - 1));
         }
@@ -866,10 +840,7 @@ impl State {
     }
 
     /// The stream's watchers, mutably (for progress ticks).
-    pub(crate) fn stream_watchers_mut(
-        &mut self,
-        sid: StreamId,
-    ) -> Option<impl Iterator<Item = &mut Watcher>> {
+    pub(crate) fn stream_watchers_mut(&mut self, sid: StreamId) -> Option<impl Iterator<Item = &mut Watcher>> {
         self.streams.get_mut(&sid).map(|s| s.watchers.values_mut())
     }
 }

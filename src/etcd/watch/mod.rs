@@ -60,9 +60,7 @@ mod tests;
 use crate::etcd::proto::{etcdserverpb, mvccpb};
 
 pub use hub::WatchHub;
-pub use stream::{
-    Authorizer, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES,
-};
+pub use stream::{Authorizer, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES};
 pub use watcher::KeyRange;
 
 /// The `cancel_reason` etcd clients show for a watcher whose revision was compacted.
@@ -83,13 +81,8 @@ pub trait History: Send + Sync + 'static {
     /// revision order, at most `max` of them (the cut may fall inside a
     /// revision; the hub handles continuation), each carrying `prev_kv` when a
     /// previous version existed. `Err(compact_rev)` if `start_rev` is compacted.
-    fn events_since(
-        &self,
-        start_rev: i64,
-        key: &[u8],
-        range_end: &[u8],
-        max: usize,
-    ) -> Result<Vec<mvccpb::Event>, i64>;
+    fn events_since(&self, start_rev: i64, key: &[u8], range_end: &[u8], max: usize)
+        -> Result<Vec<mvccpb::Event>, i64>;
 }
 
 /// Fills response headers (cluster_id, member_id, raft_term, revision).

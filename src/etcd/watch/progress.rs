@@ -18,14 +18,7 @@ impl WatchHub {
         let mut st = self.lock_state();
         if st.stream_synced(sid) {
             let rev = self.delivered();
-            st.push_progress(
-                sid,
-                STREAM_PROGRESS_WATCH_ID,
-                rev,
-                permit,
-                false,
-                usize::MAX,
-            );
+            st.push_progress(sid, STREAM_PROGRESS_WATCH_ID, rev, permit, false, usize::MAX);
         } else {
             st.set_deferred_progress(sid, true);
         }

@@ -106,10 +106,7 @@ impl WatchService {
 impl Watch for WatchService {
     type WatchStream = WatchResponseStream;
 
-    async fn watch(
-        &self,
-        request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         Ok(Response::new(self.serve_stream(request.into_inner())))
     }
 }

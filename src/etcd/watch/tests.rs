@@ -11,8 +11,8 @@ use tonic::Status;
 use super::fake::{FakeHeader, FakeHistory, Op, CLUSTER_ID, MEMBER_ID};
 use super::*;
 use crate::etcd::proto::etcdserverpb::{
-    watch_create_request::FilterType, watch_request::RequestUnion, WatchCancelRequest,
-    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    watch_create_request::FilterType, watch_request::RequestUnion, WatchCancelRequest, WatchCreateRequest,
+    WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use crate::etcd::proto::mvccpb::{event::EventType, Event};
 
@@ -24,10 +24,7 @@ struct TestClient {
 impl TestClient {
     fn send(&self, u: RequestUnion) {
         let tx = self.tx.as_ref().unwrap();
-        tx.send(Ok(WatchRequest {
-            request_union: Some(u),
-        }))
-        .unwrap();
+        tx.send(Ok(WatchRequest { request_union: Some(u) })).unwrap();
     }
     fn create(&self, req: WatchCreateRequest) {
         self.send(RequestUnion::CreateRequest(req));
@@ -55,10 +52,7 @@ impl TestClient {
     async fn expect_quiet(&mut self) {
         self.progress();
         let r = self.next().await;
-        assert_eq!(
-            r.watch_id, -1,
-            "expected only a progress response, got {r:?}"
-        );
+        assert_eq!(r.watch_id, -1, "expected only a progress response, got {r:?}");
         assert!(r.events.is_empty() && !r.created && !r.canceled);
     }
 }
@@ -123,10 +117,7 @@ async fn created_then_live_events_with_prev_kv_stripped() {
     assert!(r.created && !r.canceled);
     assert_eq!(r.watch_id, 0);
     let hd = r.header.unwrap();
-    assert_eq!(
-        (hd.revision, hd.cluster_id, hd.member_id),
-        (1, CLUSTER_ID, MEMBER_ID)
-    );
+    assert_eq!((hd.revision, hd.cluster_id, hd.member_id), (1, CLUSTER_ID, MEMBER_ID));
 
     h.put(&hub, "a", "2");
     h.put(&hub, "b", "x");
@@ -167,16 +158,10 @@ async fn filters_drop_puts_or_deletes() {
     let nodel = c.created().await;
     h.put(&hub, "k1", "v");
     let r = c.next().await;
-    assert_eq!(
-        (r.watch_id, r.events[0].r#type),
-        (nodel, EventType::Put as i32)
-    );
+    assert_eq!((r.watch_id, r.events[0].r#type), (nodel, EventType::Put as i32));
     h.write(&hub, &[Op::Del(b"k1")]);
     let r = c.next().await;
-    assert_eq!(
-        (r.watch_id, r.events[0].r#type),
-        (noput, EventType::Delete as i32)
-    );
+    assert_eq!((r.watch_id, r.events[0].r#type), (noput, EventType::Delete as i32));
     c.expect_quiet().await;
 }
 
@@ -374,10 +359,7 @@ async fn concurrent_writes_during_replay_no_gap_no_duplicate() {
     let last = writer.join().unwrap();
     let want = h.events_since(1, b"k", b"l", usize::MAX).unwrap();
     assert_eq!(got.len(), want.len());
-    assert_eq!(
-        got, want,
-        "events differ from history (gap, duplicate or order)"
-    );
+    assert_eq!(got, want, "events differ from history (gap, duplicate or order)");
     assert_eq!(got.last().map(rev), Some(last));
     // A revision never spans two responses.
     let mut owner = std::collections::HashMap::new();
@@ -447,11 +429,7 @@ async fn progress_request_waits_for_unsynced_watchers() {
         if r.watch_id == -1 {
             let pr = r.header.unwrap().revision;
             assert!(pr >= 10);
-            assert_eq!(
-                seen,
-                (1..=10).collect::<Vec<_>>(),
-                "progress ran ahead of events"
-            );
+            assert_eq!(seen, (1..=10).collect::<Vec<_>>(), "progress ran ahead of events");
             break;
         }
         seen.extend(r.events.iter().map(rev));

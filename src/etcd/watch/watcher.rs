@@ -20,11 +20,7 @@ impl KeyRange {
     /// `range_end` watches a single key and `range_end == "\0"` watches every
     /// key `>= key`. Returns `None` for an empty range (`key >= range_end`).
     pub fn from_request(key: &[u8], range_end: &[u8]) -> Option<Self> {
-        let key = if key.is_empty() {
-            vec![0]
-        } else {
-            key.to_vec()
-        };
+        let key = if key.is_empty() { vec![0] } else { key.to_vec() };
         match range_end {
             [] => Some(Self::Single(key)),
             [0] => Some(Self::FromKey(key)),
@@ -146,14 +142,8 @@ mod tests {
 
     #[test]
     fn ranges_follow_etcd_rules() {
-        assert_eq!(
-            KeyRange::from_request(b"a", b""),
-            Some(KeyRange::Single(b"a".to_vec()))
-        );
-        assert_eq!(
-            KeyRange::from_request(b"", b"\0"),
-            Some(KeyRange::FromKey(vec![0]))
-        );
+        assert_eq!(KeyRange::from_request(b"a", b""), Some(KeyRange::Single(b"a".to_vec())));
+        assert_eq!(KeyRange::from_request(b"", b"\0"), Some(KeyRange::FromKey(vec![0])));
         assert_eq!(KeyRange::from_request(b"b", b"a"), None);
         assert_eq!(KeyRange::from_request(b"a", b"a"), None);
         let r = KeyRange::from_request(b"foo", b"fop").unwrap();
