@@ -3,14 +3,18 @@
 //! data directory.
 //!
 //! File format (version 1): the 8-byte magic `RUSTCDBK`, a little-endian u32 format
-//! version, the protobuf-encoded `rustcdpb.StateSnapshot`, then a little-endian u32
-//! CRC-32 of everything before it. etcd's bbolt snapshots are not readable by rustcd
+//! version, a little-endian u64 body length, the protobuf-encoded `rustcdpb.StateSnapshot`
+//! (the body), a little-endian u32 CRC-32 of everything before it, zero padding up to a
+//! multiple of 512 bytes, and finally the SHA-256 of everything before it. The padding and
+//! trailing SHA-256 are what `etcdctl snapshot save` expects of etcd's stream (it checks
+//! `size % 512 == 32`). etcd's bbolt snapshots are not readable by rustcd
 //! and rustcd's are not readable by etcd (see the README's compatibility table).
 
 use std::path::Path;
 
 use prost::Message as _;
 use raft::eraftpb::HardState;
+use sha2::{Digest, Sha256};
 
 use crate::etcd::config::{InitialMember, RestoreArgs};
 use crate::etcd::membership::{self, Membership};
@@ -43,18 +47,23 @@ pub enum BackupError {
 /// Serialises a state snapshot into the backup format.
 pub fn encode(snap: &StateSnapshot) -> Vec<u8> {
     let body = snap.encode_to_vec();
-    let mut out = Vec::with_capacity(body.len() + 16);
+    let mut out = Vec::with_capacity(body.len() + 600);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&body);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
     out
 }
 
 /// Parses and verifies a backup file's bytes; `path` is only used in error messages.
 pub fn decode(bytes: &[u8], path: &str) -> Result<StateSnapshot, BackupError> {
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+    const HEADER: usize = 8 + 4 + 8;
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err(BackupError::Magic { path: path.into() });
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
@@ -64,12 +73,24 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateSnapshot, BackupError> {
             version,
         });
     }
-    let (payload, crc_bytes) = bytes.split_at(bytes.len() - 4);
-    let crc = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
-    if crc32fast::hash(payload) != crc {
-        return Err(BackupError::Checksum { path: path.into() });
+    let checksum = || BackupError::Checksum { path: path.into() };
+    if bytes.len() < HEADER + 4 + 32 || bytes.len() % 512 != 32 {
+        return Err(checksum());
     }
-    StateSnapshot::decode(&payload[12..]).map_err(|e| BackupError::Decode {
+    let (padded, digest) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(padded).as_slice() != digest {
+        return Err(checksum());
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[12..20]);
+    let body_len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| checksum())?;
+    let body_end = HEADER.checked_add(body_len).filter(|e| e + 4 <= padded.len()).ok_or_else(checksum)?;
+    let crc_bytes = &bytes[body_end..body_end + 4];
+    let crc = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
+    if crc32fast::hash(&bytes[..body_end]) != crc {
+        return Err(checksum());
+    }
+    StateSnapshot::decode(&bytes[HEADER..body_end]).map_err(|e| BackupError::Decode {
         path: path.into(),
         reason: e.to_string(),
     })
@@ -162,8 +183,9 @@ mod tests {
         };
         let bytes = encode(&snap);
         assert_eq!(decode(&bytes, "f").unwrap(), snap);
+        assert_eq!(bytes.len() % 512, 32);
         let mut bad = bytes.clone();
-        bad[13] ^= 0xff;
+        bad[21] ^= 0xff;
         assert!(matches!(decode(&bad, "f"), Err(BackupError::Checksum { .. })));
         assert!(matches!(
             decode(b"SQLite format 3\0....", "f"),
