@@ -709,6 +709,36 @@ impl Norm {
         }
     }
 
+    /// Maps the number after `prefix` (e.g. `id: 7`) through the ID table,
+    /// so small server-chosen IDs are normalised too.
+    fn map_ids_after(&self, text: &str, prefix: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(pos) = rest.find(prefix) {
+            let boundary =
+                pos == 0 || !rest[..pos].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+            out.push_str(&rest[..pos + prefix.len()]);
+            rest = &rest[pos + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+                .unwrap_or(rest.len());
+            let num = rest[..end]
+                .parse::<u64>()
+                .ok()
+                .or_else(|| rest[..end].parse::<i64>().ok().map(|n| n as u64));
+            match num
+                .and_then(|n| self.id_placeholder(n))
+                .filter(|_| boundary)
+            {
+                Some(ph) => out.push_str(ph),
+                None => out.push_str(&rest[..end]),
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
     fn normalize_text_line(&self, line: &str) -> String {
         let mut line = line.to_string();
         // timing: "remaining(99s)", "took = 1.2ms", "took: 3ms"
@@ -718,6 +748,22 @@ impl Norm {
         line = sort_attached_keys(&line);
         // Debug prints of client responses
         line = mask_after(&line, "raft_term: ", "<T>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "raft_index: ", "<I>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "raft_applied_index: ", "<I>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "db_size: ", "<SIZE>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "db_size_in_use: ", "<SIZE>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "version: \"", "<VERSION>", |c| c != '"');
+        line = mask_after(&line, "hash: ", "<HASH>", |c| c.is_ascii_digit());
+        for prefix in [
+            "id: ",
+            "ID: ",
+            "lease: ",
+            "leader: ",
+            "member_id: ",
+            "cluster_id: ",
+        ] {
+            line = self.map_ids_after(&line, prefix);
+        }
         line = replace_id_tokens(&line, &self.ids);
         // etcdctl tables: trim cells so column widths do not matter
         let t = line.trim();
