@@ -76,7 +76,7 @@ where
     Fut: Future<Output = Rec>,
 {
     if let Some(reason) = support::skip_reason() {
-        eprintln!("SKIP: {reason}");
+        support::print_skip(&reason);
         return;
     }
     let mut results = Vec::new();
@@ -779,7 +779,7 @@ async fn client_auth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_recovery_acknowledged_puts_survive_sigkill() {
     if let Some(reason) = support::skip_reason() {
-        eprintln!("SKIP: {reason}");
+        support::print_skip(&reason);
         return;
     }
     const WRITERS: usize = 8;

@@ -52,7 +52,7 @@ impl Pair {
     /// Starts etcd and rustcd with the same extra flags. `None` = skip.
     fn start(extra: &[&str]) -> Option<Pair> {
         if let Some(reason) = support::skip_reason() {
-            eprintln!("SKIP: {reason}");
+            support::print_skip(&reason);
             return None;
         }
         let mut sides = Vec::new();

@@ -82,15 +82,10 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-/// Returns early from a test (which then passes) when etcd/etcdctl are missing.
-#[macro_export]
-macro_rules! skip_without_etcd {
-    () => {
-        if let Some(reason) = support::skip_reason() {
-            eprintln!("SKIP: {reason}");
-            return;
-        }
-    };
+/// Prints a SKIP line straight to stderr (bypassing libtest's output
+/// capture, so it is visible even though the test passes).
+pub fn print_skip(reason: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
 }
 
 /// A free TCP port on 127.0.0.1 (bind to port 0 and take what the OS gave).
