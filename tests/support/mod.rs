@@ -696,11 +696,19 @@ impl Norm {
         use serde_json::Value;
         match v {
             Value::Object(map) => {
-                let has_granted = map.contains_key("grantedTTL");
+                // lease timetolive: "grantedTTL" (-w json of keep-alive/list)
+                // or "granted-ttl" (-w json of timetolive)
+                let has_granted = map.contains_key("grantedTTL") || map.contains_key("granted-ttl");
                 for (k, val) in map.iter_mut() {
-                    if MASKED_JSON_KEYS.contains(&k.as_str()) {
+                    if k == "version" && !val.is_string() {
+                        // a key's version (a number) is data; only the
+                        // server version string is masked
+                    } else if MASKED_JSON_KEYS.contains(&k.as_str()) {
                         *val = Value::String(format!("<{k}>"));
-                    } else if k == "TTL" && has_granted {
+                    } else if (k == "TTL" || k == "ttl")
+                        && has_granted
+                        && val.as_i64().is_some_and(|t| t > 0)
+                    {
                         // remaining TTL of timetolive is timing dependent
                         *val = Value::String("<TTL>".into());
                     } else if ID_JSON_KEYS.contains(&k.as_str()) {
