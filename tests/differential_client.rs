@@ -19,7 +19,7 @@ use etcd_client::{
     Permission, PermissionType, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchFilterType,
     WatchOptions, WatchResponse, WatchStream,
 };
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use support::{Kind, Norm, Server};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -860,4 +860,126 @@ async fn crash_recovery_acknowledged_puts_survive_sigkill() {
     c.put("crash/after", "ok", None)
         .await
         .expect("put after restart");
+}
+
+/// Seeded random sequence of puts/deletes/ranges/txns/compactions; both
+/// servers must answer identically. Seed: DIFFTEST_SEED (default 1),
+/// length: DIFFTEST_RANDOM_OPS (default 300).
+async fn random_ops_scenario(ep: String) -> Rec {
+    let seed: u64 = std::env::var("DIFFTEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let n: usize = std::env::var("DIFFTEST_RANDOM_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rec = Rec::default();
+    rec.add("seed", seed);
+    let mut c = connect(&ep, None).await.expect("connect");
+    let key = |rng: &mut rand::rngs::StdRng| format!("r/{}", rng.random_range(0..20u8));
+    let mut rev: i64 = 1;
+    for i in 0..n {
+        let label = format!("op {i}");
+        match rng.random_range(0..100u8) {
+            0..=39 => {
+                let k = key(&mut rng);
+                let v = format!("v{}", rng.random_range(0..1000u32));
+                let opts = if rng.random_bool(0.3) {
+                    Some(PutOptions::new().with_prev_key())
+                } else {
+                    None
+                };
+                let r = c.put(k.clone(), v.clone(), opts).await;
+                if let Ok(r) = &r {
+                    rev = r.header().map(|h| h.revision()).unwrap_or(rev);
+                }
+                rec.res(&format!("{label} put {k}={v}"), r);
+            }
+            40..=49 => {
+                let k = key(&mut rng);
+                let opts = match rng.random_range(0..3u8) {
+                    0 => DeleteOptions::new().with_prev_key(),
+                    1 => DeleteOptions::new().with_range(key(&mut rng)),
+                    _ => DeleteOptions::new().with_prefix().with_prev_key(),
+                };
+                rec.res(
+                    &format!("{label} delete {k} {opts:?}"),
+                    c.delete(k, Some(opts)).await,
+                );
+            }
+            50..=79 => {
+                let k = key(&mut rng);
+                let mut opts = match rng.random_range(0..4u8) {
+                    0 => GetOptions::new(),
+                    1 => GetOptions::new().with_prefix(),
+                    2 => GetOptions::new().with_range(key(&mut rng)),
+                    _ => GetOptions::new().with_from_key(),
+                };
+                if rng.random_bool(0.3) {
+                    opts = opts.with_limit(rng.random_range(1..5));
+                }
+                if rng.random_bool(0.3) {
+                    opts = opts.with_revision(rng.random_range(1..=rev + 1));
+                }
+                if rng.random_bool(0.2) {
+                    opts = opts.with_keys_only();
+                }
+                if rng.random_bool(0.2) {
+                    opts = opts.with_count_only();
+                }
+                if rng.random_bool(0.2) {
+                    opts = opts.with_sort(SortTarget::Mod, SortOrder::Descend);
+                }
+                rec.res(
+                    &format!("{label} get {k} {opts:?}"),
+                    c.get(k, Some(opts)).await,
+                );
+            }
+            80..=94 => {
+                let k = key(&mut rng);
+                let cmp = match rng.random_range(0..4u8) {
+                    0 => Compare::value(
+                        k.clone(),
+                        CompareOp::Equal,
+                        format!("v{}", rng.random_range(0..1000u32)),
+                    ),
+                    1 => Compare::version(k.clone(), CompareOp::Greater, rng.random_range(0..3)),
+                    2 => {
+                        Compare::mod_revision(k.clone(), CompareOp::Less, rng.random_range(0..=rev))
+                    }
+                    _ => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+                };
+                let t = Txn::new()
+                    .when([cmp])
+                    .and_then([
+                        TxnOp::put(k.clone(), format!("t{i}"), None),
+                        TxnOp::get(k.clone(), None),
+                    ])
+                    .or_else([TxnOp::get(
+                        key(&mut rng),
+                        Some(GetOptions::new().with_prefix()),
+                    )]);
+                rec.res(&format!("{label} txn on {k}"), c.txn(t).await);
+            }
+            _ => {
+                let target = rng.random_range(1..=rev + 1);
+                rec.res(
+                    &format!("{label} compact {target}"),
+                    c.compact(target, None).await,
+                );
+            }
+        }
+    }
+    rec.res(
+        "final",
+        c.get("", Some(GetOptions::new().with_all_keys())).await,
+    );
+    rec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_random_ops() {
+    differential("random ops", random_ops_scenario).await;
 }

@@ -868,3 +868,34 @@ fn http_endpoints() {
         failures.join("\n")
     );
 }
+
+/// The normaliser itself (no servers needed).
+#[test]
+fn normalizer_self_test() {
+    let mut n = Norm::new("http://127.0.0.1:40001", "http://127.0.0.1:40002");
+    n.learn_header(15118495548433857066, 13668033151171901709);
+    n.learn_leases("lease 390da2164fc3ed20 granted with TTL(100s)\n");
+    n.learn_leases("{\"cluster_id\":1,\"member_id\":2,\"revision\":6,\"raft_term\":2,\"ID\":7,\"TTL\":100,\"Error\":\"\"}\n");
+    assert_eq!(n.leases, vec![0x390da2164fc3ed20, 7]);
+    let text = "bdae9bbc11dd390d, started, default, http://127.0.0.1:40002, http://127.0.0.1:40001, false\n\
+        lease 390da2164fc3ed20 granted with TTL(100s), remaining(99s), attached keys([b a])\n\
+        lease 0000000000000007 keepalived with TTL(100)\n\
+        http://127.0.0.1:40001 is healthy: successfully committed proposal: took = 1.8ms\n\
+        {\"header\":{\"cluster_id\":15118495548433857066,\"member_id\":13668033151171901709,\"revision\":5,\"raft_term\":2},\"kvs\":[{\"key\":\"Zm9v\",\"create_revision\":4,\"mod_revision\":5,\"version\":2,\"value\":\"YmF6\",\"lease\":7}],\"count\":1}\n\
+        {\"level\":\"warn\",\"ts\":\"2026-01-01T00:00:00Z\",\"msg\":\"retrying\",\"error\":\"rpc error: code = NotFound desc = x\"}\n\
+        header: Some(ResponseHeader { cluster_id: 15118495548433857066, member_id: 13668033151171901709, revision: 3, raft_term: 9 }), id: 7, ttl: 60\n";
+    let want = "<MEMBER>, started, default, <PEER_URL>, <CLIENT_URL>, false\n\
+        lease <LEASE1> granted with TTL(100s), remaining(<TTL>), attached keys([a b])\n\
+        lease <LEASE2> keepalived with TTL(100)\n\
+        <CLIENT_URL> is healthy: successfully committed proposal: took = <TOOK>\n\
+        {\"count\":1,\"header\":{\"cluster_id\":\"<CLUSTER>\",\"member_id\":\"<MEMBER>\",\"raft_term\":\"<raft_term>\",\"revision\":5},\"kvs\":[{\"create_revision\":4,\"key\":\"Zm9v\",\"lease\":\"<LEASE2>\",\"mod_revision\":5,\"value\":\"YmF6\",\"version\":2}]}\n\
+        LOG warn retrying: rpc error: code = NotFound desc = x\n\
+        header: Some(ResponseHeader { cluster_id: <CLUSTER>, member_id: <MEMBER>, revision: 3, raft_term: <T> }), id: <LEASE2>, ttl: 60\n";
+    assert_eq!(n.normalize(text), want);
+    let status =
+        "http://127.0.0.1:40001, bdae9bbc11dd390d, 3.4.23, 20 kB, true, false, 2, 21, 21, \n";
+    assert_eq!(
+        mask_columns(&n.normalize(status), &[2, 3, 6, 7, 8]),
+        "<CLIENT_URL>, <MEMBER>, <*>, <*>, true, false, <*>, <*>, <*>, \n"
+    );
+}
