@@ -272,7 +272,13 @@ impl Server {
             }
             if let Some((code, body)) = http_get(self.client_port, "/health") {
                 if code == 200 && body.contains("true") {
-                    return Ok(());
+                    // make sure it is our process answering (not another
+                    // server that grabbed the port after ours failed to bind)
+                    let alive = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
+                    if alive {
+                        return Ok(());
+                    }
+                    continue;
                 }
             }
             if Instant::now() > until {
