@@ -90,9 +90,16 @@ impl Pair {
         })
     }
 
-    /// Substitutes `{L1}`.. (lease hex IDs) and `{DIR}` (server temp dir).
+    /// Substitutes `{L1}`.. (lease hex IDs), `{DIR}` (server temp dir),
+    /// `{PEER}` (peer URL), `{MEMBER}`/`{NEWMEMBER}` (member IDs in hex).
     fn expand(side: &Side, arg: &str) -> String {
         let mut a = arg.replace("{DIR}", &side.server.dir().display().to_string());
+        a = a.replace("{PEER}", &side.server.peer_url());
+        for ph in ["MEMBER", "NEWMEMBER"] {
+            if let Some(id) = side.norm.id_of(&format!("<{ph}>")) {
+                a = a.replace(&format!("{{{ph}}}"), &format!("{id:x}"));
+            }
+        }
         for n in 1..=side.norm.leases.len() {
             a = a.replace(&format!("{{L{n}}}"), &side.norm.lease_hex(n));
         }
@@ -130,6 +137,7 @@ impl Pair {
             let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
             let raw = etcdctl_stdin(&side.server.endpoint(), &args, stdin);
             side.norm.learn_leases(&raw.stdout);
+            side.norm.learn_members(&raw.stdout);
             outs.push(raw);
         }
         self.compare(&label, &outs, cmp, expect);
@@ -789,6 +797,96 @@ fn error_paths() {
     p.ok(&["compaction", "0"]);
     p.ok(&["get", "k1", "--rev", "0"]);
     p.ok(&["get", "", "--prefix", "--keys-only"]);
+    p.finish();
+}
+
+/// Membership changes that keep a single voting member: add/promote/update/
+/// remove a learner (which never starts), update our own peer URLs.
+#[test]
+fn cluster_membership() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    p.ok(&[
+        "member",
+        "add",
+        "newmember",
+        "--peer-urls=http://127.0.0.1:1",
+        "--learner",
+    ]);
+    p.fail(&[
+        "member",
+        "add",
+        "other",
+        "--peer-urls=http://127.0.0.1:1",
+        "--learner",
+    ]);
+    p.ok(&["member", "list"]);
+    p.ok(&["member", "list", "-w", "json"]);
+    p.ok(&["member", "list", "-w", "table"]);
+    p.fail(&["member", "promote", "{NEWMEMBER}"]);
+    p.ok(&[
+        "member",
+        "update",
+        "{NEWMEMBER}",
+        "--peer-urls=http://127.0.0.1:2",
+    ]);
+    p.ok(&["member", "list"]);
+    p.ok(&["member", "remove", "{NEWMEMBER}"]);
+    p.fail(&["member", "remove", "{NEWMEMBER}"]);
+    p.fail(&["member", "promote", "{MEMBER}"]);
+    p.ok(&["member", "update", "{MEMBER}", "--peer-urls={PEER}"]);
+    p.ok(&["member", "list", "-w", "json"]);
+    p.ok(&["put", "still", "works"]);
+    p.ok(&["get", "still", "-w", "json"]);
+    p.finish();
+}
+
+/// `elect`: campaign in the background, observe with `elect -l`.
+#[test]
+fn elect() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    let args = ["elect", "myelection", "p1"];
+    let mut leaders = p.start_watch(&args);
+    for bg in leaders.iter_mut() {
+        bg.wait_for(Duration::from_secs(10), |out| out.lines().count() >= 2);
+    }
+    let observe = ["elect", "-l", "myelection"];
+    let mut observers = p.start_watch(&observe);
+    for bg in observers.iter_mut() {
+        bg.wait_for(Duration::from_secs(10), |out| out.lines().count() >= 2);
+    }
+    for (args, bgs) in [(&args[..], &mut leaders), (&observe[..], &mut observers)] {
+        p.step += 1;
+        let label = format!("step {}: etcdctl {} (background)", p.step, args.join(" "));
+        let outs: Vec<Output> = bgs
+            .iter_mut()
+            .map(|b| {
+                let mut o = b.kill();
+                // the election key embeds the session's lease ID
+                o.stdout = o
+                    .stdout
+                    .lines()
+                    .map(|l| match l.split_once('/') {
+                        Some(("myelection", _)) => "myelection/<SESSION_LEASE>\n".to_string(),
+                        _ => format!("{l}\n"),
+                    })
+                    .collect();
+                o
+            })
+            .collect();
+        if outs[0].stdout.lines().count() < 2 {
+            panic!("scenario bug: etcd {args:?} printed {:?}", outs[0]);
+        }
+        let cmp = Cmp {
+            status: false,
+            ..FULL
+        };
+        p.compare(&label, &outs, cmp, Expect::Any);
+    }
+    p.ok(&["get", "myelection", "--prefix", "--print-value-only"]);
     p.finish();
 }
 

@@ -643,6 +643,36 @@ impl Norm {
         }
     }
 
+    /// Learns IDs of members added with `etcdctl member add` (simple or JSON).
+    pub fn learn_members(&mut self, stdout: &str) {
+        for line in stdout.lines() {
+            if let Some(rest) = line.strip_prefix("Member ") {
+                if let Some((hex, tail)) = rest.split_once(' ') {
+                    if tail.starts_with("added to cluster") {
+                        if let Ok(id) = u64::from_str_radix(hex, 16) {
+                            self.add_id(id, "<NEWMEMBER>");
+                        }
+                    }
+                }
+            }
+            if line.starts_with('{') && line.contains("\"member\":") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    if let Some(id) = v["member"]["ID"].as_u64() {
+                        self.add_id(id, "<NEWMEMBER>");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The ID registered under `placeholder` (e.g. `<MEMBER>`).
+    pub fn id_of(&self, placeholder: &str) -> Option<u64> {
+        self.ids
+            .iter()
+            .find(|(_, p)| p == placeholder)
+            .map(|(i, _)| *i)
+    }
+
     /// Learns member and cluster ID from a response header or status JSON.
     pub fn learn_header(&mut self, cluster_id: u64, member_id: u64) {
         self.add_id(member_id, "<MEMBER>");
