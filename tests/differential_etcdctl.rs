@@ -341,6 +341,9 @@ fn kv_put_get() {
     p.ok(&["get", "foo"]);
     p.ok(&["get", "foo", "-w", "json"]);
     p.ok(&["get", "foo", "-w", "fields"]);
+    p.ok(&["get", "d/", "--prefix", "--hex"]);
+    p.ok(&["put", "fields", "v", "--prev-kv", "-w", "fields"]);
+    p.ok(&["del", "fields", "--prev-kv", "-w", "fields"]);
     p.ok(&["get", "", "--prefix"]);
     p.ok(&["get", "a", "d"]);
     p.ok(&["get", "a", "d", "-w", "json"]);
@@ -704,6 +707,22 @@ fn auth() {
     p.fail(&["get", "foo", "--user", "bob:bpw"]);
     p.fail(&["user", "list", "--user", "alice:apw"]);
     p.ok(&["put", "foo", "x", "--user", "root:pw"]);
+    p.stdin(
+        &[
+            "user",
+            "passwd",
+            "bob",
+            "--interactive=false",
+            "--user",
+            "root:pw",
+        ],
+        "newbpw\n",
+        Expect::Ok,
+    );
+    p.fail(&["get", "foo", "--user", "bob:bpw"]);
+    p.ok(&["user", "grant-role", "bob", "reader", "--user", "root:pw"]);
+    p.ok(&["get", "foo", "--user", "bob:newbpw"]);
+    p.ok(&["get", "foo", "--user", "bob", "--password", "newbpw"]);
     p.ok(&["get", "", "--prefix", "--user", "root:pw", "-w", "json"]);
     p.stdin(
         &["txn", "--user", "alice:apw"],
