@@ -571,6 +571,7 @@ fn lease() {
     p.ok(&["put", "k3", "v2", "--ignore-lease"]);
     p.ok(&["put", "k3", "--ignore-value", "--lease={L3}"]);
     p.ok(&["get", "k", "--prefix", "-w", "json"]);
+    p.ok(&["get", "k", "--prefix", "-w", "fields"]);
     p.ok(&["lease", "timetolive", "{L1}"]);
     p.ok(&["lease", "timetolive", "{L1}", "--keys"]);
     p.ok(&["lease", "timetolive", "{L1}", "--keys", "-w", "json"]);
@@ -581,6 +582,7 @@ fn lease() {
     p.ok(&["lease", "keep-alive", "--once", "{L2}", "-w", "json"]);
     p.ok(&["lease", "revoke", "{L1}"]);
     p.ok(&["get", "k", "--prefix", "-w", "json"]);
+    p.ok(&["get", "k", "--prefix", "-w", "fields"]);
     p.ok(&["lease", "timetolive", "{L1}"]);
     p.ok(&["lease", "timetolive", "{L1}", "-w", "json"]);
     p.fail(&["lease", "revoke", "{L1}"]);
@@ -608,6 +610,9 @@ fn cluster_and_maintenance() {
     p.ok_masked(&["endpoint", "status"], &[2, 3, 6, 7, 8]);
     p.ok_masked(&["endpoint", "status", "-w", "table"], &[2, 3, 6, 7, 8]);
     p.ok(&["endpoint", "status", "-w", "json"]);
+    p.ok(&["endpoint", "status", "-w", "fields"]);
+    p.ok(&["endpoint", "hashkv", "-w", "fields"]);
+    p.ok(&["member", "list", "-w", "fields"]);
     p.ok(&["endpoint", "health"]);
     p.ok(&["endpoint", "health", "-w", "json"]);
     p.ok_masked(&["endpoint", "health", "-w", "table"], &[2]);

@@ -820,6 +820,20 @@ impl Norm {
         line = mask_after(&line, "db_size_in_use: ", "<SIZE>", |c| c.is_ascii_digit());
         line = mask_after(&line, "version: \"", "<VERSION>", |c| c != '"');
         line = mask_after(&line, "hash: ", "<HASH>", |c| c.is_ascii_digit());
+        // etcdctl -w fields
+        for key in [
+            "RaftTerm",
+            "RaftIndex",
+            "RaftAppliedIndex",
+            "DBSize",
+            "DBSizeInUse",
+            "Hash",
+        ] {
+            line = mask_after(&line, &format!("\"{key}\" : "), "<*>", |c| {
+                c.is_ascii_digit()
+            });
+        }
+        line = mask_after(&line, "\"Version\" : \"", "<VERSION>", |c| c != '"');
         for prefix in [
             "id: ",
             "ID: ",
@@ -827,6 +841,9 @@ impl Norm {
             "leader: ",
             "member_id: ",
             "cluster_id: ",
+            "\"Lease\" : ",
+            "\"ID\" : ",
+            "\"Leader\" : ",
         ] {
             line = self.map_ids_after(&line, prefix);
         }
