@@ -1,0 +1,1023 @@
+//! Differential tests: the same etcdctl command sequence is run against a
+//! Debian etcd 3.4 (the oracle) and rustcd; normalised stdout, stderr and
+//! exit codes must match step by step.
+//!
+//! Run etcd-vs-etcd (to check the tests themselves):
+//! `RUSTCD_BIN=/usr/bin/etcd cargo test --test differential_etcdctl`
+
+mod support;
+
+use std::time::Duration;
+use support::{etcdctl_stdin, mask_columns, Background, Kind, Norm, Output, Server};
+
+/// How outputs of one step are compared.
+#[derive(Clone, Copy)]
+struct Cmp {
+    stdout: bool,
+    stderr: bool,
+    status: bool,
+    /// `, `-fields / table columns to mask in stdout
+    mask: &'static [usize],
+    /// `watch -w json` of live events: compare events one per line, since
+    /// how events of several revisions are batched into responses depends
+    /// on timing
+    flatten_watch: bool,
+}
+
+const FULL: Cmp = Cmp {
+    stdout: true,
+    stderr: true,
+    status: true,
+    mask: &[],
+    flatten_watch: false,
+};
+
+/// What the oracle (etcd) must do in a step; checks the scenario itself.
+#[derive(Clone, Copy, PartialEq)]
+enum Expect {
+    Ok,
+    Fail,
+    Any,
+}
+
+struct Side {
+    name: &'static str,
+    server: Server,
+    norm: Norm,
+}
+
+struct Pair {
+    sides: Vec<Side>,
+    step: usize,
+    transcript: Vec<String>,
+    failures: Vec<String>,
+}
+
+impl Pair {
+    /// Starts etcd and rustcd with the same extra flags. `None` = skip.
+    fn start(extra: &[&str]) -> Option<Pair> {
+        if let Some(reason) = support::skip_reason() {
+            support::print_skip(&reason);
+            return None;
+        }
+        let mut sides = Vec::new();
+        for (name, kind) in [("etcd", Kind::Etcd), ("rustcd", Kind::Rustcd)] {
+            let server = Server::start(kind, extra);
+            let mut norm = Norm::for_server(&server);
+            norm.add_literal(&server.dir().display().to_string(), "<DIR>");
+            let out = support::etcdctl(&server.endpoint(), &["endpoint", "status", "-w", "json"]);
+            // Learn the member/cluster IDs to mask them. If this fails the IDs
+            // stay unmasked and the diffs will show them.
+            match serde_json::from_str::<serde_json::Value>(out.stdout.trim()) {
+                Ok(v) => {
+                    let header = &v[0]["Status"]["header"];
+                    norm.learn_header(
+                        header["cluster_id"].as_u64().unwrap_or(0),
+                        header["member_id"].as_u64().unwrap_or(0),
+                    );
+                }
+                Err(e) => {
+                    eprintln!("WARNING: {name}: endpoint status -w json unparsable ({e}): {out:?}")
+                }
+            }
+            sides.push(Side { name, server, norm });
+        }
+        Some(Pair {
+            sides,
+            step: 0,
+            transcript: Vec::new(),
+            failures: Vec::new(),
+        })
+    }
+
+    /// Substitutes `{L1}`.. (lease hex IDs), `{DIR}` (server temp dir),
+    /// `{PEER}` (peer URL), `{MEMBER}`/`{NEWMEMBER}` (member IDs in hex).
+    fn expand(side: &Side, arg: &str) -> String {
+        let mut a = arg.replace("{DIR}", &side.server.dir().display().to_string());
+        a = a.replace("{PEER}", &side.server.peer_url());
+        for ph in ["MEMBER", "NEWMEMBER"] {
+            if let Some(id) = side.norm.id_of(&format!("<{ph}>")) {
+                a = a.replace(&format!("{{{ph}}}"), &format!("{id:x}"));
+            }
+        }
+        for n in 1..=side.norm.leases.len() {
+            a = a.replace(&format!("{{L{n}}}"), &side.norm.lease_hex(n));
+        }
+        a
+    }
+
+    fn normalize(side: &Side, out: &Output, cmp: Cmp) -> Output {
+        let mut stdout = side.norm.normalize(&out.stdout);
+        if !cmp.mask.is_empty() {
+            stdout = mask_columns(&stdout, cmp.mask);
+        }
+        if cmp.flatten_watch {
+            stdout = flatten_watch_json(&stdout);
+        }
+        Output {
+            status: out.status,
+            stdout,
+            stderr: side.norm.normalize(&out.stderr),
+        }
+    }
+
+    /// Runs one etcdctl step on both sides and compares.
+    fn exec(
+        &mut self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        cmp: Cmp,
+        expect: Expect,
+    ) -> Vec<Output> {
+        self.step += 1;
+        let label = format!("step {}: etcdctl {}", self.step, args.join(" "));
+        let mut outs = Vec::new();
+        for side in self.sides.iter_mut() {
+            let args: Vec<String> = args.iter().map(|a| Pair::expand(side, a)).collect();
+            let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            let raw = etcdctl_stdin(&side.server.endpoint(), &args, stdin);
+            side.norm.learn_leases(&raw.stdout);
+            side.norm.learn_members(&raw.stdout);
+            outs.push(raw);
+        }
+        self.compare(&label, &outs, cmp, expect);
+        outs
+    }
+
+    fn compare(&mut self, label: &str, outs: &[Output], cmp: Cmp, expect: Expect) {
+        let a = Pair::normalize(&self.sides[0], &outs[0], cmp);
+        let b = Pair::normalize(&self.sides[1], &outs[1], cmp);
+        self.transcript.push(format!(
+            "{label}\n  exit={}\n{}{}",
+            a.status,
+            indent(&a.stdout),
+            indent(&a.stderr)
+        ));
+        match expect {
+            Expect::Ok if outs[0].status != 0 => panic!(
+                "scenario bug: etcd failed on {label}: {:?}\n{}",
+                outs[0],
+                self.sides[0].server.logs()
+            ),
+            Expect::Fail if outs[0].status == 0 => {
+                panic!(
+                    "scenario bug: etcd unexpectedly succeeded on {label}: {:?}",
+                    outs[0]
+                )
+            }
+            _ => {}
+        }
+        let (na, nb) = (self.sides[0].name, self.sides[1].name);
+        let mut msg = String::new();
+        if cmp.status && a.status != b.status {
+            msg.push_str(&format!(
+                "  exit code: {na}={} {nb}={}\n",
+                a.status, b.status
+            ));
+        }
+        if cmp.stdout && a.stdout != b.stdout {
+            msg.push_str("  stdout differs:\n");
+            msg.push_str(&support::line_diff(na, &a.stdout, nb, &b.stdout));
+        }
+        if cmp.stderr && a.stderr != b.stderr {
+            msg.push_str("  stderr differs:\n");
+            msg.push_str(&support::line_diff(na, &a.stderr, nb, &b.stderr));
+        }
+        if !msg.is_empty() {
+            self.failures.push(format!("{label}\n{msg}"));
+        }
+    }
+
+    fn ok(&mut self, args: &[&str]) -> Vec<Output> {
+        self.exec(args, None, FULL, Expect::Ok)
+    }
+
+    fn fail(&mut self, args: &[&str]) -> Vec<Output> {
+        self.exec(args, None, FULL, Expect::Fail)
+    }
+
+    fn ok_masked(&mut self, args: &[&str], mask: &'static [usize]) -> Vec<Output> {
+        self.exec(args, None, Cmp { mask, ..FULL }, Expect::Ok)
+    }
+
+    fn stdin(&mut self, args: &[&str], stdin: &str, expect: Expect) -> Vec<Output> {
+        self.exec(args, Some(stdin.as_bytes()), FULL, expect)
+    }
+
+    /// Starts a background `etcdctl watch ...` on both sides.
+    fn start_watch(&mut self, args: &[&str]) -> Vec<Background> {
+        self.sides
+            .iter()
+            .map(|side| {
+                let args: Vec<String> = args.iter().map(|a| Pair::expand(side, a)).collect();
+                let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+                Background::spawn(&side.server.endpoint(), &args, None)
+            })
+            .collect()
+    }
+
+    /// Waits until each watcher printed `events` events (10 s deadline), lets
+    /// them settle briefly to catch extra events, kills them and compares.
+    fn finish_watch(&mut self, args: &[&str], mut bgs: Vec<Background>, events: usize, live: bool) {
+        self.step += 1;
+        let label = format!(
+            "step {}: etcdctl {} (background, {events} events)",
+            self.step,
+            args.join(" ")
+        );
+        for bg in bgs.iter_mut() {
+            bg.wait_for(Duration::from_secs(10), |out| count_events(out) >= events);
+        }
+        // quiescence window: extra (wrong) events would show up in the diff
+        std::thread::sleep(Duration::from_millis(300));
+        let outs: Vec<Output> = bgs.iter_mut().map(|b| b.kill()).collect();
+        if count_events(&outs[0].stdout) != events {
+            panic!(
+                "scenario bug: etcd watch printed {} events, expected {events}: {:?}",
+                count_events(&outs[0].stdout),
+                outs[0]
+            );
+        }
+        // exit status is meaningless for a killed watcher
+        let cmp = Cmp {
+            status: false,
+            flatten_watch: live,
+            ..FULL
+        };
+        self.compare(&label, &outs, cmp, Expect::Any);
+    }
+
+    fn watch(&mut self, args: &[&str], events: usize) {
+        let bgs = self.start_watch(args);
+        self.finish_watch(args, bgs, events, false);
+    }
+
+    /// Panics with all mismatches (and the etcd transcript) if any.
+    fn finish(self) {
+        if std::env::var_os("DIFFTEST_TRANSCRIPT").is_some() {
+            eprintln!("{}", self.transcript.concat());
+        }
+        if self.failures.is_empty() {
+            return;
+        }
+        let mut msg = format!(
+            "{} of {} steps differ between etcd and rustcd ({}):\n\n",
+            self.failures.len(),
+            self.step,
+            self.sides[1].server.kind.binary().display()
+        );
+        for f in &self.failures {
+            msg.push_str(f);
+            msg.push('\n');
+        }
+        msg.push_str("\n===== normalised etcd transcript =====\n");
+        for t in &self.transcript {
+            msg.push_str(t);
+        }
+        panic!("{msg}");
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// One line per event of `etcdctl watch -w json` output (response headers
+/// and batching dropped); other lines kept.
+fn flatten_watch_json(out: &str) -> String {
+    let mut res = String::new();
+    for line in out.lines() {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) if v.get("Events").is_some() => {
+                for ev in v["Events"].as_array().into_iter().flatten() {
+                    res.push_str(&format!("event {ev}\n"));
+                }
+            }
+            _ => {
+                res.push_str(line);
+                res.push('\n');
+            }
+        }
+    }
+    res
+}
+
+/// Events printed by `etcdctl watch` (simple: PUT/DELETE lines; json: kvs).
+fn count_events(out: &str) -> usize {
+    out.lines()
+        .map(|l| {
+            if l.starts_with('{') {
+                l.matches("\"kv\":").count()
+            } else {
+                usize::from(l == "PUT" || l == "DELETE")
+            }
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn kv_put_get() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    p.ok(&["put", "foo", "bar"]);
+    p.ok(&["put", "foo", "bar2", "--prev-kv"]);
+    p.ok(&["put", "foo", "bar3", "--prev-kv", "-w", "json"]);
+    p.ok(&["put", "new", "v", "--prev-kv"]);
+    for (k, v) in [
+        ("a", "1"),
+        ("b", "2"),
+        ("c", "3"),
+        ("d/1", "x"),
+        ("d/2", "y"),
+        ("e", "5"),
+    ] {
+        p.ok(&["put", k, v]);
+    }
+    p.ok(&["put", "foo", "--ignore-value"]);
+    p.fail(&["put", "zz", "--ignore-value"]); // key not found
+    p.ok(&["get", "foo"]);
+    p.ok(&["get", "foo", "-w", "json"]);
+    p.ok(&["get", "foo", "-w", "fields"]);
+    p.ok(&["get", "d/", "--prefix", "--hex"]);
+    p.ok(&["put", "fields", "v", "--prev-kv", "-w", "fields"]);
+    p.ok(&["del", "fields", "--prev-kv", "-w", "fields"]);
+    p.ok(&["get", "", "--prefix"]);
+    p.ok(&["get", "a", "d"]);
+    p.ok(&["get", "a", "d", "-w", "json"]);
+    p.ok(&["get", "d", "--prefix"]);
+    p.ok(&["get", "d/", "--prefix", "-w", "json"]);
+    p.ok(&["get", "c", "--from-key"]);
+    p.ok(&["get", "a", "--from-key", "--limit", "2"]);
+    p.ok(&["get", "a", "--from-key", "--limit", "2", "-w", "json"]);
+    for sort in ["KEY", "VERSION", "CREATE", "MODIFY", "VALUE"] {
+        for order in ["ASCEND", "DESCEND"] {
+            p.ok(&["get", "", "--prefix", "--sort-by", sort, "--order", order]);
+        }
+    }
+    p.ok(&[
+        "get",
+        "",
+        "--prefix",
+        "--sort-by",
+        "MODIFY",
+        "--order",
+        "DESCEND",
+        "--limit",
+        "3",
+        "-w",
+        "json",
+    ]);
+    p.ok(&["get", "", "--prefix", "--order", "DESCEND"]);
+    p.ok(&["get", "", "--prefix", "--keys-only"]);
+    p.ok(&["get", "", "--prefix", "--keys-only", "-w", "json"]);
+    p.ok(&["get", "", "--prefix", "--print-value-only"]);
+    p.ok(&["get", "foo", "--rev", "2"]);
+    p.ok(&["get", "foo", "--rev", "3", "-w", "json"]);
+    p.ok(&["get", "", "--prefix", "--rev", "5"]);
+    p.ok(&["get", "", "--prefix", "--consistency", "s"]);
+    p.ok(&["get", "foo", "--consistency", "s", "-w", "json"]);
+    // etcdctl 3.4 has no --min/max-mod/create-rev flags: see differential_client.rs
+    p.ok(&["get", "nosuchkey"]);
+    p.ok(&["get", "nosuchkey", "-w", "json"]);
+    p.ok(&["get", "", "--from-key", "--keys-only"]);
+    p.fail(&["get", "foo", "-w", "table"]); // etcdctl rejects table for get
+    p.finish();
+}
+
+#[test]
+fn kv_delete() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    for k in ["a", "b", "c", "d/1", "d/2", "d/3", "e", "f", "g", "x", "y"] {
+        p.ok(&["put", k, &format!("v-{k}")]);
+    }
+    p.ok(&["del", "a"]);
+    p.ok(&["del", "a"]);
+    p.ok(&["del", "b", "--prev-kv"]);
+    p.ok(&["del", "c", "--prev-kv", "-w", "json"]);
+    p.ok(&["del", "d/", "--prefix"]);
+    p.ok(&["del", "e", "g"]);
+    p.ok(&["del", "nosuch", "-w", "json"]);
+    p.ok(&["del", "x", "--from-key", "--prev-kv", "-w", "json"]);
+    p.ok(&["get", "", "--prefix", "-w", "json"]);
+    p.ok(&["put", "a", "again"]);
+    p.ok(&["get", "a", "-w", "json"]);
+    p.ok(&["del", "", "--prefix"]);
+    p.ok(&["get", "", "--prefix", "-w", "json"]);
+    p.finish();
+}
+
+#[test]
+fn txn() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    p.ok(&["put", "a", "1"]);
+    p.ok(&["put", "b", "2"]);
+    // success branch
+    p.stdin(
+        &["txn"],
+        "value(\"a\") = \"1\"\n\nput a 2\nget a\nget b\n\nput c 3\n\n",
+        Expect::Ok,
+    );
+    // failure branch
+    p.stdin(
+        &["txn"],
+        "value(\"a\") = \"1\"\n\nput a 2\n\nput c 3\nget c\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn", "-w", "json"],
+        "value(\"a\") = \"2\"\n\nput a 3\nget a\n\nput b 1\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn", "-w", "json"],
+        "mod(\"a\") > \"0\"\nversion(\"a\") = \"3\"\ncreate(\"a\") < \"100\"\n\nput x 1\ndel b\n\ndel a\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn"],
+        "version(\"a\") = \"3\"\nvalue(\"b\") != \"2\"\n\nput y 1\n\nput z 1\nget a\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn"],
+        "create(\"nosuch\") = \"0\"\n\nput nosuch 1\n\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn"],
+        "mod(\"nosuch\") < \"5\"\n\nget --prefix x\n\ndel --prefix a\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn", "-w", "json"],
+        "\nput t1 1\nput t2 2\nget t --prefix\n\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn", "-w", "json"],
+        "\ndel --prev-kv t1\n\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn", "-i"],
+        "value(\"t2\") = \"2\"\n\nput t2 3\n\nput t2 4\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn", "-i", "-w", "json"],
+        "value(\"t2\") = \"2\"\n\nput t2 3\n\nput t2 4\n\n",
+        Expect::Ok,
+    );
+    // duplicate key in txn
+    p.stdin(&["txn"], "\nput d 1\nput d 2\n\n\n", Expect::Fail);
+    // malformed
+    p.stdin(&["txn"], "bogus(\"a\") = \"1\"\n\n\n\n", Expect::Fail);
+    p.ok(&["get", "", "--prefix", "-w", "json"]);
+    p.finish();
+}
+
+#[test]
+fn compaction_and_revisions() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    for i in 1..=6 {
+        p.ok(&["put", "k", &format!("v{i}")]);
+    }
+    p.ok(&["get", "k", "--rev", "3"]);
+    p.ok(&["compaction", "4"]);
+    p.fail(&["get", "k", "--rev", "3"]);
+    p.fail(&["get", "k", "--rev", "3", "-w", "json"]);
+    p.ok(&["get", "k", "--rev", "4", "-w", "json"]);
+    p.fail(&["get", "k", "--rev", "100"]);
+    p.fail(&["compaction", "2"]);
+    p.fail(&["compaction", "4"]);
+    p.fail(&["compaction", "100"]);
+    p.ok(&["compaction", "5", "--physical"]);
+    p.ok(&["get", "k", "-w", "json"]);
+    p.ok(&["get", "k", "--rev", "5"]);
+    p.ok(&["endpoint", "hashkv", "-w", "json"]);
+    p.ok(&["del", "k"]);
+    p.ok(&["compaction", "8"]);
+    p.ok(&["get", "k", "-w", "json"]);
+    p.fail(&["get", "k", "--rev", "7"]);
+    p.finish();
+}
+
+#[test]
+fn watch() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    p.ok(&["put", "foo", "1"]); // rev 2
+    p.ok(&["put", "foo", "2"]); // rev 3
+    p.ok(&["put", "foo/a", "x"]); // rev 4
+    p.ok(&["del", "foo"]); // rev 5
+    p.ok(&["put", "fop", "y"]); // rev 6
+                                // history replay
+    p.watch(&["watch", "foo", "--rev", "2"], 3);
+    p.watch(&["watch", "foo", "--rev", "3", "-w", "json"], 2);
+    p.watch(&["watch", "foo", "--prefix", "--rev", "2", "--prev-kv"], 4);
+    p.watch(
+        &[
+            "watch",
+            "foo",
+            "--prefix",
+            "--rev",
+            "1",
+            "--prev-kv",
+            "-w",
+            "json",
+        ],
+        4,
+    );
+    p.watch(&["watch", "foo", "fop", "--rev", "2"], 4);
+    // live events (start revision pinned so there is no race with the puts)
+    let args = ["watch", "live", "--prefix", "--rev", "7", "--prev-kv"];
+    let bgs = p.start_watch(&args);
+    let args_json = ["watch", "live/", "--prefix", "--rev", "7", "-w", "json"];
+    let bgs_json = p.start_watch(&args_json);
+    p.ok(&["put", "live/1", "a"]);
+    p.ok(&["put", "live/2", "b"]);
+    p.ok(&["put", "live/1", "c"]);
+    p.ok(&["del", "live", "--prefix"]);
+    p.finish_watch(&args, bgs, 5, true);
+    p.finish_watch(&args_json, bgs_json, 5, true);
+    // watch at a compacted revision: etcdctl exits by itself with an error
+    p.ok(&["compaction", "8"]);
+    p.exec(&["watch", "foo", "--rev", "2"], None, FULL, Expect::Fail);
+    p.watch(&["watch", "live", "--prefix", "--rev", "8"], 4);
+    p.finish();
+}
+
+#[test]
+fn lease() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    p.ok(&["lease", "grant", "100"]); // L1
+    p.ok(&["lease", "grant", "200", "-w", "json"]); // L2
+    p.ok(&["lease", "grant", "300"]); // L3
+    p.ok(&["put", "k1", "v", "--lease={L1}"]);
+    p.ok(&["put", "k2", "v", "--lease={L1}"]);
+    p.ok(&["put", "k3", "v", "--lease={L2}"]);
+    p.ok(&["put", "k3", "v2", "--ignore-lease"]);
+    p.ok(&["put", "k3", "--ignore-value", "--lease={L3}"]);
+    p.ok(&["get", "k", "--prefix", "-w", "json"]);
+    p.ok(&["get", "k", "--prefix", "-w", "fields"]);
+    p.ok(&["lease", "timetolive", "{L1}"]);
+    p.ok(&["lease", "timetolive", "{L1}", "--keys"]);
+    p.ok(&["lease", "timetolive", "{L1}", "--keys", "-w", "json"]);
+    p.ok(&["lease", "timetolive", "{L2}", "--keys"]);
+    p.ok(&["lease", "list"]);
+    p.ok(&["lease", "list", "-w", "json"]);
+    p.ok(&["lease", "keep-alive", "--once", "{L1}"]);
+    p.ok(&["lease", "keep-alive", "--once", "{L2}", "-w", "json"]);
+    p.ok(&["lease", "revoke", "{L1}"]);
+    p.ok(&["get", "k", "--prefix", "-w", "json"]);
+    p.ok(&["get", "k", "--prefix", "-w", "fields"]);
+    p.ok(&["lease", "timetolive", "{L1}"]);
+    p.ok(&["lease", "timetolive", "{L1}", "-w", "json"]);
+    p.fail(&["lease", "revoke", "{L1}"]);
+    p.fail(&["lease", "keep-alive", "--once", "{L1}"]);
+    p.fail(&["put", "k9", "v", "--lease={L1}"]);
+    p.fail(&["put", "k9", "v", "--lease=1234abcd"]);
+    p.ok(&["lease", "revoke", "{L3}", "-w", "json"]);
+    p.ok(&["get", "k", "--prefix"]);
+    p.ok(&["lease", "list"]);
+    p.fail(&["put", "k4", "--ignore-lease"]);
+    p.finish();
+}
+
+#[test]
+fn cluster_and_maintenance() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    p.ok(&["put", "a", "1"]);
+    p.ok(&["put", "b", "2"]);
+    p.ok(&["member", "list"]);
+    p.ok(&["member", "list", "-w", "table"]);
+    p.ok(&["member", "list", "-w", "json"]);
+    // ENDPOINT, ID, VERSION, DB SIZE, IS LEADER, IS LEARNER, RAFT TERM, RAFT INDEX, RAFT APPLIED INDEX, ERRORS
+    p.ok_masked(&["endpoint", "status"], &[2, 3, 6, 7, 8]);
+    p.ok_masked(&["endpoint", "status", "-w", "table"], &[2, 3, 6, 7, 8]);
+    p.ok(&["endpoint", "status", "-w", "json"]);
+    p.ok(&["endpoint", "status", "-w", "fields"]);
+    p.ok(&["endpoint", "hashkv", "-w", "fields"]);
+    p.ok(&["member", "list", "-w", "fields"]);
+    p.ok(&["endpoint", "health"]);
+    p.ok(&["endpoint", "health", "-w", "json"]);
+    p.ok_masked(&["endpoint", "health", "-w", "table"], &[2]);
+    p.ok_masked(&["endpoint", "hashkv"], &[1]);
+    p.ok_masked(&["endpoint", "hashkv", "-w", "table"], &[1]);
+    p.ok(&["endpoint", "hashkv", "-w", "json"]);
+    p.ok(&["endpoint", "hashkv", "--rev", "2", "-w", "json"]);
+    p.ok(&["alarm", "list"]);
+    p.ok(&["alarm", "list", "-w", "json"]);
+    p.ok(&["alarm", "disarm"]);
+    p.ok(&["defrag"]);
+    p.ok(&["get", "", "--prefix"]);
+    p.fail(&["move-leader", "12345"]);
+    p.ok(&["lock", "mylock", "echo", "locked"]);
+    p.ok(&["get", "mylock", "--prefix", "--keys-only"]);
+    // snapshot file formats may differ: only the save's success is compared
+    let cmp = Cmp {
+        stdout: false,
+        stderr: false,
+        ..FULL
+    };
+    let outs = p.exec(
+        &["snapshot", "save", "{DIR}/snap.db"],
+        None,
+        cmp,
+        Expect::Ok,
+    );
+    assert!(
+        outs[0].stdout.contains("Snapshot saved at"),
+        "{:?}",
+        outs[0]
+    );
+    let etcd_snap = p.sides[0].server.dir().join("snap.db");
+    let st = support::etcdctl(
+        &p.sides[0].server.endpoint(),
+        &[
+            "snapshot",
+            "status",
+            &etcd_snap.display().to_string(),
+            "-w",
+            "json",
+        ],
+    );
+    assert_eq!(
+        st.status, 0,
+        "snapshot status of etcd's own snapshot: {st:?}"
+    );
+    p.finish();
+}
+
+#[test]
+fn auth() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    p.ok(&["put", "foo", "0"]);
+    p.fail(&["auth", "enable"]); // no root user
+    p.ok(&["user", "add", "root:pw"]);
+    p.ok(&["user", "grant-role", "root", "root"]);
+    p.ok(&["role", "add", "reader"]);
+    p.fail(&["role", "add", "reader"]);
+    p.ok(&[
+        "role",
+        "grant-permission",
+        "reader",
+        "read",
+        "foo",
+        "--prefix",
+    ]);
+    p.ok(&["role", "grant-permission", "reader", "readwrite", "bar"]);
+    p.ok(&["role", "grant-permission", "reader", "write", "w1", "w9"]);
+    p.ok(&["role", "get", "reader"]);
+    p.ok(&["role", "get", "reader", "-w", "json"]);
+    p.fail(&["role", "get", "nosuch"]);
+    p.ok(&["role", "list"]);
+    p.ok(&["role", "list", "-w", "json"]);
+    p.ok(&["user", "add", "alice:apw"]);
+    p.fail(&["user", "add", "alice:other"]);
+    p.ok(&["user", "add", "bob:bpw"]);
+    p.ok(&["user", "grant-role", "alice", "reader"]);
+    p.fail(&["user", "grant-role", "alice", "nosuch"]);
+    p.ok(&["user", "get", "alice"]);
+    p.ok(&["user", "get", "alice", "--detail"]);
+    p.ok(&["user", "get", "alice", "-w", "json"]);
+    p.fail(&["user", "get", "nosuch"]);
+    p.ok(&["user", "list"]);
+    p.ok(&["user", "list", "-w", "json"]);
+    p.ok(&["auth", "enable"]);
+    p.fail(&["get", "foo"]); // no user
+    p.ok(&["get", "foo", "--user", "alice:apw"]);
+    p.ok(&["get", "foo", "--user", "alice:apw", "-w", "json"]);
+    p.fail(&["put", "foo", "x", "--user", "alice:apw"]);
+    p.ok(&["put", "bar", "y", "--user", "alice:apw"]);
+    p.fail(&["get", "bar2", "--user", "alice:apw"]);
+    p.fail(&["get", "foo", "--user", "alice:bad"]);
+    p.fail(&["get", "foo", "--user", "nobody:pw"]);
+    p.fail(&["get", "foo", "--user", "bob:bpw"]);
+    p.fail(&["user", "list", "--user", "alice:apw"]);
+    p.ok(&["put", "foo", "x", "--user", "root:pw"]);
+    p.stdin(
+        &[
+            "user",
+            "passwd",
+            "bob",
+            "--interactive=false",
+            "--user",
+            "root:pw",
+        ],
+        "newbpw\n",
+        Expect::Ok,
+    );
+    p.fail(&["get", "foo", "--user", "bob:bpw"]);
+    p.ok(&["user", "grant-role", "bob", "reader", "--user", "root:pw"]);
+    p.ok(&["get", "foo", "--user", "bob:newbpw"]);
+    p.ok(&["get", "foo", "--user", "bob", "--password", "newbpw"]);
+    p.ok(&["get", "", "--prefix", "--user", "root:pw", "-w", "json"]);
+    p.stdin(
+        &["txn", "--user", "alice:apw"],
+        "\nput bar z\nget foo\n\n\n",
+        Expect::Ok,
+    );
+    p.stdin(
+        &["txn", "--user", "alice:apw"],
+        "\nput foo z\n\n\n",
+        Expect::Fail,
+    );
+    p.ok(&[
+        "user",
+        "revoke-role",
+        "alice",
+        "reader",
+        "--user",
+        "root:pw",
+    ]);
+    p.fail(&["get", "foo", "--user", "alice:apw"]);
+    p.ok(&[
+        "role",
+        "revoke-permission",
+        "reader",
+        "foo",
+        "--prefix",
+        "--user",
+        "root:pw",
+    ]);
+    p.fail(&[
+        "role",
+        "revoke-permission",
+        "reader",
+        "nosuch",
+        "--user",
+        "root:pw",
+    ]);
+    p.ok(&["role", "get", "reader", "--user", "root:pw"]);
+    p.ok(&["role", "delete", "reader", "--user", "root:pw"]);
+    p.ok(&["user", "delete", "alice", "--user", "root:pw"]);
+    p.fail(&["user", "delete", "alice", "--user", "root:pw"]);
+    p.ok(&["user", "list", "--user", "root:pw"]);
+    p.fail(&["auth", "disable"]);
+    p.ok(&["auth", "disable", "--user", "root:pw"]);
+    p.ok(&["get", "foo"]);
+    p.ok(&["user", "delete", "bob"]);
+    p.finish();
+}
+
+#[test]
+fn error_paths() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    p.fail(&["put", "", "v"]);
+    p.fail(&["get", ""]);
+    p.fail(&["del", ""]);
+    // 2 MB value via stdin (too large for one argv string)
+    let big = "a".repeat(2_000_000);
+    p.stdin(&["put", "big"], &big, Expect::Fail);
+    // 1 KB value is fine
+    let small = "b".repeat(1024);
+    p.stdin(&["put", "small"], &small, Expect::Ok);
+    // too many operations (default --max-txn-ops 128)
+    let mut ops = String::from("\n");
+    for i in 0..129 {
+        ops.push_str(&format!("put k{i} v\n"));
+    }
+    ops.push_str("\n\n");
+    p.stdin(&["txn"], &ops, Expect::Fail);
+    let mut ok_ops = String::from("\n");
+    for i in 0..128 {
+        ok_ops.push_str(&format!("put k{i} v\n"));
+    }
+    ok_ops.push_str("\n\n");
+    p.exec(
+        &["txn"],
+        Some(ok_ops.as_bytes()),
+        Cmp {
+            stdout: true,
+            ..FULL
+        },
+        Expect::Ok,
+    );
+    p.fail(&["get", "k1", "--rev", "1000"]);
+    p.fail(&["lease", "revoke", "1234"]);
+    p.fail(&["lease", "keep-alive", "--once", "1234"]);
+    p.ok(&["lease", "timetolive", "1234"]);
+    p.fail(&["put", "x", "v", "--lease=1234"]);
+    p.fail(&["get", "k", "--prefix", "--sort-by", "BOGUS"]);
+    p.ok(&["compaction", "0"]);
+    p.ok(&["get", "k1", "--rev", "0"]);
+    p.ok(&["get", "", "--prefix", "--keys-only"]);
+    p.finish();
+}
+
+/// Membership changes that keep a single voting member: add/promote/update/
+/// remove a learner (which never starts), update our own peer URLs.
+#[test]
+fn cluster_membership() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    p.ok(&[
+        "member",
+        "add",
+        "newmember",
+        "--peer-urls=http://127.0.0.1:1",
+        "--learner",
+    ]);
+    p.fail(&[
+        "member",
+        "add",
+        "other",
+        "--peer-urls=http://127.0.0.1:1",
+        "--learner",
+    ]);
+    p.ok(&["member", "list"]);
+    p.ok(&["member", "list", "-w", "json"]);
+    p.ok(&["member", "list", "-w", "table"]);
+    p.fail(&["member", "promote", "{NEWMEMBER}"]);
+    p.ok(&[
+        "member",
+        "update",
+        "{NEWMEMBER}",
+        "--peer-urls=http://127.0.0.1:2",
+    ]);
+    p.ok(&["member", "list"]);
+    p.ok(&["member", "remove", "{NEWMEMBER}"]);
+    p.fail(&["member", "remove", "{NEWMEMBER}"]);
+    p.fail(&["member", "promote", "{MEMBER}"]);
+    p.ok(&["member", "update", "{MEMBER}", "--peer-urls={PEER}"]);
+    p.ok(&["member", "list", "-w", "json"]);
+    p.ok(&["put", "still", "works"]);
+    p.ok(&["get", "still", "-w", "json"]);
+    p.finish();
+}
+
+/// `elect`: campaign in the background, observe with `elect -l`.
+#[test]
+fn elect() {
+    let Some(mut p) = Pair::start(&[]) else {
+        return;
+    };
+    let args = ["elect", "myelection", "p1"];
+    let mut leaders = p.start_watch(&args);
+    for bg in leaders.iter_mut() {
+        bg.wait_for(Duration::from_secs(10), |out| out.lines().count() >= 2);
+    }
+    let observe = ["elect", "-l", "myelection"];
+    let mut observers = p.start_watch(&observe);
+    for bg in observers.iter_mut() {
+        bg.wait_for(Duration::from_secs(10), |out| out.lines().count() >= 2);
+    }
+    for (args, bgs) in [(&args[..], &mut leaders), (&observe[..], &mut observers)] {
+        p.step += 1;
+        let label = format!("step {}: etcdctl {} (background)", p.step, args.join(" "));
+        let outs: Vec<Output> = bgs
+            .iter_mut()
+            .map(|b| {
+                let mut o = b.kill();
+                // the election key embeds the session's lease ID
+                o.stdout = o
+                    .stdout
+                    .lines()
+                    .map(|l| match l.split_once('/') {
+                        Some(("myelection", _)) => "myelection/<SESSION_LEASE>\n".to_string(),
+                        _ => format!("{l}\n"),
+                    })
+                    .collect();
+                o
+            })
+            .collect();
+        if outs[0].stdout.lines().count() < 2 {
+            panic!("scenario bug: etcd {args:?} printed {:?}", outs[0]);
+        }
+        let cmp = Cmp {
+            status: false,
+            ..FULL
+        };
+        p.compare(&label, &outs, cmp, Expect::Any);
+    }
+    p.ok(&["get", "myelection", "--prefix", "--print-value-only"]);
+    p.finish();
+}
+
+/// `/health`, `/version` and `/metrics` on the client URL.
+#[test]
+fn http_endpoints() {
+    let Some(p) = Pair::start(&[]) else { return };
+    let mut failures = Vec::new();
+    let mut bodies = Vec::new();
+    for side in &p.sides {
+        let port = side.server.client_port;
+        let health = support::http_get(port, "/health");
+        let version = support::http_get(port, "/version");
+        let metrics = support::http_get(port, "/metrics");
+        bodies.push((side.name, health, version, metrics));
+    }
+    let (_, eh, ev, em) = &bodies[0];
+    let (_, rh, rv, rm) = &bodies[1];
+    // /health: same status and JSON
+    let json = |r: &Option<(u16, String)>| {
+        r.as_ref()
+            .map(|(c, b)| (*c, serde_json::from_str::<serde_json::Value>(b.trim()).ok()))
+    };
+    if json(eh) != json(rh) {
+        failures.push(format!("/health: etcd {eh:?} rustcd {rh:?}"));
+    }
+    // /version: same status and keys (values are versions)
+    let keys = |r: &Option<(u16, String)>| {
+        r.as_ref().map(|(c, b)| {
+            let v: serde_json::Value = serde_json::from_str(b.trim()).unwrap_or_default();
+            let keys: Vec<String> = v
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            (*c, keys)
+        })
+    };
+    if keys(ev) != keys(rv) {
+        failures.push(format!("/version: etcd {ev:?} rustcd {rv:?}"));
+    }
+    // /metrics: Prometheus text with the core etcd series
+    let (ecode, _) = em.clone().unwrap_or_default();
+    let (rcode, rbody) = rm.clone().unwrap_or_default();
+    assert_eq!(ecode, 200, "etcd /metrics");
+    if rcode != 200 {
+        failures.push(format!("/metrics status: rustcd {rcode}"));
+    }
+    for metric in [
+        "etcd_server_has_leader",
+        "etcd_server_is_leader",
+        "etcd_server_leader_changes_seen_total",
+        "etcd_server_proposals_committed_total",
+        "etcd_server_proposals_applied_total",
+        "etcd_server_proposals_pending",
+        "etcd_server_proposals_failed_total",
+        "etcd_mvcc_db_total_size_in_bytes",
+        "etcd_debugging_mvcc_keys_total",
+        "etcd_disk_wal_fsync_duration_seconds",
+        "etcd_disk_backend_commit_duration_seconds",
+        "etcd_network_client_grpc_received_bytes_total",
+        "etcd_network_client_grpc_sent_bytes_total",
+        "grpc_server_handled_total",
+    ] {
+        if !em
+            .as_ref()
+            .is_some_and(|(_, b)| b.lines().any(|l| l.starts_with(metric)))
+        {
+            panic!("scenario bug: etcd /metrics lacks {metric}");
+        }
+        if !rbody.lines().any(|l| l.starts_with(metric)) {
+            failures.push(format!("/metrics: rustcd lacks {metric}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "HTTP endpoints differ:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The normaliser itself (no servers needed).
+#[test]
+fn normalizer_self_test() {
+    let mut n = Norm::new("http://127.0.0.1:40001", "http://127.0.0.1:40002");
+    n.learn_header(15118495548433857066, 13668033151171901709);
+    n.learn_leases("lease 390da2164fc3ed20 granted with TTL(100s)\n");
+    n.learn_leases("{\"cluster_id\":1,\"member_id\":2,\"revision\":6,\"raft_term\":2,\"ID\":7,\"TTL\":100,\"Error\":\"\"}\n");
+    assert_eq!(n.leases, vec![0x390da2164fc3ed20, 7]);
+    let text = "bdae9bbc11dd390d, started, default, http://127.0.0.1:40002, http://127.0.0.1:40001, false\n\
+        lease 390da2164fc3ed20 granted with TTL(100s), remaining(99s), attached keys([b a])\n\
+        lease 0000000000000007 keepalived with TTL(100)\n\
+        http://127.0.0.1:40001 is healthy: successfully committed proposal: took = 1.8ms\n\
+        {\"header\":{\"cluster_id\":15118495548433857066,\"member_id\":13668033151171901709,\"revision\":5,\"raft_term\":2},\"kvs\":[{\"key\":\"Zm9v\",\"create_revision\":4,\"mod_revision\":5,\"version\":2,\"value\":\"YmF6\",\"lease\":7}],\"count\":1}\n\
+        {\"level\":\"warn\",\"ts\":\"2026-01-01T00:00:00Z\",\"msg\":\"retrying\",\"error\":\"rpc error: code = NotFound desc = x\"}\n\
+        header: Some(ResponseHeader { cluster_id: 15118495548433857066, member_id: 13668033151171901709, revision: 3, raft_term: 9 }), id: 7, ttl: 60\n";
+    let want = "<MEMBER>, started, default, <PEER_URL>, <CLIENT_URL>, false\n\
+        lease <LEASE1> granted with TTL(100s), remaining(<TTL>), attached keys([a b])\n\
+        lease <LEASE2> keepalived with TTL(100)\n\
+        <CLIENT_URL> is healthy: successfully committed proposal: took = <TOOK>\n\
+        {\"count\":1,\"header\":{\"cluster_id\":\"<CLUSTER>\",\"member_id\":\"<MEMBER>\",\"raft_term\":\"<raft_term>\",\"revision\":5},\"kvs\":[{\"create_revision\":4,\"key\":\"Zm9v\",\"lease\":\"<LEASE2>\",\"mod_revision\":5,\"value\":\"YmF6\",\"version\":2}]}\n\
+        LOG warn retrying: rpc error: code = NotFound desc = x\n\
+        header: Some(ResponseHeader { cluster_id: <CLUSTER>, member_id: <MEMBER>, revision: 3, raft_term: <T> }), id: <LEASE2>, ttl: 60\n";
+    assert_eq!(n.normalize(text), want);
+    let status =
+        "http://127.0.0.1:40001, bdae9bbc11dd390d, 3.4.23, 20 kB, true, false, 2, 21, 21, \n";
+    assert_eq!(
+        mask_columns(&n.normalize(status), &[2, 3, 6, 7, 8]),
+        "<CLIENT_URL>, <MEMBER>, <*>, <*>, true, false, <*>, <*>, <*>, \n"
+    );
+}

@@ -1,0 +1,1002 @@
+//! Shared harness for the differential tests and the `compare_etcd` bench.
+//!
+//! * [`Server`] starts a single-member `etcd` or `rustcd` on free loopback
+//!   ports in a temp dir and waits for `GET /health` to succeed.
+//! * [`etcdctl`] runs Debian's `etcdctl` (API v3) with a timeout.
+//! * [`Norm`] normalises etcdctl / client output so that two different
+//!   servers can be compared with `assert_eq!` (IDs, terms, raft indexes,
+//!   sizes, versions and timings are masked; revisions are kept).
+//!
+//! Binaries: `ETCD_BIN` (default `etcd` on `PATH`), `ETCDCTL_BIN` (default
+//! `etcdctl` on `PATH`), `RUSTCD_BIN` (default: the package's `rustcd` bin).
+//! Point `RUSTCD_BIN` at `/usr/bin/etcd` to run everything etcd-vs-etcd.
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to become healthy.
+pub const START_DEADLINE: Duration = Duration::from_secs(20);
+/// Upper bound for one etcdctl invocation.
+pub const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Etcd,
+    Rustcd,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Etcd => "etcd",
+            Kind::Rustcd => "rustcd",
+        }
+    }
+
+    pub fn binary(self) -> PathBuf {
+        match self {
+            Kind::Etcd => std::env::var_os("ETCD_BIN")
+                .map(PathBuf::from)
+                .or_else(|| which("etcd"))
+                .unwrap_or_else(|| PathBuf::from("etcd")),
+            Kind::Rustcd => std::env::var_os("RUSTCD_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rustcd"))),
+        }
+    }
+}
+
+/// Finds `name` on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+pub fn etcdctl_bin() -> Option<PathBuf> {
+    std::env::var_os("ETCDCTL_BIN")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| which("etcdctl"))
+}
+
+/// `Some(reason)` when the oracle binaries (`etcd`, `etcdctl`) are missing:
+/// the differential tests then print the reason and pass.
+pub fn skip_reason() -> Option<String> {
+    let etcd = Kind::Etcd.binary();
+    if !etcd.is_file() {
+        return Some(format!(
+            "etcd binary not found ({}); install Debian's etcd-server or set ETCD_BIN",
+            etcd.display()
+        ));
+    }
+    if etcdctl_bin().is_none() {
+        return Some("etcdctl not found; install Debian's etcd-client or set ETCDCTL_BIN".into());
+    }
+    None
+}
+
+/// Prints a SKIP line straight to stderr (bypassing libtest's output
+/// capture, so it is visible even though the test passes).
+pub fn print_skip(reason: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
+}
+
+/// A free TCP port on 127.0.0.1 (bind to port 0 and take what the OS gave).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = l.local_addr().unwrap().port();
+    assert!(port != 2379 && port != 2380);
+    port
+}
+
+/// A running single-member server.
+pub struct Server {
+    pub kind: Kind,
+    bin: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+impl Server {
+    /// Starts `kind` with the standard single-member flags plus `extra_flags`
+    /// and waits until `/health` answers. Panics (with the server log) on failure.
+    pub fn start(kind: Kind, extra_flags: &[&str]) -> Server {
+        match Server::try_start(kind, extra_flags) {
+            Ok(s) => s,
+            Err(e) => panic!("{} failed to start: {e}", kind.name()),
+        }
+    }
+
+    /// Like [`Server::start`] but returns the error (with the log tail).
+    /// Retries on fresh ports if the chosen ones were taken in the meantime.
+    pub fn try_start(kind: Kind, extra_flags: &[&str]) -> Result<Server, String> {
+        let mut last_err = String::new();
+        for _attempt in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("difftest-{}-", kind.name()))
+                .tempdir()
+                .map_err(|e| format!("tempdir: {e}"))?;
+            let client_port = free_port();
+            let mut peer_port = free_port();
+            while peer_port == client_port {
+                peer_port = free_port();
+            }
+            let client = format!("http://127.0.0.1:{client_port}");
+            let peer = format!("http://127.0.0.1:{peer_port}");
+            let mut args: Vec<String> = vec![
+                "--name".into(),
+                "default".into(),
+                "--data-dir".into(),
+                dir.path().join("data").display().to_string(),
+                "--listen-client-urls".into(),
+                client.clone(),
+                "--advertise-client-urls".into(),
+                client,
+                "--listen-peer-urls".into(),
+                peer.clone(),
+                "--initial-advertise-peer-urls".into(),
+                peer.clone(),
+                "--initial-cluster".into(),
+                format!("default={peer}"),
+            ];
+            args.extend(extra_flags.iter().map(|s| s.to_string()));
+            let mut server = Server {
+                kind,
+                bin: kind.binary(),
+                args,
+                child: None,
+                dir: Some(dir),
+                client_port,
+                peer_port,
+            };
+            match server.spawn_and_wait() {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    let retry = e.contains("address already in use");
+                    last_err = e;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().unwrap().path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
+    /// `http://127.0.0.1:<client port>`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://127.0.0.1:<peer port>`
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident set size in KiB, from /proc/<pid>/status.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    fn log_path(&self, which: &str) -> PathBuf {
+        self.dir().join(format!("{which}.log"))
+    }
+
+    /// Captured stdout+stderr of all runs of this server (last 200 lines each).
+    pub fn logs(&self) -> String {
+        self.logs_tail(200)
+    }
+
+    pub fn logs_tail(&self, n: usize) -> String {
+        let mut out = String::new();
+        for which in ["stdout", "stderr"] {
+            let text = std::fs::read_to_string(self.log_path(which)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let start = lines.len().saturating_sub(n);
+            out.push_str(&format!(
+                "----- {} {which} ({}) -----\n",
+                self.kind.name(),
+                self.log_path(which).display()
+            ));
+            for l in &lines[start..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let open = |p: PathBuf| -> Result<File, String> {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .map_err(|e| format!("open {}: {e}", p.display()))
+        };
+        let stdout = open(self.log_path("stdout"))?;
+        let stderr = open(self.log_path("stderr"))?;
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        self.wait_ready(START_DEADLINE)
+    }
+
+    /// Polls `GET /health` until it returns 200 with `"health":"true"`.
+    pub fn wait_ready(&mut self, deadline: Duration) -> Result<(), String> {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!(
+                        "{} exited early with {status}\n{}",
+                        self.bin.display(),
+                        self.logs()
+                    ));
+                }
+            }
+            if let Some((code, body)) = http_get(self.client_port, "/health") {
+                if code == 200 && body.contains("true") {
+                    // make sure it is our process answering (not another
+                    // server that grabbed the port after ours failed to bind)
+                    let alive = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
+                    if alive {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            if Instant::now() > until {
+                return Err(format!(
+                    "{} not healthy after {deadline:?} (GET /health on {})\n{}",
+                    self.bin.display(),
+                    self.endpoint(),
+                    self.logs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the server and reaps it (data dir is kept).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again with the same data dir, ports and flags.
+    pub fn restart(&mut self) {
+        self.kill9();
+        if let Err(e) = self.spawn_and_wait() {
+            panic!("{} failed to restart: {e}", self.kind.name());
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs_tail(40));
+        }
+        // TempDir removes the directory when dropped.
+        self.dir.take();
+    }
+}
+
+/// Minimal HTTP/1.1 GET on 127.0.0.1:port; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let body = &buf[split + 4..];
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    Some((code, String::from_utf8_lossy(&body).to_string()))
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size_line = String::from_utf8_lossy(&body[..eol]).to_string();
+        let rest = &body[eol + 2..];
+        let size_hex = size_line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size_hex, 16) else {
+            break;
+        };
+        let take = size.min(rest.len());
+        out.extend_from_slice(&rest[..take]);
+        if size == 0 || take < size {
+            break;
+        }
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// etcdctl
+// ---------------------------------------------------------------------------
+
+/// Result of one etcdctl run. `status` is the exit code, or -9 if it was killed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn exit_code(s: ExitStatus) -> i32 {
+    s.code().unwrap_or(-9)
+}
+
+fn etcdctl_command(endpoint: &str, args: &[&str]) -> Command {
+    let bin = etcdctl_bin().unwrap_or_else(|| PathBuf::from("etcdctl"));
+    let mut cmd = Command::new(bin);
+    cmd.env("ETCDCTL_API", "3")
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .env_remove("ETCDCTL_USER")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .arg("--dial-timeout=5s")
+        .args(args);
+    cmd
+}
+
+/// Runs `etcdctl --endpoints=<endpoint> <args>` (API v3) with a timeout.
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
+    etcdctl_stdin(endpoint, args, None)
+}
+
+/// Like [`etcdctl`], feeding `stdin` to the process.
+pub fn etcdctl_stdin(endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut bg = Background::spawn(endpoint, args, stdin);
+    match bg.wait_exit(ETCDCTL_TIMEOUT) {
+        Some(out) => out,
+        None => {
+            let out = bg.kill();
+            panic!("etcdctl {args:?} timed out after {ETCDCTL_TIMEOUT:?}: {out:?}");
+        }
+    }
+}
+
+/// An etcdctl process running in the background (e.g. `watch`), its output
+/// going to temp files. Dropping it kills the process.
+pub struct Background {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    stdin_writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn spawn(endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Background {
+        let dir = tempfile::Builder::new()
+            .prefix("difftest-etcdctl-")
+            .tempdir()
+            .expect("tempdir");
+        let out = File::create(dir.path().join("stdout")).unwrap();
+        let err = File::create(dir.path().join("stderr")).unwrap();
+        let mut cmd = etcdctl_command(endpoint, args);
+        cmd.stdout(out).stderr(err);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd.spawn().expect("spawn etcdctl");
+        let stdin_writer = stdin.map(|data| {
+            let mut pipe = child.stdin.take().unwrap();
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            })
+        });
+        Background {
+            child: Some(child),
+            dir,
+            stdin_writer,
+        }
+    }
+
+    pub fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    fn output(&self, status: i32) -> Output {
+        Output {
+            status,
+            stdout: self.stdout_so_far(),
+            stderr: std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default(),
+        }
+    }
+
+    /// Polls until stdout satisfies `cond` (true) or the deadline passes (false).
+    pub fn wait_for(&mut self, deadline: Duration, cond: impl Fn(&str) -> bool) -> bool {
+        let until = Instant::now() + deadline;
+        loop {
+            if cond(&self.stdout_so_far()) {
+                return true;
+            }
+            let exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+            if exited {
+                return cond(&self.stdout_so_far());
+            }
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<Output> {
+        let until = Instant::now() + deadline;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                if let Some(h) = self.stdin_writer.take() {
+                    let _ = h.join();
+                }
+                return Some(self.output(exit_code(status)));
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Kills the process (if still running) and returns what it printed.
+    pub fn kill(&mut self) -> Output {
+        let mut status = -9;
+        if let Some(mut child) = self.child.take() {
+            match child.try_wait() {
+                Ok(Some(s)) => status = exit_code(s),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        if let Some(h) = self.stdin_writer.take() {
+            let _ = h.join();
+        }
+        self.output(status)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Normalisation
+// ---------------------------------------------------------------------------
+
+/// JSON keys whose values are server/timing dependent and are masked.
+const MASKED_JSON_KEYS: &[&str] = &[
+    "raft_term",
+    "raftTerm",
+    "raftIndex",
+    "raft_index",
+    "raftAppliedIndex",
+    "raft_applied_index",
+    "dbSize",
+    "dbSizeInUse",
+    "db_size",
+    "db_size_in_use",
+    "version",
+    "took",
+    "hash",
+    "ts",
+    "target",
+];
+
+/// JSON keys holding member/cluster/lease IDs (mapped through the ID table).
+const ID_JSON_KEYS: &[&str] = &[
+    "cluster_id",
+    "member_id",
+    "ID",
+    "id",
+    "leader",
+    "lease",
+    "memberID",
+];
+
+/// Per-server normaliser: knows the server's URLs and the IDs it chose.
+#[derive(Clone, Debug, Default)]
+pub struct Norm {
+    /// numeric ID -> placeholder
+    ids: Vec<(u64, String)>,
+    /// lease IDs in grant order
+    pub leases: Vec<i64>,
+    /// extra literal substrings to mask (e.g. temp paths)
+    literals: Vec<(String, String)>,
+}
+
+impl Norm {
+    pub fn new(client_url: &str, peer_url: &str) -> Norm {
+        let mut n = Norm::default();
+        n.add_literal(client_url, "<CLIENT_URL>");
+        n.add_literal(peer_url, "<PEER_URL>");
+        n.add_literal(client_url.trim_start_matches("http://"), "<CLIENT_ADDR>");
+        n.add_literal(peer_url.trim_start_matches("http://"), "<PEER_ADDR>");
+        n
+    }
+
+    pub fn for_server(s: &Server) -> Norm {
+        Norm::new(&s.endpoint(), &s.peer_url())
+    }
+
+    pub fn add_literal(&mut self, text: &str, placeholder: &str) {
+        self.literals
+            .push((text.to_string(), placeholder.to_string()));
+        // longest first so that URLs win over bare addresses
+        self.literals.sort_by_key(|l| std::cmp::Reverse(l.0.len()));
+    }
+
+    pub fn add_id(&mut self, id: u64, placeholder: &str) {
+        if id != 0 && !self.ids.iter().any(|(i, _)| *i == id) {
+            self.ids.push((id, placeholder.to_string()));
+        }
+    }
+
+    /// Registers a lease ID chosen by the server; returns its index (1-based).
+    pub fn add_lease(&mut self, id: i64) -> usize {
+        if let Some(pos) = self.leases.iter().position(|l| *l == id) {
+            return pos + 1;
+        }
+        self.leases.push(id);
+        let n = self.leases.len();
+        self.add_id(id as u64, &format!("<LEASE{n}>"));
+        n
+    }
+
+    /// Hex form of the n-th (1-based) lease as etcdctl prints/accepts it.
+    pub fn lease_hex(&self, n: usize) -> String {
+        format!("{:x}", self.leases[n - 1])
+    }
+
+    /// Learns lease IDs from etcdctl output (`lease <hex> granted` or JSON grant).
+    pub fn learn_leases(&mut self, stdout: &str) {
+        for line in stdout.lines() {
+            if let Some(rest) = line.strip_prefix("lease ") {
+                if let Some((hex, tail)) = rest.split_once(' ') {
+                    if tail.starts_with("granted") {
+                        if let Ok(id) = i64::from_str_radix(hex, 16) {
+                            self.add_lease(id);
+                        }
+                    }
+                }
+            }
+            if line.starts_with('{') && line.contains("\"TTL\"") && !line.contains("grantedTTL") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    if let Some(id) = v.get("ID").and_then(|i| i.as_i64()) {
+                        if v.get("Error").is_some() {
+                            self.add_lease(id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Learns IDs of members added with `etcdctl member add` (simple or JSON).
+    pub fn learn_members(&mut self, stdout: &str) {
+        for line in stdout.lines() {
+            if let Some(rest) = line.strip_prefix("Member ") {
+                if let Some((hex, tail)) = rest.split_once(' ') {
+                    if tail.starts_with("added to cluster") {
+                        if let Ok(id) = u64::from_str_radix(hex, 16) {
+                            self.add_id(id, "<NEWMEMBER>");
+                        }
+                    }
+                }
+            }
+            if line.starts_with('{') && line.contains("\"member\":") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    if let Some(id) = v["member"]["ID"].as_u64() {
+                        self.add_id(id, "<NEWMEMBER>");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The ID registered under `placeholder` (e.g. `<MEMBER>`).
+    pub fn id_of(&self, placeholder: &str) -> Option<u64> {
+        self.ids
+            .iter()
+            .find(|(_, p)| p == placeholder)
+            .map(|(i, _)| *i)
+    }
+
+    /// Learns member and cluster ID from a response header or status JSON.
+    pub fn learn_header(&mut self, cluster_id: u64, member_id: u64) {
+        self.add_id(member_id, "<MEMBER>");
+        self.add_id(cluster_id, "<CLUSTER>");
+    }
+
+    fn id_placeholder(&self, v: u64) -> Option<&str> {
+        self.ids
+            .iter()
+            .find(|(i, _)| *i == v)
+            .map(|(_, p)| p.as_str())
+    }
+
+    /// Normalises etcdctl stdout/stderr or a Debug print of a client response.
+    pub fn normalize(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines() {
+            let mut line = line.to_string();
+            for (lit, ph) in &self.literals {
+                if line.contains(lit.as_str()) {
+                    line = line.replace(lit.as_str(), ph);
+                }
+            }
+            let trimmed = line.trim_start();
+            let normalized = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+                match serde_json::from_str::<serde_json::Value>(trimmed) {
+                    Ok(v) => self.normalize_json_line(v),
+                    Err(_) => self.normalize_text_line(&line),
+                }
+            } else {
+                self.normalize_text_line(&line)
+            };
+            out.push_str(&normalized);
+            out.push('\n');
+        }
+        out
+    }
+
+    fn normalize_json_line(&self, mut v: serde_json::Value) -> String {
+        // etcdctl client log lines: keep only level, msg and error.
+        if let Some(obj) = v.as_object() {
+            if obj.contains_key("level") && obj.contains_key("msg") {
+                let get = |k: &str| obj.get(k).and_then(|x| x.as_str()).unwrap_or("");
+                return format!(
+                    "LOG {} {}: {}",
+                    get("level"),
+                    get("msg"),
+                    self.normalize_text_line(get("error"))
+                );
+            }
+        }
+        self.mask_json(&mut v);
+        v.to_string()
+    }
+
+    fn mask_json(&self, v: &mut serde_json::Value) {
+        use serde_json::Value;
+        match v {
+            Value::Object(map) => {
+                // lease timetolive: "grantedTTL" (-w json of keep-alive/list)
+                // or "granted-ttl" (-w json of timetolive)
+                let has_granted = map.contains_key("grantedTTL") || map.contains_key("granted-ttl");
+                for (k, val) in map.iter_mut() {
+                    if k == "version" && !val.is_string() {
+                        // a key's version (a number) is data; only the
+                        // server version string is masked
+                    } else if MASKED_JSON_KEYS.contains(&k.as_str()) {
+                        *val = Value::String(format!("<{k}>"));
+                    } else if (k == "TTL" || k == "ttl")
+                        && has_granted
+                        && val.as_i64().is_some_and(|t| t > 0)
+                    {
+                        // remaining TTL of timetolive is timing dependent
+                        *val = Value::String("<TTL>".into());
+                    } else if ID_JSON_KEYS.contains(&k.as_str()) {
+                        let n = val.as_u64().or_else(|| val.as_i64().map(|i| i as u64));
+                        if let Some(ph) = n.and_then(|n| self.id_placeholder(n)) {
+                            *val = Value::String(ph.to_string());
+                        }
+                    } else if k == "keys" && has_granted {
+                        // attached keys of a lease come in map order in etcd
+                        if let Value::Array(items) = val {
+                            items.sort_by_key(|x| x.to_string());
+                        }
+                    } else if k == "Endpoint" || k == "endpoint" || k == "Error" {
+                        if let Value::String(s) = val {
+                            *s = self.normalize_text_line(s);
+                        }
+                    } else {
+                        self.mask_json(val);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    self.mask_json(item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Maps the number after `prefix` (e.g. `id: 7`) through the ID table,
+    /// so small server-chosen IDs are normalised too.
+    fn map_ids_after(&self, text: &str, prefix: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(pos) = rest.find(prefix) {
+            let boundary =
+                pos == 0 || !rest[..pos].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+            out.push_str(&rest[..pos + prefix.len()]);
+            rest = &rest[pos + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+                .unwrap_or(rest.len());
+            let num = rest[..end]
+                .parse::<u64>()
+                .ok()
+                .or_else(|| rest[..end].parse::<i64>().ok().map(|n| n as u64));
+            match num
+                .and_then(|n| self.id_placeholder(n))
+                .filter(|_| boundary)
+            {
+                Some(ph) => out.push_str(ph),
+                None => out.push_str(&rest[..end]),
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn normalize_text_line(&self, line: &str) -> String {
+        let mut line = line.to_string();
+        // timing: "remaining(99s)", "took = 1.2ms", "took: 3ms"
+        line = mask_after(&line, "remaining(", "<TTL>", |c| c != ')');
+        line = mask_after(&line, "took = ", "<TOOK>", |c| !c.is_whitespace());
+        line = mask_after(&line, "\"ts\":\"", "<TS>", |c| c != '"');
+        line = sort_attached_keys(&line);
+        // Debug prints of client responses
+        line = mask_after(&line, "raft_term: ", "<T>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "raft_index: ", "<I>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "raft_applied_index: ", "<I>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "db_size: ", "<SIZE>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "db_size_in_use: ", "<SIZE>", |c| c.is_ascii_digit());
+        line = mask_after(&line, "version: \"", "<VERSION>", |c| c != '"');
+        line = mask_after(&line, "hash: ", "<HASH>", |c| c.is_ascii_digit());
+        // etcdctl -w fields
+        for key in [
+            "RaftTerm",
+            "RaftIndex",
+            "RaftAppliedIndex",
+            "DBSize",
+            "DBSizeInUse",
+            "Hash",
+        ] {
+            line = mask_after(&line, &format!("\"{key}\" : "), "<*>", |c| {
+                c.is_ascii_digit()
+            });
+        }
+        line = mask_after(&line, "\"Version\" : \"", "<VERSION>", |c| c != '"');
+        for prefix in [
+            "id: ",
+            "ID: ",
+            "lease: ",
+            "leader: ",
+            "member_id: ",
+            "cluster_id: ",
+            "\"Lease\" : ",
+            "\"ID\" : ",
+            "\"Leader\" : ",
+        ] {
+            line = self.map_ids_after(&line, prefix);
+        }
+        line = replace_id_tokens(&line, &self.ids);
+        // etcdctl tables: trim cells so column widths do not matter
+        let t = line.trim();
+        if t.starts_with('+') && t.ends_with('+') && t.chars().all(|c| c == '+' || c == '-') {
+            return "+--+".into();
+        }
+        if t.starts_with('|') && t.ends_with('|') {
+            let cells: Vec<&str> = t[1..t.len() - 1].split('|').map(|c| c.trim()).collect();
+            return format!("| {} |", cells.join(" | "));
+        }
+        line
+    }
+}
+
+/// `attached keys([k2 k1])` -> `attached keys([k1 k2])` (etcd uses map order).
+fn sort_attached_keys(line: &str) -> String {
+    const P: &str = "attached keys([";
+    let Some(start) = line.find(P) else {
+        return line.to_string();
+    };
+    let from = start + P.len();
+    let Some(len) = line[from..].find("])") else {
+        return line.to_string();
+    };
+    let mut keys: Vec<&str> = line[from..from + len].split(' ').collect();
+    keys.sort_unstable();
+    format!("{}{}{}", &line[..from], keys.join(" "), &line[from + len..])
+}
+
+/// Replaces the text after each occurrence of `prefix` (the run of chars
+/// satisfying `keep`) with `placeholder`.
+pub fn mask_after(
+    text: &str,
+    prefix: &str,
+    placeholder: &str,
+    keep: impl Fn(char) -> bool,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(prefix) {
+        out.push_str(&rest[..pos + prefix.len()]);
+        rest = &rest[pos + prefix.len()..];
+        let end = rest.find(|c: char| !keep(c)).unwrap_or(rest.len());
+        if end > 0 {
+            out.push_str(placeholder);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Replaces whole alphanumeric tokens equal to an ID in hex (`%x`, `%016x`)
+/// or decimal. Short forms (< 6 chars) are only matched zero-padded.
+fn replace_id_tokens(line: &str, ids: &[(u64, String)]) -> String {
+    if ids.is_empty() {
+        return line.to_string();
+    }
+    let forms: Vec<(String, &str)> = ids
+        .iter()
+        .flat_map(|(id, ph)| {
+            let mut v = vec![(format!("{id:016x}"), ph.as_str())];
+            let hex = format!("{id:x}");
+            if hex.len() >= 6 {
+                v.push((hex, ph.as_str()));
+            }
+            let dec = id.to_string();
+            if dec.len() >= 6 {
+                v.push((dec, ph.as_str()));
+            }
+            let signed = (*id as i64).to_string();
+            if signed.len() >= 6 {
+                v.push((signed, ph.as_str()));
+            }
+            v
+        })
+        .collect();
+    let mut out = String::with_capacity(line.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if !token.is_empty() {
+            match forms.iter().find(|(f, _)| f == token) {
+                Some((_, ph)) => out.push_str(ph),
+                None => out.push_str(token),
+            }
+            token.clear();
+        }
+    };
+    for c in line.chars() {
+        if c.is_ascii_alphanumeric() {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
+/// Masks the given `, `-separated fields (simple output) or table columns
+/// (0-based, counting data cells) of every line.
+pub fn mask_columns(text: &str, cols: &[usize]) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('|') && t.ends_with('|') && t.len() > 1 {
+            let mut cells: Vec<String> = t[1..t.len() - 1]
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect();
+            for &c in cols {
+                if c < cells.len() {
+                    cells[c] = "<*>".into();
+                }
+            }
+            out.push_str(&format!("| {} |", cells.join(" | ")));
+        } else if line.contains(", ") {
+            let mut fields: Vec<String> = line.split(", ").map(|s| s.to_string()).collect();
+            for &c in cols {
+                if c < fields.len() {
+                    fields[c] = "<*>".into();
+                }
+            }
+            out.push_str(&fields.join(", "));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A line-by-line diff of two texts, marking differing lines.
+pub fn line_diff(left_name: &str, left: &str, right_name: &str, right: &str) -> String {
+    let a: Vec<&str> = left.lines().collect();
+    let b: Vec<&str> = right.lines().collect();
+    let mut out = format!("    (- {left_name}, + {right_name})\n");
+    for i in 0..a.len().max(b.len()) {
+        match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) if x == y => out.push_str(&format!("      {x}\n")),
+            (x, y) => {
+                if let Some(x) = x {
+                    out.push_str(&format!("    - {x}\n"));
+                }
+                if let Some(y) = y {
+                    out.push_str(&format!("    + {y}\n"));
+                }
+            }
+        }
+    }
+    out
+}
