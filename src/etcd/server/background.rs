@@ -64,23 +64,11 @@ async fn publish(server: Arc<EtcdServer>) {
 
 /// On the leader, revokes leases whose TTL ran out.
 async fn lease_expiry(server: Arc<EtcdServer>) {
-    let mut was_leader = false;
     let mut tick = tokio::time::interval(LEASE_CHECK_INTERVAL);
     loop {
         tick.tick().await;
-        let is_leader = server.raft.status.is_leader();
         let now = Instant::now();
-        if is_leader != was_leader {
-            let mut sm = server.sm.write();
-            if is_leader {
-                let extend = server.cfg.election_timeout;
-                sm.lessor.promote(now, extend);
-            } else {
-                sm.lessor.demote();
-            }
-            was_leader = is_leader;
-        }
-        if !is_leader {
+        if !server.raft.status.is_leader() {
             continue;
         }
         let expired = server.sm.write().lessor.expired(now, MAX_REVOKES_PER_ROUND);

@@ -198,6 +198,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         max_snapshots: cfg.max_snapshots,
         unsafe_no_fsync: cfg.unsafe_no_fsync,
         campaign_if_single: true,
+        lease_promote_extend: cfg.election_timeout,
     };
     let (raft, driver) = raft_node::spawn(node, wal, snapshots, sm.clone(), hooks, driver_cfg, status)?;
     let server = Arc::new(EtcdServer {
