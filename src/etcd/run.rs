@@ -112,6 +112,7 @@ async fn serve(cfg: ServerConfig) -> Result<()> {
         .context("start-up task failed")?
         .with_context(|| format!("cannot start member from data dir {}", cfg.data_dir.display()))?;
     let srv = started.server.clone();
+    server::background::publish(srv.clone()).await;
     server::background::spawn_all(&srv);
 
     let mut tasks = tokio::task::JoinSet::new();

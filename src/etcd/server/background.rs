@@ -15,7 +15,6 @@ const MAX_REVOKES_PER_ROUND: usize = 1000;
 
 /// Starts every background loop of the server on the current tokio runtime.
 pub fn spawn_all(server: &Arc<EtcdServer>) {
-    tokio::spawn(publish(server.clone()));
     tokio::spawn(lease_expiry(server.clone()));
     tokio::spawn(housekeeping(server.clone()));
     if server.cfg.auto_compaction != AutoCompaction::Off {
@@ -23,8 +22,9 @@ pub fn spawn_all(server: &Arc<EtcdServer>) {
     }
 }
 
-/// Publishes name and client URLs (what `member list` shows) and the cluster version through Raft.
-async fn publish(server: Arc<EtcdServer>) {
+/// Publishes name and client URLs (what `member list` shows) and the cluster version through
+/// Raft. Like etcd, the member serves clients only after this returns.
+pub async fn publish(server: Arc<EtcdServer>) {
     let urls: Vec<String> = server.cfg.advertise_client_urls.clone();
     let _ = url_string; // client URLs are already normalised by the config.
     loop {
