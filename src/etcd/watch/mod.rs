@@ -47,7 +47,9 @@
 
 mod hub;
 mod progress;
+mod state;
 mod stream;
+mod sync;
 mod watcher;
 
 #[cfg(test)]
@@ -59,7 +61,7 @@ mod tests;
 
 use crate::etcd::proto::{etcdserverpb, mvccpb};
 
-pub use hub::WatchHub;
+pub use hub::{WatchHub, DEFAULT_QUEUE_CAPACITY};
 pub use stream::{
     Authorizer, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES,
 };

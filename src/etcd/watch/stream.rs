@@ -12,7 +12,8 @@ use prost::Message;
 use tokio::sync::{mpsc, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::hub::{Outbound, QueueState, StreamId, WatchHub};
+use super::hub::WatchHub;
+use super::state::{Outbound, QueueState, StreamId};
 use super::ERR_COMPACTED;
 use crate::etcd::proto::etcdserverpb::{
     watch_request::RequestUnion,

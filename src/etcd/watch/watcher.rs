@@ -63,10 +63,15 @@ impl KeyRange {
 /// Whether a watcher is fed by `notify` or catching up from history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SyncState {
-    /// Up to date with the last notified revision.
+    /// Up to date with the last notified revision; `notify` queues its events.
     Synced,
-    /// Has to read history from `min_rev`.
+    /// Has to read history from `min_rev`; `notify` ignores it.
     Unsynced,
+    /// Reading the last stretch `[min_rev, tail_from)` from history while
+    /// `notify` buffers its events from `tail_from` on in `tail_buf`; becomes
+    /// synced once both are queued. This lets catch-up finish under constant
+    /// writes without ever reading history while holding the hub lock.
+    Tail,
 }
 
 /// One watcher of one stream.
@@ -92,6 +97,10 @@ pub(crate) struct Watcher {
     pub progress_notify: bool,
     /// No events were queued since the last progress tick (etcd's `progress[id]`).
     pub idle_since_tick: bool,
+    /// In the `Tail` state: first revision `notify` buffers.
+    pub tail_from: i64,
+    /// In the `Tail` state: prepared events buffered by `notify`.
+    pub tail_buf: Vec<mvccpb::Event>,
 }
 
 impl Watcher {
