@@ -1,7 +1,7 @@
 //! The watch hub: registry of all watchers and live fan-out (`notify`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,25 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     wake: Arc<Wake>,
     sync_started: AtomicBool,
+    /// Times a synced watcher fell behind (queue full or tail overflow).
+    fell_behind: AtomicU64,
+    /// Times a catching-up watcher entered the tail state.
+    pub(crate) tail_entries: AtomicU64,
+}
+
+/// Counters describing the hub (for metrics and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchStats {
+    /// Live watchers.
+    pub watchers: usize,
+    /// Open watch streams.
+    pub streams: usize,
+    /// Watchers currently catching up from history.
+    pub unsynced: usize,
+    /// Times a synced watcher fell behind its stream and went unsynced.
+    pub fell_behind: u64,
+    /// Times a catching-up watcher entered the tail state.
+    pub tail_entries: u64,
 }
 
 impl Drop for Inner {
@@ -84,6 +103,8 @@ impl WatchHub {
                 state: Mutex::new(State::default()),
                 wake: Arc::new(Wake::default()),
                 sync_started: AtomicBool::new(false),
+                fell_behind: AtomicU64::new(0),
+                tail_entries: AtomicU64::new(0),
             }),
         }
     }
@@ -98,6 +119,18 @@ impl WatchHub {
     /// Number of live watchers over all streams.
     pub fn watcher_count(&self) -> usize {
         self.inner.watchers.load(SeqCst)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> WatchStats {
+        let st = self.inner.state.lock();
+        WatchStats {
+            watchers: self.watcher_count(),
+            streams: st.streams.len(),
+            unsynced: st.unsynced.len(),
+            fell_behind: self.inner.fell_behind.load(SeqCst),
+            tail_entries: self.inner.tail_entries.load(SeqCst),
+        }
     }
 
     /// The last revision whose events have been handed to all synced watchers.
@@ -183,6 +216,8 @@ impl WatchHub {
             }
         }
         let wake = !slow.is_empty() || !overflow.is_empty();
+        let behind = u64::try_from(slow.len() + overflow.len()).unwrap_or(u64::MAX);
+        inner.fell_behind.fetch_add(behind, SeqCst);
         for (wk, min_rev) in slow.into_iter().chain(overflow) {
             st.make_unsynced(wk, min_rev);
         }

@@ -58,10 +58,12 @@ mod fake;
 mod grpc_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stress;
 
 use crate::etcd::proto::{etcdserverpb, mvccpb};
 
-pub use hub::{WatchHub, DEFAULT_QUEUE_CAPACITY};
+pub use hub::{WatchHub, WatchStats, DEFAULT_QUEUE_CAPACITY};
 pub use stream::{
     Authorizer, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES,
 };

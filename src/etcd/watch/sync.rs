@@ -191,6 +191,7 @@ impl WatchHub {
                     st.make_synced(wk);
                 } else {
                     st.start_tail(wk, announced + 1);
+                    self.inner.tail_entries.fetch_add(1, SeqCst);
                     return true;
                 }
             }
