@@ -231,6 +231,40 @@ impl WatchHub {
         }
     }
 
+    /// Call after the store was replaced wholesale (e.g. a Raft snapshot was
+    /// installed) and `History` now answers for a new current revision: every
+    /// synced watcher is moved to unsynced and caught up from history from the
+    /// revision after the last one it was notified of (or cancelled with
+    /// `compact_revision` if that is gone), like etcd's `watchableStore.Restore`.
+    pub fn restore(&self) {
+        let inner = &self.inner;
+        let rev = inner.history.current_revision();
+        let mut guard = inner.state.lock();
+        let st = &mut *guard;
+        let delivered = inner.delivered.load(SeqCst);
+        let keys: Vec<(WatcherKey, i64)> = st
+            .streams
+            .iter()
+            .flat_map(|(sid, s)| {
+                s.watchers
+                    .values()
+                    .filter(|w| w.state != SyncState::Unsynced)
+                    .map(move |w| ((*sid, w.id), w.min_rev))
+            })
+            .collect();
+        for (wk, min_rev) in keys {
+            let resume = match st.watcher(wk).map(|w| w.state) {
+                Some(SyncState::Tail) => min_rev,
+                _ => min_rev.max(delivered + 1),
+            };
+            st.make_unsynced(wk, resume);
+        }
+        inner.announced.store(rev, SeqCst);
+        inner.delivered.store(rev, SeqCst);
+        drop(guard);
+        inner.wake.wake();
+    }
+
     /// Registers a new stream; returns its id, the receiving end of its queue,
     /// a sender (to detect the receiver going away) and the queue accounting.
     pub(crate) fn open_stream(

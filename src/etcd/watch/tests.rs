@@ -549,3 +549,31 @@ fn notify_without_watchers_touches_no_lock() {
     drop(guard);
     assert_eq!(hub.notified_revision(), 1);
 }
+
+#[tokio::test]
+async fn restore_catches_synced_watchers_up_from_history() {
+    let (h, hub, svc) = setup(hour());
+    let mut c = connect(&svc);
+    c.create(watch("a"));
+    c.created().await;
+    h.put(&hub, "a", "1");
+    assert_eq!(
+        c.next().await.events.iter().map(rev).collect::<Vec<_>>(),
+        vec![1]
+    );
+    // Revisions 2..=4 land in the store without notify (snapshot install).
+    for v in ["2", "3", "4"] {
+        h.apply(&[Op::Put(b"a", v.as_bytes())]);
+    }
+    hub.restore();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.extend(c.next().await.events.iter().map(rev));
+    }
+    assert_eq!(seen, vec![2, 3, 4]);
+    h.put(&hub, "a", "5");
+    assert_eq!(
+        c.next().await.events.iter().map(rev).collect::<Vec<_>>(),
+        vec![5]
+    );
+}
