@@ -393,3 +393,63 @@ async fn real_etcd_permission_denied_watch() {
         "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
     );
 }
+
+/// A per-stream authorizer built from the request metadata (the etcd `token`).
+#[tokio::test]
+async fn authorizer_factory_sees_stream_metadata() {
+    use super::{Authorizer, AuthorizerFactory};
+    use crate::etcd::proto::etcdserverpb::{
+        watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
+    };
+    use futures::StreamExt;
+
+    let history = FakeHistory::new();
+    let hub = WatchHub::new(history, Arc::new(FakeHeader), Duration::from_secs(600));
+    let factory: AuthorizerFactory = Arc::new(|md: &tonic::metadata::MetadataMap| {
+        let user = md
+            .get("token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let a: Authorizer = Arc::new(move |req: &WatchCreateRequest| {
+            if user == "admin" || !req.key.starts_with(b"secret") {
+                Ok(())
+            } else {
+                Err(tonic::Status::permission_denied(
+                    "etcdserver: permission denied",
+                ))
+            }
+        });
+        Some(a)
+    });
+    let svc = WatchService::new(hub).with_authorizer_factory(factory);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc.into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let mut client = WatchClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    for (token, denied) in [("bob", true), ("admin", false)] {
+        let req = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"secret/x".to_vec(),
+                ..Default::default()
+            })),
+        };
+        let mut request =
+            tonic::Request::new(futures::stream::iter(vec![req]).chain(futures::stream::pending()));
+        request
+            .metadata_mut()
+            .insert("token", token.parse().unwrap());
+        let mut stream = client.watch(request).await.unwrap().into_inner();
+        let r = stream.next().await.unwrap().unwrap();
+        assert!(r.created);
+        assert_eq!(r.canceled, denied, "{token}: {r:?}");
+        assert_eq!(r.watch_id, if denied { -1 } else { 0 });
+    }
+    server.abort();
+}

@@ -89,7 +89,8 @@ use crate::etcd::proto::{etcdserverpb, mvccpb};
 
 pub use hub::{WatchHub, WatchStats, DEFAULT_QUEUE_CAPACITY};
 pub use stream::{
-    Authorizer, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES,
+    Authorizer, AuthorizerFactory, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES,
+    GRPC_OVERHEAD_BYTES,
 };
 pub use watcher::KeyRange;
 

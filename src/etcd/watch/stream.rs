@@ -34,11 +34,17 @@ const CONTROL_SLOTS: usize = 16;
 /// watch with a `created` + `canceled` response carrying the error.
 pub type Authorizer = Arc<dyn Fn(&WatchCreateRequest) -> Result<(), Status> + Send + Sync>;
 
+/// Builds the [`Authorizer`] of one stream from the metadata of its gRPC
+/// request (where etcd clients put their auth `token`); `None` = no checks.
+pub type AuthorizerFactory =
+    Arc<dyn Fn(&tonic::metadata::MetadataMap) -> Option<Authorizer> + Send + Sync>;
+
 /// The tonic `Watch` service, backed by a [`WatchHub`].
 #[derive(Clone)]
 pub struct WatchService {
     hub: WatchHub,
     authorizer: Option<Authorizer>,
+    authorizer_factory: Option<AuthorizerFactory>,
     max_request_bytes: usize,
 }
 
@@ -58,6 +64,7 @@ impl WatchService {
         Self {
             hub,
             authorizer: None,
+            authorizer_factory: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
@@ -65,6 +72,13 @@ impl WatchService {
     /// Applies `authorizer` to every create request.
     pub fn with_authorizer(mut self, authorizer: Authorizer) -> Self {
         self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// Builds a per-stream authorizer from each stream's request metadata
+    /// (takes precedence over [`with_authorizer`](Self::with_authorizer)).
+    pub fn with_authorizer_factory(mut self, factory: AuthorizerFactory) -> Self {
+        self.authorizer_factory = Some(factory);
         self
     }
 
@@ -89,9 +103,19 @@ impl WatchService {
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
+        self.serve_stream_with(inbound, self.authorizer.clone())
+    }
+
+    fn serve_stream_with<S>(
+        &self,
+        inbound: S,
+        authorizer: Option<Authorizer>,
+    ) -> WatchResponseStream
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    {
         let (sid, rx, tx, queue) = self.hub.open_stream();
         let hub = self.hub.clone();
-        let authorizer = self.authorizer.clone();
         tokio::spawn(run_requests(hub, authorizer, sid, inbound, tx));
         WatchResponseStream {
             rx,
@@ -111,7 +135,13 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Ok(Response::new(self.serve_stream(request.into_inner())))
+        let authorizer = match &self.authorizer_factory {
+            Some(factory) => factory(request.metadata()),
+            None => self.authorizer.clone(),
+        };
+        Ok(Response::new(
+            self.serve_stream_with(request.into_inner(), authorizer),
+        ))
     }
 }
 
