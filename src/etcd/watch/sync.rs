@@ -113,9 +113,17 @@ impl WatchHub {
             let Some(w) = st.watcher(wk) else {
                 return false;
             };
-            let full = st.streams.get(&wk.0).is_none_or(|s| s.is_full(capacity));
-            if w.state == SyncState::Synced || full {
+            if w.state == SyncState::Synced {
                 return false;
+            }
+            match st.streams.get(&wk.0) {
+                Some(s) if !s.is_full(capacity) => {}
+                Some(s) => {
+                    // Ask the response side to wake us once it has drained.
+                    s.sink.queue.starved.store(true, SeqCst);
+                    return false;
+                }
+                None => return false,
             }
             (w.state, w.min_rev, w.range.clone(), w.tail_from)
         };
