@@ -453,3 +453,37 @@ async fn authorizer_factory_sees_stream_metadata() {
     }
     server.abort();
 }
+
+/// Serves a fixed history (puts k1..k6 at revisions 1..6, compacted at 3, then
+/// a put of k7 every 100 ms) on `RUSTCD_WATCH_SERVE_ADDR` for 6 s, for manual
+/// checks with `etcdctl watch` (`--prev-kv`, `--rev`, `-i` + `progress`).
+#[tokio::test]
+#[ignore]
+async fn serve_fake_history_for_etcdctl() {
+    let Ok(addr) = std::env::var("RUSTCD_WATCH_SERVE_ADDR") else {
+        return;
+    };
+    let history = FakeHistory::new();
+    let hub = WatchHub::new(
+        history.clone(),
+        Arc::new(FakeHeader),
+        Duration::from_secs(1),
+    );
+    for i in 1..=6 {
+        history.put(&hub, &format!("k{i}"), &format!("v{i}"));
+    }
+    history.compact(3);
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(WatchService::new(hub.clone()).into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    for i in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if i % 10 == 9 {
+            history.put(&hub, "k7", &i.to_string());
+        }
+    }
+    server.abort();
+}
