@@ -320,3 +320,61 @@ impl Stream for WatchResponseStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::proto::mvccpb::{Event, KeyValue};
+    use proptest::prelude::*;
+
+    fn ev(i: usize, len: usize) -> Event {
+        Event {
+            r#type: 0,
+            kv: Some(KeyValue {
+                key: format!("k{i}").into_bytes(),
+                value: vec![b'v'; len],
+                mod_revision: 5,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    proptest! {
+        /// Fragments re-assemble to the original, only the last one has
+        /// `fragment == false`, and each multi-event fragment stays under the limit.
+        #[test]
+        fn fragments_reassemble(sizes in proptest::collection::vec(0usize..400, 0..40), max in 50usize..2000) {
+            let resp = WatchResponse {
+                watch_id: 3,
+                events: sizes.iter().enumerate().map(|(i, l)| ev(i, *l)).collect(),
+                ..Default::default()
+            };
+            let parts = fragment_response(resp.clone(), max);
+            let n = parts.len();
+            prop_assert!(n >= 1);
+            if resp.encoded_len() < max || resp.events.len() < 2 {
+                prop_assert_eq!(&parts, &vec![resp.clone()]);
+            }
+            let mut all = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                prop_assert_eq!(p.fragment, i + 1 < n);
+                prop_assert_eq!(p.watch_id, 3);
+                prop_assert!(!p.events.is_empty() || resp.events.is_empty());
+                if p.events.len() > 1 {
+                    prop_assert!(p.encoded_len() < max);
+                }
+                all.extend(p.events.iter().cloned());
+            }
+            prop_assert_eq!(all, resp.events);
+        }
+    }
+
+    #[test]
+    fn go_status_strings() {
+        assert_eq!(
+            go_status_string(&Status::unauthenticated("etcdserver: invalid auth token")),
+            "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
+        );
+    }
+}

@@ -176,3 +176,29 @@ mod tests {
         assert_eq!(all.as_history_args(), (&b"k"[..], &b"\0"[..]));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `contains` agrees with the plain etcd definition of a range.
+        #[test]
+        fn contains_matches_definition(
+            key in proptest::collection::vec(0u8..4, 0..4),
+            end in proptest::collection::vec(0u8..4, 0..4),
+            probe in proptest::collection::vec(0u8..4, 0..5),
+        ) {
+            let k = if key.is_empty() { vec![0] } else { key.clone() };
+            let expected = match end.as_slice() {
+                [] => Some(probe == k),
+                [0] => Some(probe >= k),
+                e if k.as_slice() < e => Some(probe >= k && probe.as_slice() < e),
+                _ => None,
+            };
+            let got = KeyRange::from_request(&key, &end).map(|r| r.contains(&probe));
+            prop_assert_eq!(got, expected);
+        }
+    }
+}
