@@ -184,6 +184,22 @@ async fn scenario(client: &mut Client, mut b: Backend, p: &str) {
         assert!(m.events().is_empty() && !m.canceled());
         assert_eq!(m.header().unwrap().revision(), r6);
     }
+
+    // Closing the sending side does not end the watches (etcd keeps serving).
+    let (sender, mut responses) = ws.split();
+    drop(sender);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r7 = b.put(&k("z"), "after-close").await;
+    let m = tokio::time::timeout(Duration::from_secs(10), responses.message())
+        .await
+        .expect("no event after half-close")
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.watch_id(), id1);
+    assert_eq!(
+        summary(&m).into_iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![r7]
+    );
 }
 
 #[tokio::test]

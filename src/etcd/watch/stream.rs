@@ -98,7 +98,8 @@ impl WatchService {
     /// Serves one watch stream from any request stream (used by the tonic
     /// handler; callable directly for in-process use). Must run inside a tokio
     /// runtime: it spawns the task reading `inbound`. The watchers live until
-    /// `inbound` ends or fails, or the returned stream is dropped.
+    /// the returned stream is dropped or `inbound` fails (a plain end of
+    /// `inbound` only stops request processing, as in etcd).
     pub fn serve_stream<S>(&self, inbound: S) -> WatchResponseStream
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
@@ -145,7 +146,10 @@ impl Watch for WatchService {
     }
 }
 
-/// Reads one stream's requests until it ends, then removes its watchers.
+/// Reads one stream's requests and drives its progress timer. As in etcd, a
+/// client closing its sending side (EOF) stops only the reading: the watchers
+/// keep delivering until the response side is dropped (client cancelled or
+/// disconnected) or the request stream fails; then all watchers are removed.
 async fn run_requests<S>(
     hub: WatchHub,
     authorizer: Option<Authorizer>,
@@ -159,6 +163,7 @@ async fn run_requests<S>(
     let interval = hub.inner.progress_interval.max(Duration::from_millis(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reading = true;
     loop {
         let req = tokio::select! {
             _ = tx.closed() => break,
@@ -166,7 +171,7 @@ async fn run_requests<S>(
                 hub.progress_tick(sid);
                 continue;
             }
-            req = inbound.next() => req,
+            req = inbound.next(), if reading => req,
         };
         let req = match req {
             Some(Ok(req)) => req,
@@ -174,7 +179,10 @@ async fn run_requests<S>(
                 tracing::debug!(%status, "watch stream receive failed");
                 break;
             }
-            None => break,
+            None => {
+                reading = false;
+                continue;
+            }
         };
         let Some(union) = req.request_union else {
             continue;

@@ -515,7 +515,7 @@ async fn large_responses_are_fragmented_on_request() {
 }
 
 #[tokio::test]
-async fn watchers_are_removed_when_the_stream_ends() {
+async fn half_close_keeps_watching_and_dropping_the_response_side_cleans_up() {
     let (h, hub, svc) = setup(hour());
     let mut c = connect(&svc);
     c.create(watch("a"));
@@ -523,19 +523,32 @@ async fn watchers_are_removed_when_the_stream_ends() {
     c.created().await;
     c.created().await;
     assert_eq!(hub.watcher_count(), 2);
-    c.tx = None; // client half-closes
+    c.tx = None; // client closes its sending side: etcd keeps the watchers
+    h.put(&hub, "a", "1");
+    let r = c.next().await;
+    assert_eq!(r.events.iter().map(rev).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(hub.watcher_count(), 2);
+    drop(c.rx); // response side gone (client cancelled / disconnected)
     eventually(|| hub.watcher_count() == 0).await;
-    assert!(tokio::time::timeout(Duration::from_secs(5), c.rx.next())
-        .await
-        .unwrap()
-        .is_none());
+    assert_eq!(hub.stats().streams, 0);
 
+    // A failing request stream ends everything too.
     let c2 = connect(&svc);
     c2.create(watch("a"));
     eventually(|| hub.watcher_count() == 1).await;
-    drop(c2.rx); // response side gone (client disconnected)
+    c2.tx
+        .as_ref()
+        .unwrap()
+        .send(Err(Status::internal("broken")))
+        .unwrap();
     eventually(|| hub.watcher_count() == 0).await;
-    h.put(&hub, "a", "after");
+    let mut rx = c2.rx;
+    let first = rx.next().await.unwrap().unwrap();
+    assert!(first.created);
+    assert!(tokio::time::timeout(Duration::from_secs(5), rx.next())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[test]
