@@ -20,8 +20,10 @@
 //! // after installing a snapshot: hub.restore();
 //! let svc = WatchService::new(hub.clone())
 //!     .with_max_request_bytes(cfg.max_request_bytes)
-//!     .with_authorizer(Arc::new(move |req| auth.check_range(req)));
+//!     // per stream, from its metadata (etcd clients send a `token`):
+//!     .with_authorizer_factory(Arc::new(move |md| Some(auth.authorizer_for(md))));
 //! Server::builder().add_service(svc.into_server())
+//! // metrics: hub.stats()
 //! ```
 //!
 //! # Synced and unsynced watchers
