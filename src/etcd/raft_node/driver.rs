@@ -50,10 +50,13 @@ enum Input {
     Stop,
 }
 
+/// Receives each applied write's revision and events.
+pub type EventSink = Box<dyn Fn(i64, &[crate::etcd::proto::mvccpb::Event]) + Send>;
+
 /// Callbacks into the rest of the server, run on the driver thread right after an entry applies.
 pub struct DriverHooks {
     /// Called with each applied write's revision and events (for watchers).
-    pub on_events: Box<dyn Fn(i64, &[crate::etcd::proto::mvccpb::Event]) + Send>,
+    pub on_events: EventSink,
     /// Called with the fsync duration of every WAL sync (for metrics).
     pub on_fsync: Box<dyn Fn(Duration) + Send>,
     /// Called with the number of entries applied in one round (for metrics).

@@ -12,7 +12,7 @@ use etcd_client::{Client, EventType, WatchOptions, WatchResponse, WatchStream};
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::fake::{FakeHeader, FakeHistory, Op};
-use super::{WatchHub, WatchService, ERR_COMPACTED};
+use super::{WatchHub, WatchService};
 
 /// Where writes go: the fake history behind our hub, or a real etcd.
 enum Backend {
@@ -153,10 +153,8 @@ async fn scenario(client: &mut Client, mut b: Backend, p: &str) {
     assert!(m.canceled(), "{m:?}");
     assert_eq!((m.watch_id(), m.compact_revision()), (id2, r3));
     assert_eq!(m.header().unwrap().revision(), 0);
-    // etcd leaves cancel_reason empty here (clients derive the error from
-    // compact_revision); rustcd fills it in for clarity.
-    let reason = if b.is_fake() { ERR_COMPACTED } else { "" };
-    assert_eq!(m.cancel_reason(), reason);
+    // etcd leaves cancel_reason empty here (clients derive the error from compact_revision).
+    assert_eq!(m.cancel_reason(), "");
 
     if b.is_fake() {
         // progress_notify (interval shortened for the test server).
@@ -180,10 +178,7 @@ async fn scenario(client: &mut Client, mut b: Backend, p: &str) {
         .unwrap()
         .unwrap();
     assert_eq!(m.watch_id(), id1);
-    assert_eq!(
-        summary(&m).into_iter().map(|e| e.2).collect::<Vec<_>>(),
-        vec![r7]
-    );
+    assert_eq!(summary(&m).into_iter().map(|e| e.2).collect::<Vec<_>>(), vec![r7]);
 }
 
 #[tokio::test]
@@ -392,9 +387,7 @@ async fn authorizer_factory_sees_stream_metadata() {
             if user == "admin" || !req.key.starts_with(b"secret") {
                 Ok(())
             } else {
-                Err(tonic::Status::permission_denied(
-                    "etcdserver: permission denied",
-                ))
+                Err(tonic::Status::permission_denied("etcdserver: permission denied"))
             }
         });
         Some(a)
@@ -407,9 +400,7 @@ async fn authorizer_factory_sees_stream_metadata() {
             .add_service(svc.into_server())
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    let mut client = WatchClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut client = WatchClient::connect(format!("http://{addr}")).await.unwrap();
     for (token, denied) in [("bob", true), ("admin", false)] {
         let req = WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
@@ -417,11 +408,8 @@ async fn authorizer_factory_sees_stream_metadata() {
                 ..Default::default()
             })),
         };
-        let mut request =
-            tonic::Request::new(futures::stream::iter(vec![req]).chain(futures::stream::pending()));
-        request
-            .metadata_mut()
-            .insert("token", token.parse().unwrap());
+        let mut request = tonic::Request::new(futures::stream::iter(vec![req]).chain(futures::stream::pending()));
+        request.metadata_mut().insert("token", token.parse().unwrap());
         let mut stream = client.watch(request).await.unwrap().into_inner();
         let r = stream.next().await.unwrap().unwrap();
         assert!(r.created);
@@ -441,11 +429,7 @@ async fn serve_fake_history_for_etcdctl() {
         return;
     };
     let history = FakeHistory::new();
-    let hub = WatchHub::new(
-        history.clone(),
-        Arc::new(FakeHeader),
-        Duration::from_secs(1),
-    );
+    let hub = WatchHub::new(history.clone(), Arc::new(FakeHeader), Duration::from_secs(1));
     for i in 1..=6 {
         history.put(&hub, &format!("k{i}"), &format!("v{i}"));
     }

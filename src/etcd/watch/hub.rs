@@ -8,9 +8,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::state::{
-    Outbound, PushError, QueueState, Sink, State, StreamId, StreamState, WatcherKey,
-};
+use super::state::{Outbound, PushError, QueueState, Sink, State, StreamId, StreamState, WatcherKey};
 use super::sync::{sync_thread, Wake, MAX_TAIL_EVENTS};
 use super::watcher::{event_rev, KeyRange, SyncState, Watcher};
 use super::{HeaderSource, History, ERR_COMPACTED, ERR_DUPLICATE_ID, ERR_EMPTY_RANGE};
@@ -85,11 +83,7 @@ impl WatchHub {
     /// responses (etcd's default is 10 minutes). The hub assumes `history`
     /// already holds everything up to its current revision and that `notify`
     /// will be called for every later revision.
-    pub fn new(
-        history: Arc<dyn History>,
-        header: Arc<dyn HeaderSource>,
-        progress_interval: Duration,
-    ) -> Self {
+    pub fn new(history: Arc<dyn History>, header: Arc<dyn HeaderSource>, progress_interval: Duration) -> Self {
         let rev = history.current_revision();
         Self {
             inner: Arc::new(Inner {
@@ -337,12 +331,7 @@ impl WatchHub {
 
     /// Handles a (permitted) create request: registers the watcher and queues
     /// the `created` response ahead of any of its events.
-    pub(crate) fn create(
-        &self,
-        sid: StreamId,
-        req: &WatchCreateRequest,
-        permit: Option<OwnedSemaphorePermit>,
-    ) {
+    pub(crate) fn create(&self, sid: StreamId, req: &WatchCreateRequest, permit: Option<OwnedSemaphorePermit>) {
         let inner = &self.inner;
         if req.start_revision < 0 {
             return self.reject_create(sid, -1, ERR_COMPACTED.to_string(), permit);
@@ -386,11 +375,7 @@ impl WatchHub {
             } else {
                 req.start_revision
             },
-            state: if synced {
-                SyncState::Synced
-            } else {
-                SyncState::Unsynced
-            },
+            state: if synced { SyncState::Synced } else { SyncState::Unsynced },
             no_put,
             no_delete,
             prev_kv: req.prev_kv,
@@ -415,12 +400,7 @@ impl WatchHub {
 
     /// Cancels a watcher; queues `canceled: true` if it existed (etcd sends
     /// nothing for an unknown id).
-    pub(crate) fn cancel(
-        &self,
-        sid: StreamId,
-        watch_id: i64,
-        permit: Option<OwnedSemaphorePermit>,
-    ) {
+    pub(crate) fn cancel(&self, sid: StreamId, watch_id: i64, permit: Option<OwnedSemaphorePermit>) {
         let mut guard = self.inner.state.lock();
         let st = &mut *guard;
         if st.remove_watcher((sid, watch_id)).is_none() {

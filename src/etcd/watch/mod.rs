@@ -91,8 +91,7 @@ use crate::etcd::proto::{etcdserverpb, mvccpb};
 
 pub use hub::{WatchHub, WatchStats, DEFAULT_QUEUE_CAPACITY};
 pub use stream::{
-    Authorizer, AuthorizerFactory, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES,
-    GRPC_OVERHEAD_BYTES,
+    Authorizer, AuthorizerFactory, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES,
 };
 pub use watcher::KeyRange;
 
@@ -119,13 +118,8 @@ pub trait History: Send + Sync + 'static {
     /// watchers with `min_rev < compact_revision()` and treats any `Err` from
     /// here as compaction too. Called from the sync thread, never under the
     /// hub lock.
-    fn events_since(
-        &self,
-        start_rev: i64,
-        key: &[u8],
-        range_end: &[u8],
-        max: usize,
-    ) -> Result<Vec<mvccpb::Event>, i64>;
+    fn events_since(&self, start_rev: i64, key: &[u8], range_end: &[u8], max: usize)
+        -> Result<Vec<mvccpb::Event>, i64>;
 }
 
 /// Fills response headers (cluster_id, member_id, raft_term, revision).

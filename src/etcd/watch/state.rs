@@ -294,10 +294,7 @@ impl State {
     }
 
     /// The stream's watchers, mutably (for progress ticks).
-    pub fn stream_watchers_mut(
-        &mut self,
-        sid: StreamId,
-    ) -> Option<impl Iterator<Item = &mut Watcher>> {
+    pub fn stream_watchers_mut(&mut self, sid: StreamId) -> Option<impl Iterator<Item = &mut Watcher>> {
         self.streams.get_mut(&sid).map(|s| s.watchers.values_mut())
     }
 }

@@ -36,8 +36,7 @@ pub type Authorizer = Arc<dyn Fn(&WatchCreateRequest) -> Result<(), Status> + Se
 
 /// Builds the [`Authorizer`] of one stream from the metadata of its gRPC
 /// request (where etcd clients put their auth `token`); `None` = no checks.
-pub type AuthorizerFactory =
-    Arc<dyn Fn(&tonic::metadata::MetadataMap) -> Option<Authorizer> + Send + Sync>;
+pub type AuthorizerFactory = Arc<dyn Fn(&tonic::metadata::MetadataMap) -> Option<Authorizer> + Send + Sync>;
 
 /// The tonic `Watch` service, backed by a [`WatchHub`].
 #[derive(Clone)]
@@ -107,11 +106,7 @@ impl WatchService {
         self.serve_stream_with(inbound, self.authorizer.clone())
     }
 
-    fn serve_stream_with<S>(
-        &self,
-        inbound: S,
-        authorizer: Option<Authorizer>,
-    ) -> WatchResponseStream
+    fn serve_stream_with<S>(&self, inbound: S, authorizer: Option<Authorizer>) -> WatchResponseStream
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
@@ -132,17 +127,12 @@ impl WatchService {
 impl Watch for WatchService {
     type WatchStream = WatchResponseStream;
 
-    async fn watch(
-        &self,
-        request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         let authorizer = match &self.authorizer_factory {
             Some(factory) => factory(request.metadata()),
             None => self.authorizer.clone(),
         };
-        Ok(Response::new(
-            self.serve_stream_with(request.into_inner(), authorizer),
-        ))
+        Ok(Response::new(self.serve_stream_with(request.into_inner(), authorizer)))
     }
 }
 

@@ -14,7 +14,6 @@ use parking_lot::{Condvar, Mutex};
 use super::hub::{Inner, WatchHub};
 use super::state::{Outbound, State, WatcherKey};
 use super::watcher::{event_rev, KeyRange, SyncState};
-use super::ERR_COMPACTED;
 use crate::etcd::proto::{etcdserverpb::WatchResponse, mvccpb};
 
 /// Events read from history per catch-up step (etcd: 1000 revisions).
@@ -132,11 +131,7 @@ impl WatchHub {
             return self.cancel_compacted(wk, min_rev, compact);
         }
         // Every revision <= n0 (or < tail_from) is already in history.
-        let upto = if state == SyncState::Tail {
-            tail_from - 1
-        } else {
-            n0
-        };
+        let upto = if state == SyncState::Tail { tail_from - 1 } else { n0 };
         let read = if min_rev <= upto {
             match self.read_history(min_rev, &range, upto) {
                 Ok(r) => Some(r),
@@ -210,12 +205,7 @@ impl WatchHub {
 
     /// Reads complete revisions in `[min_rev, upto]`; returns the events and
     /// the last revision fully covered.
-    fn read_history(
-        &self,
-        min_rev: i64,
-        range: &KeyRange,
-        upto: i64,
-    ) -> Result<(Vec<mvccpb::Event>, i64), i64> {
+    fn read_history(&self, min_rev: i64, range: &KeyRange, upto: i64) -> Result<(Vec<mvccpb::Event>, i64), i64> {
         let (key, end) = range.as_history_args();
         let mut max = SYNC_BATCH_EVENTS;
         loop {
@@ -237,10 +227,7 @@ impl WatchHub {
                 max = max.saturating_mul(2);
                 continue;
             }
-            let cut = evs
-                .iter()
-                .position(|e| event_rev(e) == last)
-                .unwrap_or(evs.len());
+            let cut = evs.iter().position(|e| event_rev(e) == last).unwrap_or(evs.len());
             evs.truncate(cut);
             return Ok((evs, last - 1));
         }
@@ -262,7 +249,8 @@ impl WatchHub {
             watch_id: wk.1,
             canceled: true,
             compact_revision: compact,
-            cancel_reason: ERR_COMPACTED.to_string(),
+            // etcd leaves the reason empty: clients derive the error from compact_revision.
+            cancel_reason: String::new(),
             ..Default::default()
         };
         // etcd fills this header with revision 0 (its mvcc response carries none).

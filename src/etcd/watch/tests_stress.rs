@@ -70,10 +70,7 @@ async fn concurrent_writes_during_replay_no_gap_no_duplicate() {
     let last = writer.join().unwrap();
     let want = h.events_since(1, b"k", b"l", usize::MAX).unwrap();
     assert_eq!(got.len(), want.len());
-    assert_eq!(
-        got, want,
-        "events differ from history (gap, duplicate or order)"
-    );
+    assert_eq!(got, want, "events differ from history (gap, duplicate or order)");
     assert_eq!(got.last().map(rev), Some(last));
     // A revision never spans two responses.
     let mut owner = std::collections::HashMap::new();
