@@ -129,6 +129,7 @@ async fn housekeeping(server: Arc<EtcdServer>) {
         m.has_leader.set(i64::from(server.has_leader()));
         m.proposals_committed.set(server.raft.status.commit_index() as i64);
         m.watchers.set(server.watch.watcher_count() as i64);
+        server.tokens.purge_expired(Instant::now());
         if over && !alarmed && server.raft.status.is_leader() {
             raise_nospace(&server).await;
         }

@@ -205,7 +205,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         member_id: meta.member_id,
         cluster_id: meta.cluster_id,
         raft,
-        tokens: Mutex::new(TokenStore::new(cfg.auth_token_ttl)),
+        tokens: TokenStore::new(cfg.auth_token_ttl),
         watch,
         metrics,
         ids: IdGenerator::new(meta.member_id),

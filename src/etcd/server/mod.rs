@@ -59,7 +59,7 @@ pub struct EtcdServer {
     pub cluster_id: u64,
     pub raft: RaftHandle,
     pub sm: Arc<RwLock<StateMachine>>,
-    pub tokens: Mutex<TokenStore>,
+    pub tokens: TokenStore,
     pub watch: Arc<WatchHub>,
     pub metrics: Arc<Metrics>,
     pub ids: IdGenerator,
