@@ -66,23 +66,31 @@ pub async fn serve_connection(stream: TcpStream, router: axum::Router) {
     let peer = stream.peer_addr().ok();
     let io = TokioIo::new(RewriteStream::new(stream));
     let service = TowerToHyperService::new(router);
-    if let Err(e) = Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(io, service)
-        .await
-    {
+    let mut builder = Builder::new(TokioExecutor::new());
+    // Same connection settings as `axum::serve`.
+    builder.http2().enable_connect_protocol();
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
         tracing::debug!(?peer, error = %e, "connection error");
     }
 }
 
 /// Accepts connections on `listener` forever, serving each with [`serve_connection`] on
-/// its own task. Accept errors (e.g. too many open files) are logged and retried.
+/// its own task: a drop-in replacement for `axum::serve(listener, router)`. Like axum,
+/// accept errors are retried (after a second unless the error concerns only that
+/// connection, e.g. ECONNABORTED), so this never returns in practice.
 pub async fn serve(listener: TcpListener, router: axum::Router) -> std::io::Result<()> {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                tracing::debug!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+                if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+                    tracing::debug!(error = %e, "accept failed");
+                } else {
+                    // E.g. EMFILE: give other connections time to close.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 continue;
             }
         };

@@ -622,7 +622,7 @@ mod serve {
             .route("/health", axum::routing::get(|| async { "{\"health\":\"true\"}" }))
     }
 
-    async fn start(rewrite: bool) -> SocketAddr {
+    pub(super) async fn start(rewrite: bool) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         if rewrite {
@@ -712,5 +712,127 @@ mod serve {
             assert_eq!(status.version(), "3.5.21");
             assert_eq!(status.db_size(), 4096);
         }
+    }
+}
+
+/// Raw HTTP/2 requests with arbitrary `:authority` values (Rust clients cannot send invalid ones).
+mod raw_h2 {
+    use std::net::SocketAddr;
+
+    use fluke_hpack::{Decoder, Encoder};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::super::frame::*;
+    use super::{frame, grpc_headers};
+
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        /// Response headers and trailers of stream 1, decoded.
+        Response(Vec<(String, String)>),
+        /// RST_STREAM error code.
+        Reset(u32),
+    }
+
+    /// Sends `authorities.len()` unary Maintenance/Status calls on one connection (streams
+    /// 1, 3, ...; the client encoder indexes headers, so later blocks use its dynamic table)
+    /// and returns each stream's outcome.
+    async fn calls(addr: SocketAddr, authorities: &[&str]) -> Vec<Outcome> {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut req = PREFACE.to_vec();
+        req.extend(frame(0x4, 0, 0, &[]));
+        let mut enc = Encoder::new();
+        for (i, a) in authorities.iter().enumerate() {
+            let id = 1 + 2 * i as u32;
+            let block = enc.encode(grpc_headers(a).iter().map(|(n, v)| (&n[..], &v[..])));
+            req.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, id, &block));
+            req.extend(frame(0x0, FLAG_END_STREAM, id, &[0, 0, 0, 0, 0]));
+        }
+        s.write_all(&req).await.unwrap();
+
+        let mut outcomes: Vec<Option<Outcome>> = authorities.iter().map(|_| None).collect();
+        let mut dec = Decoder::new();
+        let mut buf = Vec::new();
+        let mut block: Option<(u32, Vec<u8>)> = None;
+        while outcomes
+            .iter()
+            .any(|o| !matches!(o, Some(Outcome::Reset(_)) | Some(Outcome::Response(_))))
+            || outcomes
+                .iter()
+                .any(|o| matches!(o, Some(Outcome::Response(h)) if !h.iter().any(|(n, _)| n == "grpc-status")))
+        {
+            while buf.len() < FRAME_HEADER_LEN
+                || buf.len() < FRAME_HEADER_LEN + FrameHeader::parse(buf[..FRAME_HEADER_LEN].try_into().unwrap()).length
+            {
+                let mut chunk = [0; 4096];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "server closed the connection; outcomes so far: {outcomes:?}");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let h = FrameHeader::parse(buf[..FRAME_HEADER_LEN].try_into().unwrap());
+            let payload = buf[FRAME_HEADER_LEN..FRAME_HEADER_LEN + h.length].to_vec();
+            buf.drain(..FRAME_HEADER_LEN + h.length);
+            let slot = |id: u32| ((id - 1) / 2) as usize;
+            match h.kind {
+                TYPE_HEADERS => {
+                    block = Some((
+                        h.stream_id,
+                        parse_headers_payload(h.flags, &payload).unwrap().fragment.to_vec(),
+                    ))
+                }
+                TYPE_CONTINUATION => block.as_mut().unwrap().1.extend_from_slice(&payload),
+                0x3 => {
+                    outcomes[slot(h.stream_id)] =
+                        Some(Outcome::Reset(u32::from_be_bytes(payload[..4].try_into().unwrap())))
+                }
+                0x7 => panic!("GOAWAY: {payload:?}"),
+                _ => {}
+            }
+            if matches!(h.kind, TYPE_HEADERS | TYPE_CONTINUATION) && h.has(FLAG_END_HEADERS) {
+                let (id, fragment) = block.take().unwrap();
+                let headers = dec
+                    .decode(&fragment)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()));
+                match &mut outcomes[slot(id)] {
+                    Some(Outcome::Response(h)) => h.extend(headers),
+                    o => *o = Some(Outcome::Response(headers.collect())),
+                }
+            }
+        }
+        outcomes.into_iter().map(Option::unwrap).collect()
+    }
+
+    fn assert_ok(outcome: &Outcome) {
+        match outcome {
+            Outcome::Response(h) => {
+                assert!(h.contains(&(":status".into(), "200".into())), "{h:?}");
+                assert!(h.contains(&("grpc-status".into(), "0".into())), "{h:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const ETCD_35: &str = "#initially=[https://example.com:2379]";
+
+    #[tokio::test]
+    async fn etcd_35_resolver_authority_is_served() {
+        let addr = super::serve::start(true).await;
+        let outcomes = calls(
+            addr,
+            &["127.0.0.1:2379", ETCD_35, "127.0.0.1:2379", ETCD_35, "bad authority"],
+        )
+        .await;
+        assert_eq!(outcomes.len(), 5);
+        outcomes.iter().for_each(assert_ok);
+    }
+
+    /// Control: without the rewriter h2 resets such streams with PROTOCOL_ERROR (0x1).
+    #[tokio::test]
+    async fn etcd_35_resolver_authority_is_reset_without_rewrite() {
+        let addr = super::serve::start(false).await;
+        let outcomes = calls(addr, &["127.0.0.1:2379", ETCD_35]).await;
+        assert_ok(&outcomes[0]);
+        assert_eq!(outcomes[1], Outcome::Reset(1));
     }
 }
