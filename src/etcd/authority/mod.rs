@@ -41,7 +41,11 @@
 //! (undecodable HPACK, malformed or interleaved header frames) switches the connection
 //! to plain pass-through if nothing was rewritten yet (the server then reports the
 //! error itself), and fails the connection otherwise. Header blocks are buffered up to
-//! [`MAX_BUFFERED_BLOCK`] bytes.
+//! [`MAX_BUFFERED_BLOCK`] bytes; all other frames are streamed through unbuffered.
+//!
+//! Limits: only HTTP/2 with prior knowledge (what gRPC clients use) is inspected, not
+//! HTTP/1.1 `Upgrade: h2c`; re-encoded fields lose HPACK's "never indexed" marking,
+//! which only matters to intermediaries, and the server is the last hop.
 
 mod frame;
 mod hpack;
