@@ -124,7 +124,11 @@ fn corrupted_wal_refuses_to_start_and_names_the_file() {
     std::fs::write(&last, &bytes).expect("write wal");
     let (ok, stderr) = start_expecting_failure(&s);
     assert!(!ok, "rustcd started on a corrupted WAL");
-    let name = last.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let name = last
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
     assert!(stderr.contains(&name), "error does not name {name}: {stderr}");
 }
 
@@ -144,7 +148,11 @@ fn corrupted_snapshot_refuses_to_start_and_names_the_file() {
     std::fs::write(&newest, &bytes).expect("write snap");
     let (ok, stderr) = start_expecting_failure(&s);
     assert!(!ok, "rustcd started on a corrupted snapshot");
-    let name = newest.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let name = newest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
     assert!(stderr.contains(&name), "error does not name {name}: {stderr}");
 }
 
@@ -154,9 +162,15 @@ fn bad_command_lines_fail_before_touching_the_data_dir() {
     let data = dir.path().join("d");
     let cases: &[(&[&str], &str)] = &[
         (&["--no-such-flag"], "--no-such-flag"),
-        (&["--heartbeat-interval=500", "--election-timeout=1000"], "election-timeout"),
+        (
+            &["--heartbeat-interval=500", "--election-timeout=1000"],
+            "election-timeout",
+        ),
         (&["--initial-cluster-state=sideways"], "initial-cluster-state"),
-        (&["--name=a", "--initial-cluster=b=http://127.0.0.1:1"], "couldn't find local name"),
+        (
+            &["--name=a", "--initial-cluster=b=http://127.0.0.1:1"],
+            "couldn't find local name",
+        ),
         (&["--cert-file=/nonexistent"], "not supported yet"),
         (&["--listen-client-urls=http://127.0.0.1:1"], "advertise-client-urls"),
     ];

@@ -119,18 +119,18 @@ async fn serve(cfg: ServerConfig) -> Result<()> {
     for (url, l) in client {
         let app = crate::etcd::grpc::client_router(srv.clone());
         tracing::info!(address = %url, "serving client traffic");
-        tasks.spawn(async move { axum::serve(l, app).await });
+        tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
     }
     for (url, l) in peer {
         // Peer traffic arrives with multi-member support; the port is held and answers /version.
         let app = crate::etcd::grpc::http_router(srv.clone());
         tracing::info!(address = %url, "listening for peers");
-        tasks.spawn(async move { axum::serve(l, app).await });
+        tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
     }
     for (url, l) in metrics_l {
         let app = crate::etcd::grpc::http_router(srv.clone());
         tracing::info!(address = %url, "serving metrics");
-        tasks.spawn(async move { axum::serve(l, app).await });
+        tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
     }
     tracing::info!(
         member_id = format!("{:x}", srv.member_id),

@@ -89,7 +89,7 @@ impl TokenStore {
             username: username.to_owned(),
             expires: now + self.ttl,
         };
-        if self.tokens.insert(token.to_owned(), entry).is_some() {
+        if self.tokens.lock().insert(token.to_owned(), entry).is_some() {
             tracing::warn!("simple token assigned twice; replaced");
         }
     }
@@ -113,12 +113,12 @@ impl TokenStore {
 
     /// Drops every token of `username` (user deleted or password changed).
     pub fn invalidate_user(&self, username: &str) {
-        self.tokens.retain(|_, e| e.username != username);
+        self.tokens.lock().retain(|_, e| e.username != username);
     }
 
     /// Drops every token (auth disabled).
     pub fn clear(&self) {
-        self.tokens.clear();
+        self.tokens.lock().clear();
     }
 
     /// Drops expired tokens; returns how many. Call periodically (etcd sweeps every
@@ -132,12 +132,12 @@ impl TokenStore {
 
     /// Number of stored (possibly expired, not yet purged) tokens.
     pub fn len(&self) -> usize {
-        self.tokens.len()
+        self.tokens.lock().len()
     }
 
     /// Whether no tokens are stored.
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
+        self.tokens.lock().is_empty()
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::ConfState;
 use raft::storage::MemStorage;

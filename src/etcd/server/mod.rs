@@ -11,7 +11,7 @@ mod watch_source;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use prost::Message as _;
 
 pub use bootstrap::{start, BootstrapError, Started};
