@@ -29,6 +29,11 @@
 //!
 //! * Until the first block that needs a fix, every block is passed through byte for
 //!   byte, so the server's dynamic table equals ours and the client's.
+//! * Once a block with a *valid* `:authority` has passed through untouched, the rest of
+//!   the connection is copied without decoding: gRPC clients send one authority per
+//!   connection, and HPACK decoding costs far more than copying. (A client that switched
+//!   to an invalid authority later on the same connection would get h2's own error, as
+//!   without this module.)
 //! * The first fixed block and *every later block* on the connection are re-encoded
 //!   from the decoded header list using only "literal without indexing" representations
 //!   (plus the block's leading dynamic-table size updates, replayed verbatim). Such

@@ -349,11 +349,15 @@ impl AuthorityRewriter {
             Err(e) => return self.give_up(&block.raw, out, e.into()),
         };
         let mut changed = false;
+        let mut valid_authority = false;
         let mut fixed = Vec::with_capacity(headers.len());
         for (name, value) in headers {
             if name == b":authority" {
                 match fix_authority(&value) {
-                    AuthorityFix::Keep => fixed.push((name, value)),
+                    AuthorityFix::Keep => {
+                        valid_authority = true;
+                        fixed.push((name, value))
+                    }
                     AuthorityFix::Replace(v) => {
                         tracing::debug!(from = %String::from_utf8_lossy(&value), to = %String::from_utf8_lossy(&v), "rewrote invalid :authority");
                         changed = true;
@@ -370,6 +374,12 @@ impl AuthorityRewriter {
         }
         if !changed && !self.rewritten {
             out.extend_from_slice(&block.raw);
+            if valid_authority {
+                // gRPC clients use one authority per connection: once a valid one has been
+                // seen, nothing on this connection needs repair, so stop decoding (HPACK
+                // decoding costs far more than copying bytes).
+                self.mode = Mode::Passthrough;
+            }
             return Ok(());
         }
         self.rewritten = true;

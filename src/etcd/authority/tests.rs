@@ -318,10 +318,10 @@ fn unfixable_authority_is_dropped() {
 
 #[test]
 fn dynamic_table_is_tracked_across_blocks() {
-    // Valid blocks first (passed through, populating the server's table), then a bad one,
-    // then valid ones that reference entries the client indexed before and after.
+    // A bad block first (switches the connection to re-encoding), then blocks that
+    // reference entries the client indexed before and after.
     let auths = [
-        "127.0.0.1:2379",
+        "http://127.0.0.1:2379",
         "127.0.0.1:2379",
         "http://127.0.0.1:2379",
         "127.0.0.1:2379",
@@ -335,9 +335,20 @@ fn dynamic_table_is_tracked_across_blocks() {
     for h in got {
         assert_eq!(h, &with_authority(&grpc_headers("x"), Some("127.0.0.1:2379")));
     }
-    // The first two blocks are byte-identical.
-    let first_bad = connection(&auths[..2]);
-    assert_eq!(&out[..first_bad.len()], &first_bad[..]);
+}
+
+#[test]
+fn valid_first_authority_passes_the_connection_through() {
+    // gRPC clients keep one authority per connection: after a valid first one the
+    // rewriter stops decoding and every later byte is copied unchanged.
+    let auths = ["127.0.0.1:2379", "127.0.0.1:2379", "127.0.0.1:2379"];
+    let input = connection(&auths);
+    let mut rw = AuthorityRewriter::new();
+    let mut out = Vec::new();
+    rw.feed(&input, &mut out).unwrap();
+    assert_eq!(out, input);
+    assert!(rw.is_passthrough());
+    assert!(!rw.has_rewritten());
 }
 
 #[test]
@@ -513,7 +524,7 @@ proptest! {
 async fn rewrite_stream_reads_transformed_bytes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let input = connection(&["127.0.0.1:2379", "http://127.0.0.1:2379", "127.0.0.1:2379"]);
+    let input = connection(&["http://127.0.0.1:2379", "127.0.0.1:2379", "http://127.0.0.1:2379"]);
     let expected = feed_all(&input);
     let (mut client, server) = tokio::io::duplex(64);
     let writer = {
@@ -820,7 +831,7 @@ mod raw_h2 {
         let addr = super::serve::start(true).await;
         let outcomes = calls(
             addr,
-            &["127.0.0.1:2379", ETCD_35, "127.0.0.1:2379", ETCD_35, "bad authority"],
+            &[ETCD_35, "127.0.0.1:2379", ETCD_35, "bad authority", "127.0.0.1:2379"],
         )
         .await;
         assert_eq!(outcomes.len(), 5);
