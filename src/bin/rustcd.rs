@@ -1,1 +1,8 @@
-fn main() {}
+//! `rustcd`: the etcd-compatible server. Accepts etcd's flags; see `rustcd --help`.
+
+fn main() {
+    if let Err(e) = rustcd::etcd::run::main() {
+        eprintln!("rustcd: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,3 +1,19 @@
-//! The etcd-compatible server.
+//! The etcd-compatible server. See `docs/ARCHITECTURE.md` for how a request flows
+//! from `grpc` through `server` and `raft_node` into `apply` (MVCC, leases, auth) and
+//! back out to `watch`.
 
+pub mod apply;
+pub mod auth;
+pub mod backup;
+pub mod config;
+pub mod grpc;
+pub mod lease;
+pub mod membership;
+pub mod metrics;
+pub mod mvcc;
 pub mod proto;
+pub mod raft_node;
+pub mod run;
+pub mod server;
+pub mod storage;
+pub mod watch;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what building and testing rustcd needs on a fresh Debian machine.
+#   scripts/setup.sh             protoc (to build rustcd)
+#   scripts/setup.sh --with-etcd also Debian's etcd 3.4 server and etcdctl (the test oracle)
+# Idempotent; needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+want=(protobuf-compiler)
+if [[ "${1:-}" == "--with-etcd" ]]; then
+  want+=(etcd-server etcd-client)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  # policy-rc.d keeps the etcd-server package from starting a system etcd on 127.0.0.1:2379.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+# If a packaged etcd service is running anyway, stop it: rustcd's default port is 2379 too.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+  echo "setup: stopping the Debian etcd service that holds 127.0.0.1:2379" >&2
+  systemctl stop etcd || true
+  systemctl disable etcd >/dev/null 2>&1 || true
+fi
+if pgrep -x etcd >/dev/null 2>&1 && pgrep -a -x etcd | grep -q -- '/var/lib/etcd\|^[0-9]* /usr/bin/etcd$'; then
+  echo "setup: stopping the packaged etcd process on 127.0.0.1:2379" >&2
+  pkill -f '^/usr/bin/etcd$' || true
+fi
+
+command -v protoc >/dev/null || { echo "setup: protoc is still missing" >&2; exit 1; }

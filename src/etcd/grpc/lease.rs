@@ -1,0 +1,142 @@
+//! The `etcdserverpb.Lease` service. Grants and revokes go through Raft; keep-alives renew
+//! on the leader only (as in etcd, renewals are not replicated).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth_ctx::auth_info;
+use super::kv::complete_header;
+use crate::etcd::apply::ApplyOutput;
+use crate::etcd::proto::etcdserverpb::{self as pb, lease_server::Lease};
+use crate::etcd::proto::rustcdpb::internal_request::Request as Internal;
+use crate::etcd::server::EtcdServer;
+
+pub struct LeaseService {
+    pub server: Arc<EtcdServer>,
+}
+
+fn lease_status(e: crate::etcd::lease::LeaseError) -> Status {
+    Status::new(tonic::Code::from_i32(e.grpc_status_code()), e.to_string())
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let who = auth_info(&self.server, &req)?;
+        let mut r = req.into_inner();
+        if r.id == 0 {
+            r.id = (self.server.ids.next() & (i64::MAX as u64)) as i64;
+        }
+        match self.server.propose(Internal::LeaseGrant(r), &who).await? {
+            ApplyOutput::LeaseGrant(mut resp) => {
+                resp.header = complete_header(&self.server, resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(Status::internal(format!("unexpected apply output {other:?}"))),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let who = auth_info(&self.server, &req)?;
+        let r = req.into_inner();
+        match self.server.propose(Internal::LeaseRevoke(r), &who).await? {
+            ApplyOutput::LeaseRevoke(mut resp) => {
+                resp.header = complete_header(&self.server, resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(Status::internal(format!("unexpected apply output {other:?}"))),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        auth_info(&self.server, &req)?;
+        let mut input = req.into_inner();
+        let server = self.server.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(msg) = input.next().await {
+                let r = match msg {
+                    Ok(r) => r,
+                    Err(_) => break,
+                };
+                if !server.raft.status.is_leader() {
+                    let _ = tx.send(Err(Status::unavailable("etcdserver: not leader"))).await;
+                    break;
+                }
+                // etcd answers TTL 0 for a lease that does not exist (any more).
+                let ttl = server.sm.write().lessor.renew(r.id, Instant::now()).unwrap_or(0);
+                let resp = pb::LeaseKeepAliveResponse {
+                    header: Some(server.header()),
+                    id: r.id,
+                    ttl,
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        auth_info(&self.server, &req)?;
+        let r = req.into_inner();
+        self.server.linearizable_read().await?;
+        let sm = self.server.sm.read();
+        let mut resp = match sm.lessor.time_to_live(r.id, Instant::now(), r.keys) {
+            Ok(resp) => resp,
+            // etcd reports an unknown lease as TTL -1 rather than an error.
+            Err(e) if e.grpc_status_code() == tonic::Code::NotFound as i32 => pb::LeaseTimeToLiveResponse {
+                header: None,
+                id: r.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+            Err(e) => return Err(lease_status(e)),
+        };
+        resp.header = Some(self.server.header_at(sm.mvcc.current_revision()));
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        req: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        auth_info(&self.server, &req)?;
+        self.server.linearizable_read().await?;
+        let sm = self.server.sm.read();
+        let leases = sm
+            .lessor
+            .leases()
+            .into_iter()
+            .map(|id| pb::LeaseStatus { id })
+            .collect();
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: Some(self.server.header_at(sm.mvcc.current_revision())),
+            leases,
+        }))
+    }
+}

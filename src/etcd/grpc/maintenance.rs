@@ -1,0 +1,167 @@
+//! The `etcdserverpb.Maintenance` service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::auth_ctx::{auth_info, check_admin};
+use super::kv::complete_header;
+use crate::etcd::apply::ApplyOutput;
+use crate::etcd::backup;
+use crate::etcd::proto::etcdserverpb::{self as pb, maintenance_server::Maintenance};
+use crate::etcd::proto::rustcdpb::internal_request::Request as Internal;
+use crate::etcd::server::{EtcdServer, ETCD_API_VERSION};
+
+/// Size of each chunk of the snapshot stream (etcd sends 32 KiB chunks).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+pub struct MaintenanceService {
+    pub server: Arc<EtcdServer>,
+}
+
+fn mvcc_status(e: crate::etcd::mvcc::MvccError) -> Status {
+    Status::new(tonic::Code::from_i32(e.grpc_status_code()), e.to_string())
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
+
+/// etcd's text for an alarm in Status.errors.
+fn alarm_text(a: &pb::AlarmMember) -> String {
+    let name = pb::AlarmType::try_from(a.alarm)
+        .map(|t| t.as_str_name())
+        .unwrap_or("UNKNOWN");
+    format!("memberID:{} alarm:{} ", a.member_id, name)
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let who = auth_info(&self.server, &req)?;
+        let r = req.into_inner();
+        if r.action == pb::alarm_request::AlarmAction::Get as i32 {
+            let sm = self.server.sm.read();
+            let alarm = pb::AlarmType::try_from(r.alarm).unwrap_or(pb::AlarmType::None);
+            return Ok(Response::new(pb::AlarmResponse {
+                header: Some(self.server.header_at(sm.mvcc.current_revision())),
+                alarms: sm.membership.alarms_of(alarm),
+            }));
+        }
+        check_admin(&self.server, &who)?;
+        match self.server.propose(Internal::Alarm(r), &who).await? {
+            ApplyOutput::Alarm(mut resp) => {
+                resp.header = complete_header(&self.server, resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(Status::internal(format!("unexpected apply output {other:?}"))),
+        }
+    }
+
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        auth_info(&self.server, &req)?;
+        let st = &self.server.raft.status;
+        let sm = self.server.sm.read();
+        let (db_size, in_use) = sm.mvcc.size_bytes();
+        let mut errors: Vec<String> = sm.membership.alarms.iter().map(alarm_text).collect();
+        if !self.server.has_leader() {
+            errors.push("etcdserver: no leader".into());
+        }
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.server.header_at(sm.mvcc.current_revision())),
+            version: ETCD_API_VERSION.to_string(),
+            db_size,
+            leader: st.leader(),
+            raft_index: st.commit_index(),
+            raft_term: st.term(),
+            raft_applied_index: st.applied_index(),
+            errors,
+            db_size_in_use: in_use,
+            is_learner: false,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        req: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        auth_info(&self.server, &req)?;
+        let mut sm = self.server.sm.write();
+        sm.mvcc.defragment();
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.server.header_at(sm.mvcc.current_revision())),
+        }))
+    }
+
+    async fn hash(&self, req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        auth_info(&self.server, &req)?;
+        let sm = self.server.sm.read();
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.server.header_at(sm.mvcc.current_revision())),
+            hash: sm.mvcc.hash(),
+        }))
+    }
+
+    async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        auth_info(&self.server, &req)?;
+        let r = req.into_inner();
+        let sm = self.server.sm.read();
+        let (hash, compact_revision, hash_revision) = sm.mvcc.hash_kv(r.revision).map_err(mvcc_status)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.server.header_at(sm.mvcc.current_revision())),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        let who = auth_info(&self.server, &req)?;
+        check_admin(&self.server, &who)?;
+        let (bytes, header) = {
+            let sm = self.server.sm.read();
+            (
+                backup::encode(&sm.to_snapshot()),
+                self.server.header_at(sm.mvcc.current_revision()),
+            )
+        };
+        let total = bytes.len();
+        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = bytes
+            .chunks(SNAPSHOT_CHUNK)
+            .scan(total, |remaining, chunk| {
+                *remaining -= chunk.len();
+                Some(Ok(pb::SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: *remaining as u64,
+                    blob: chunk.to_vec(),
+                }))
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let who = auth_info(&self.server, &req)?;
+        check_admin(&self.server, &who)?;
+        if !self.server.raft.status.is_leader() {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        if req.get_ref().target_id != self.server.member_id {
+            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+        }
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(self.server.header()),
+        }))
+    }
+
+    async fn downgrade(&self, _req: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented(
+            "rustcd: Downgrade is not implemented (rustcd has one storage version; see the README's compatibility table)",
+        ))
+    }
+}

@@ -1,0 +1,125 @@
+//! The etcd v3 gRPC services, plus the HTTP endpoints etcd serves on the client port,
+//! multiplexed on one listener (HTTP/2 gRPC and HTTP/1.1 share the port, as in etcd).
+
+mod auth;
+mod auth_ctx;
+mod cluster;
+mod kv;
+mod lease;
+mod maintenance;
+pub mod status;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tonic::service::Routes;
+
+use crate::etcd::proto::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::etcd::server::{EtcdServer, CLUSTER_VERSION, ETCD_API_VERSION};
+
+/// gRPC allows this much framing beyond `--max-request-bytes` (etcd's grpcOverheadBytes).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Every service and HTTP endpoint of the client port.
+pub fn client_router(server: Arc<EtcdServer>) -> Router {
+    let max = server.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let routes = Routes::new(KvServer::new(kv::KvService { server: server.clone() }).max_decoding_message_size(max))
+        .add_service(WatchServer::new(watch::WatchGrpc::new(server.clone())).max_decoding_message_size(max))
+        .add_service(LeaseServer::new(lease::LeaseService { server: server.clone() }).max_decoding_message_size(max))
+        .add_service(
+            ClusterServer::new(cluster::ClusterService { server: server.clone() }).max_decoding_message_size(max),
+        )
+        .add_service(
+            MaintenanceServer::new(maintenance::MaintenanceService { server: server.clone() })
+                .max_decoding_message_size(max),
+        )
+        .add_service(AuthServer::new(auth::AuthService { server: server.clone() }).max_decoding_message_size(max));
+    routes.into_axum_router().merge(http_router(server))
+}
+
+/// Only the HTTP endpoints (for `--listen-metrics-urls`).
+pub fn http_router(server: Arc<EtcdServer>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .with_state(server)
+}
+
+/// etcd 3.5's /health: unhealthy without a leader, with an active alarm, or when a
+/// linearizable read does not complete.
+async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
+    let reason = health_problem(&server).await;
+    let (code, body) = match reason {
+        None => (StatusCode::OK, r#"{"health":"true","reason":""}"#.to_string()),
+        Some(r) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"health": "false", "reason": r}).to_string(),
+        ),
+    };
+    (code, [("content-type", "application/json")], body)
+}
+
+async fn health_problem(server: &EtcdServer) -> Option<String> {
+    if let Some(a) = server.sm.read().membership.alarms.first() {
+        let name = crate::etcd::proto::etcdserverpb::AlarmType::try_from(a.alarm)
+            .map(|t| t.as_str_name())
+            .unwrap_or("UNKNOWN");
+        return Some(format!("ALARM {name}"));
+    }
+    if !server.has_leader() {
+        return Some("RAFT NO LEADER".into());
+    }
+    if server.linearizable_read().await.is_err() {
+        return Some("QGET ERROR".into());
+    }
+    None
+}
+
+/// Liveness: the process serves requests (etcd 3.5.11+ /livez).
+async fn livez(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
+    let _ = &server;
+    (StatusCode::OK, "ok\n")
+}
+
+/// Readiness: there is a leader and a linearizable read completes (etcd 3.5.11+ /readyz).
+async fn readyz(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
+    if server.has_leader() && server.linearizable_read().await.is_ok() {
+        (StatusCode::OK, "ok\n".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]linearizable_read failed\nreadyz check failed\n".to_string(),
+        )
+    }
+}
+
+async fn version(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
+    let cluster = server.sm.read().membership.cluster_version.clone();
+    let cluster = if cluster.is_empty() {
+        "not_decided".to_string()
+    } else {
+        cluster
+    };
+    let _ = CLUSTER_VERSION;
+    let body = serde_json::json!({
+        "etcdserver": ETCD_API_VERSION,
+        "etcdcluster": cluster,
+        "rustcd": env!("CARGO_PKG_VERSION"),
+    });
+    ([("content-type", "application/json")], body.to_string())
+}
+
+async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], server.metrics.render())
+}

@@ -1,0 +1,442 @@
+//! The Ready loop. See the module docs of `raft_node` for the invariants it keeps.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use prost::Message as _;
+use raft::eraftpb::{Entry, EntryType, Snapshot};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole};
+use tokio::sync::oneshot;
+
+use super::status::RaftStatus;
+use crate::etcd::apply::{Applied, ApplyResult, StateMachine};
+use crate::etcd::storage::{SnapshotFiles, Wal};
+
+/// How many entries behind a snapshot are kept in memory so that slow followers can
+/// catch up from the log instead of a snapshot (etcd's SnapshotCatchUpEntries).
+const CATCH_UP_ENTRIES: u64 = 5000;
+/// Upper bound of proposals taken into one Ready (one fsync).
+const MAX_BATCH: usize = 4096;
+
+/// Why a proposal or read could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RaftError {
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+}
+
+type Waiter = oneshot::Sender<Result<ApplyResult, RaftError>>;
+
+enum Input {
+    Propose {
+        data: Vec<u8>,
+        id: u64,
+        tx: Waiter,
+    },
+    Read {
+        tx: oneshot::Sender<Result<u64, RaftError>>,
+    },
+    Snapshot {
+        tx: oneshot::Sender<Result<(), String>>,
+    },
+    Stop,
+}
+
+/// Callbacks into the rest of the server, run on the driver thread right after an entry applies.
+pub struct DriverHooks {
+    /// Called with each applied write's revision and events (for watchers).
+    pub on_events: Box<dyn Fn(i64, &[crate::etcd::proto::mvccpb::Event]) + Send>,
+    /// Called with the fsync duration of every WAL sync (for metrics).
+    pub on_fsync: Box<dyn Fn(Duration) + Send>,
+    /// Called with the number of entries applied in one round (for metrics).
+    pub on_applied: Box<dyn Fn(u64) + Send>,
+    /// Called when this member becomes leader or stops being leader.
+    pub on_role_change: Box<dyn Fn(bool) + Send>,
+}
+
+/// Settings for the driver thread.
+pub struct DriverConfig {
+    pub tick: Duration,
+    pub snapshot_count: u64,
+    pub max_snapshots: usize,
+    pub unsafe_no_fsync: bool,
+    /// Campaign immediately when this member is the only voter.
+    pub campaign_if_single: bool,
+}
+
+/// Cheap, cloneable handle used by RPC handlers to talk to the driver thread.
+#[derive(Clone)]
+pub struct RaftHandle {
+    tx: SyncSender<Input>,
+    pub status: Arc<RaftStatus>,
+}
+
+impl RaftHandle {
+    /// Proposes `data` (an encoded `InternalRequest` with `id`) and waits until it is applied.
+    pub async fn propose(&self, id: u64, data: Vec<u8>) -> Result<ApplyResult, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Propose { data, id, tx }).await?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Waits until this member's state machine reflects every write committed before the call.
+    pub async fn read_index(&self) -> Result<u64, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Read { tx }).await?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Forces a state machine snapshot (and WAL release) now.
+    pub async fn snapshot(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Snapshot { tx }).await.map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| "etcdserver: server stopped".to_string())?
+    }
+
+    /// Asks the driver thread to stop after finishing the current round.
+    pub fn stop(&self) {
+        let _ = self.tx.try_send(Input::Stop);
+    }
+
+    async fn send(&self, input: Input) -> Result<(), RaftError> {
+        match self.tx.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(RaftError::Stopped),
+            Err(mpsc::TrySendError::Full(input)) => {
+                // Back-pressure: the driver is saturated; wait on a blocking thread.
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(input).map_err(|_| RaftError::Stopped))
+                    .await
+                    .map_err(|_| RaftError::Stopped)?
+            }
+        }
+    }
+}
+
+struct Driver {
+    node: RawNode<MemStorage>,
+    wal: Wal,
+    snapshots: SnapshotFiles,
+    sm: Arc<RwLock<StateMachine>>,
+    status: Arc<RaftStatus>,
+    hooks: DriverHooks,
+    cfg: DriverConfig,
+    rx: Receiver<Input>,
+    waiters: HashMap<u64, Waiter>,
+    pending_reads: Vec<oneshot::Sender<Result<u64, RaftError>>>,
+    reads_in_flight: HashMap<u64, Vec<oneshot::Sender<Result<u64, RaftError>>>>,
+    reads_waiting_apply: Vec<(u64, oneshot::Sender<Result<u64, RaftError>>)>,
+    read_ctx: u64,
+    last_snapshot_index: u64,
+    was_leader: bool,
+}
+
+/// Starts the driver thread. `node` must already hold the recovered log.
+pub fn spawn(
+    node: RawNode<MemStorage>,
+    wal: Wal,
+    snapshots: SnapshotFiles,
+    sm: Arc<RwLock<StateMachine>>,
+    hooks: DriverHooks,
+    cfg: DriverConfig,
+    status: Arc<RaftStatus>,
+) -> std::io::Result<(RaftHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::sync_channel(16 * 1024);
+    let last_snapshot_index = sm.read().applied_index;
+    status.set_applied(last_snapshot_index);
+    let mut driver = Driver {
+        node,
+        wal,
+        snapshots,
+        sm,
+        status: status.clone(),
+        hooks,
+        cfg,
+        rx,
+        waiters: HashMap::new(),
+        pending_reads: Vec::new(),
+        reads_in_flight: HashMap::new(),
+        reads_waiting_apply: Vec::new(),
+        read_ctx: 0,
+        last_snapshot_index,
+        was_leader: false,
+    };
+    let join = std::thread::Builder::new()
+        .name("raft-driver".into())
+        .spawn(move || driver.run())?;
+    Ok((RaftHandle { tx, status }, join))
+}
+
+impl Driver {
+    fn run(&mut self) {
+        if self.cfg.campaign_if_single && self.node.raft.prs().conf().voters().ids().len() == 1 {
+            if let Err(e) = self.node.campaign() {
+                tracing::error!(error = %e, "campaign failed");
+            }
+        }
+        let mut next_tick = Instant::now() + self.cfg.tick;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let first = match self.rx.recv_timeout(timeout) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut stop = false;
+            if let Some(input) = first {
+                stop |= self.take(input);
+                let mut n = 1;
+                while n < MAX_BATCH {
+                    match self.rx.try_recv() {
+                        Ok(input) => {
+                            stop |= self.take(input);
+                            n += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            if Instant::now() >= next_tick {
+                self.node.tick();
+                next_tick = Instant::now() + self.cfg.tick;
+            }
+            self.issue_read_index();
+            if let Err(e) = self.on_ready() {
+                tracing::error!(error = %e, "raft storage failure; stopping the raft loop");
+                self.fail_all();
+                return;
+            }
+            if stop {
+                self.fail_all();
+                return;
+            }
+        }
+    }
+
+    /// Takes one input; returns true when asked to stop.
+    fn take(&mut self, input: Input) -> bool {
+        match input {
+            Input::Propose { data, id, tx } => {
+                if self.node.raft.leader_id == 0 {
+                    let _ = tx.send(Err(RaftError::NoLeader));
+                    return false;
+                }
+                match self.node.propose(Vec::new(), data) {
+                    Ok(()) => {
+                        self.waiters.insert(id, tx);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "proposal dropped");
+                        let _ = tx.send(Err(RaftError::NoLeader));
+                    }
+                }
+                false
+            }
+            Input::Read { tx } => {
+                self.pending_reads.push(tx);
+                false
+            }
+            Input::Snapshot { tx } => {
+                let r = self.take_snapshot().map_err(|e| e.to_string());
+                let _ = tx.send(r);
+                false
+            }
+            Input::Stop => true,
+        }
+    }
+
+    fn issue_read_index(&mut self) {
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        if self.node.raft.leader_id == 0 {
+            return; // wait for a leader; callers time out on their side
+        }
+        self.read_ctx += 1;
+        let ctx = self.read_ctx;
+        self.node.read_index(ctx.to_be_bytes().to_vec());
+        let waiters = std::mem::take(&mut self.pending_reads);
+        self.reads_in_flight.insert(ctx, waiters);
+    }
+
+    fn on_ready(&mut self) -> Result<(), crate::etcd::storage::StorageError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        if let Some(ss) = ready.ss() {
+            let is_leader = ss.raft_state == StateRole::Leader;
+            if is_leader != self.was_leader {
+                self.was_leader = is_leader;
+                (self.hooks.on_role_change)(is_leader);
+            }
+        }
+        // Messages to peers would be sent here (single member: none).
+        let _ = ready.take_messages();
+        if !ready.snapshot().is_empty() {
+            // Receiving snapshots from a leader arrives with multi-member support.
+            tracing::warn!("ignoring incoming raft snapshot: not supported by a single-member server");
+        }
+        for rs in ready.take_read_states() {
+            let mut ctx = [0u8; 8];
+            if rs.request_ctx.len() == 8 {
+                ctx.copy_from_slice(&rs.request_ctx);
+            }
+            if let Some(waiters) = self.reads_in_flight.remove(&u64::from_be_bytes(ctx)) {
+                for w in waiters {
+                    self.reads_waiting_apply.push((rs.index, w));
+                }
+            }
+        }
+        let committed = ready.take_committed_entries();
+        if !ready.entries().is_empty() || ready.hs().is_some() {
+            self.wal.append(ready.entries(), ready.hs())?;
+            if ready.must_sync() && !self.cfg.unsafe_no_fsync {
+                let took = self.wal.sync()?;
+                (self.hooks.on_fsync)(took);
+            }
+            let store = self.node.mut_store();
+            if let Some(hs) = ready.hs() {
+                store.wl().set_hardstate(hs.clone());
+            }
+            if !ready.entries().is_empty() {
+                if let Err(e) = store.wl().append(ready.entries()) {
+                    tracing::error!(error = %e, "in-memory raft log append failed");
+                }
+            }
+        }
+        self.apply(committed);
+        let _ = ready.take_persisted_messages();
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.node.raft.hard_state();
+            hs.commit = commit;
+            // Recorded without its own fsync: the next batch's sync covers it, and a lost
+            // commit index is recomputed by Raft on restart.
+            self.wal.append(&[], Some(&hs))?;
+            self.node.mut_store().wl().set_hardstate(hs);
+        }
+        let _ = light.take_messages();
+        self.apply(light.take_committed_entries());
+        self.node.advance_apply();
+        self.status.set(
+            self.node.raft.term,
+            self.node.raft.leader_id,
+            self.node.raft.state == StateRole::Leader,
+            self.node.raft.raft_log.committed,
+        );
+        self.release_reads();
+        if self.sm.read().applied_index >= self.last_snapshot_index + self.cfg.snapshot_count {
+            self.take_snapshot()?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut results: Vec<Applied> = Vec::with_capacity(entries.len());
+        let n = entries.len() as u64;
+        {
+            let mut sm = self.sm.write();
+            for e in &entries {
+                match e.get_entry_type() {
+                    EntryType::EntryNormal => {
+                        if let Some(applied) = sm.apply_entry(e.index, e.term, &e.data, now) {
+                            results.push(applied);
+                        }
+                    }
+                    _ => {
+                        // Configuration changes arrive with multi-member support; record the index.
+                        sm.apply_entry(e.index, e.term, &[], now);
+                    }
+                }
+            }
+            self.status.set_applied(sm.applied_index);
+        }
+        (self.hooks.on_applied)(n);
+        for a in results {
+            if !a.events.is_empty() {
+                (self.hooks.on_events)(a.revision, &a.events);
+            }
+            if let Some(w) = self.waiters.remove(&a.proposal_id) {
+                let _ = w.send(Ok(a.result));
+            }
+        }
+    }
+
+    fn release_reads(&mut self) {
+        if self.reads_waiting_apply.is_empty() {
+            return;
+        }
+        let applied = self.status.applied_index();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
+            .into_iter()
+            .partition(|(idx, _)| *idx <= applied);
+        self.reads_waiting_apply = waiting;
+        for (idx, w) in ready {
+            let _ = w.send(Ok(idx));
+        }
+    }
+
+    fn take_snapshot(&mut self) -> Result<(), crate::etcd::storage::StorageError> {
+        let (index, term, data) = {
+            let sm = self.sm.read();
+            (sm.applied_index, sm.applied_term, sm.to_snapshot().encode_to_vec())
+        };
+        if index == 0 || index == self.last_snapshot_index {
+            return Ok(());
+        }
+        self.snapshots.save(index, term, &data)?;
+        self.wal.mark_snapshot(index, term)?;
+        self.wal.sync()?;
+        self.wal.release_to(index)?;
+        self.snapshots.purge(self.cfg.max_snapshots)?;
+        let compact_to = index.saturating_sub(CATCH_UP_ENTRIES);
+        if compact_to > 1 {
+            if let Err(e) = self.node.mut_store().wl().compact(compact_to) {
+                tracing::warn!(error = %e, "raft log compaction skipped");
+            }
+        }
+        tracing::info!(index, term, bytes = data.len(), "saved snapshot");
+        self.last_snapshot_index = index;
+        Ok(())
+    }
+
+    fn fail_all(&mut self) {
+        for (_, w) in self.waiters.drain() {
+            let _ = w.send(Err(RaftError::Stopped));
+        }
+        for w in self.pending_reads.drain(..) {
+            let _ = w.send(Err(RaftError::Stopped));
+        }
+        for (_, ws) in self.reads_in_flight.drain() {
+            for w in ws {
+                let _ = w.send(Err(RaftError::Stopped));
+            }
+        }
+        for (_, w) in self.reads_waiting_apply.drain(..) {
+            let _ = w.send(Err(RaftError::Stopped));
+        }
+    }
+}
+
+/// Builds an empty raft snapshot carrying only metadata (what MemStorage needs on restart).
+pub fn snapshot_metadata(index: u64, term: u64, voters: Vec<u64>) -> Snapshot {
+    let mut s = Snapshot::default();
+    let md = s.mut_metadata();
+    md.index = index;
+    md.term = term;
+    md.mut_conf_state().voters = voters;
+    s
+}

@@ -1,0 +1,176 @@
+//! The `rustcd` binary's body: flags -> logging -> start the member -> serve listeners
+//! until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::etcd::config::{normalize_args, Cli, Command, ServerConfig, SnapshotCommand};
+use crate::etcd::metrics::Metrics;
+use crate::etcd::server::{self, ETCD_API_VERSION};
+
+/// Entry point of `rustcd`.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    if cli.flags.version {
+        println!("rustcd Version: {}", env!("CARGO_PKG_VERSION"));
+        println!("etcd API Version: {ETCD_API_VERSION}");
+        println!("Rust target: {}", std::env::consts::ARCH);
+        return Ok(());
+    }
+    if let Some(Command::Snapshot {
+        action: SnapshotCommand::Restore(args),
+    }) = &cli.command
+    {
+        let dir = crate::etcd::backup::restore(args).context("snapshot restore failed")?;
+        println!("restored snapshot {} into {}", args.file.display(), dir.display());
+        return Ok(());
+    }
+    let cfg = ServerConfig::from_flags(&cli.flags).context("invalid configuration")?;
+    init_logging(&cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rustcd")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(serve(cfg))
+}
+
+fn init_logging(cfg: &ServerConfig) -> Result<()> {
+    let level = match cfg.log_level.as_str() {
+        "panic" | "fatal" => "error",
+        l => l,
+    };
+    let filter = EnvFilter::try_from_env("RUSTCD_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{level},raft=warn")));
+    let output = cfg.log_outputs.first().map(String::as_str).unwrap_or("default");
+    let writer: tracing_subscriber::fmt::writer::BoxMakeWriter = match output {
+        "default" | "stderr" => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+        "stdout" => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
+        path => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open --log-outputs file {path}"))?;
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(Arc::new(file))
+        }
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let res = if cfg.log_json {
+        builder.json().flatten_event(true).with_current_span(false).try_init()
+    } else {
+        builder.try_init()
+    };
+    res.map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))
+}
+
+async fn bind(url: &url::Url) -> Result<TcpListener> {
+    if url.scheme() != "http" {
+        bail!("listening on {url} is not supported yet (only http:// URLs)");
+    }
+    let host = url.host_str().context("URL without host")?;
+    let port = url.port().context("URL without port")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("cannot resolve {url}"))?
+        .collect();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .with_context(|| format!("{url} resolves to no address"))?;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen tcp {addr}: cannot bind {url}"))
+}
+
+async fn serve(cfg: ServerConfig) -> Result<()> {
+    // Bind everything first: a port conflict fails before the data dir is touched.
+    let mut client = Vec::new();
+    for u in &cfg.listen_client_urls {
+        client.push((u.clone(), bind(u).await?));
+    }
+    let mut peer = Vec::new();
+    for u in &cfg.listen_peer_urls {
+        peer.push((u.clone(), bind(u).await?));
+    }
+    let mut metrics_l = Vec::new();
+    for u in &cfg.listen_metrics_urls {
+        metrics_l.push((u.clone(), bind(u).await?));
+    }
+    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    tracing::info!(name = %cfg.name, data_dir = %cfg.data_dir.display(), "starting rustcd {}", env!("CARGO_PKG_VERSION"));
+    let cfg_for_start = cfg.clone();
+    let started = tokio::task::spawn_blocking(move || server::start(cfg_for_start, metrics))
+        .await
+        .context("start-up task failed")?
+        .with_context(|| format!("cannot start member from data dir {}", cfg.data_dir.display()))?;
+    let srv = started.server.clone();
+    server::background::spawn_all(&srv);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (url, l) in client {
+        let app = crate::etcd::grpc::client_router(srv.clone());
+        tracing::info!(address = %url, "serving client traffic");
+        tasks.spawn(async move { axum::serve(l, app).await });
+    }
+    for (url, l) in peer {
+        // Peer traffic arrives with multi-member support; the port is held and answers /version.
+        let app = crate::etcd::grpc::http_router(srv.clone());
+        tracing::info!(address = %url, "listening for peers");
+        tasks.spawn(async move { axum::serve(l, app).await });
+    }
+    for (url, l) in metrics_l {
+        let app = crate::etcd::grpc::http_router(srv.clone());
+        tracing::info!(address = %url, "serving metrics");
+        tasks.spawn(async move { axum::serve(l, app).await });
+    }
+    tracing::info!(
+        member_id = format!("{:x}", srv.member_id),
+        cluster_id = format!("{:x}", srv.cluster_id),
+        "ready to serve client requests"
+    );
+    let shutdown = shutdown_signal();
+    tokio::select! {
+        _ = shutdown => tracing::info!("received shutdown signal; stopping"),
+        Some(r) = tasks.join_next() => {
+            if let Ok(Err(e)) = r {
+                tracing::error!(error = %e, "listener failed");
+            }
+        }
+    }
+    srv.raft.stop();
+    tasks.abort_all();
+    let driver = started.driver;
+    let _ = tokio::task::spawn_blocking(move || driver.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
