@@ -36,10 +36,7 @@ struct Config {
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 impl Config {
@@ -394,9 +391,7 @@ fn main() {
     }
     if rss.len() == 2 {
         match (rss[0], rss[1]) {
-            (Some(a), Some(b)) if a > 0 => {
-                line.push_str(&format!(" | {:.2}x (RSS)", b as f64 / a as f64))
-            }
+            (Some(a), Some(b)) if a > 0 => line.push_str(&format!(" | {:.2}x (RSS)", b as f64 / a as f64)),
             _ => line.push_str(" | n/a"),
         }
     }

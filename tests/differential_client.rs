@@ -14,10 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    AlarmAction, AlarmType, Client, CompactionOptions, Compare, CompareOp, ConnectOptions,
-    DeleteOptions, Error, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions,
-    Permission, PermissionType, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchFilterType,
-    WatchOptions, WatchResponse, WatchStream,
+    AlarmAction, AlarmType, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, Error,
+    EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, Permission, PermissionType, PutOptions,
+    SortOrder, SortTarget, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
 };
 use rand::{Rng, SeedableRng};
 use support::{Kind, Norm, Server};
@@ -43,8 +42,7 @@ impl Rec {
                 Some(v)
             }
             Err(e) => {
-                self.lines
-                    .push((label.to_string(), format!("ERROR {}", err_str(&e))));
+                self.lines.push((label.to_string(), format!("ERROR {}", err_str(&e))));
                 None
             }
         }
@@ -91,10 +89,7 @@ where
         };
         match header {
             Some(h) => norm.learn_header(h.cluster_id(), h.member_id()),
-            None => eprintln!(
-                "WARNING: {}: no response header to learn IDs from",
-                kind.name()
-            ),
+            None => eprintln!("WARNING: {}: no response header to learn IDs from", kind.name()),
         }
         drop(c);
         let rec = scenario(server.endpoint()).await;
@@ -170,10 +165,7 @@ async fn collect_events(rec: &mut Rec, label: &str, ws: &mut WatchStream, n: usi
                 }
                 for ev in r.events() {
                     seen += 1;
-                    rec.add(
-                        &format!("{label}: event {seen} (watch {})", r.watch_id()),
-                        ev,
-                    );
+                    rec.add(&format!("{label}: event {seen} (watch {})", r.watch_id()), ev);
                 }
                 if r.canceled() {
                     rec.add(&format!("{label}: canceled"), watch_meta(&r));
@@ -196,13 +188,11 @@ async fn kv_scenario(ep: String) -> Rec {
     rec.res("put foo", c.put("foo", "bar", None).await);
     rec.res(
         "put foo prev_kv",
-        c.put("foo", "bar2", Some(PutOptions::new().with_prev_key()))
-            .await,
+        c.put("foo", "bar2", Some(PutOptions::new().with_prev_key())).await,
     );
     rec.res(
         "put new prev_kv",
-        c.put("new", "x", Some(PutOptions::new().with_prev_key()))
-            .await,
+        c.put("new", "x", Some(PutOptions::new().with_prev_key())).await,
     );
     for (k, v) in [
         ("a", "1"),
@@ -216,13 +206,11 @@ async fn kv_scenario(ep: String) -> Rec {
     }
     rec.res(
         "put ignore_value",
-        c.put("a", "", Some(PutOptions::new().with_ignore_value()))
-            .await,
+        c.put("a", "", Some(PutOptions::new().with_ignore_value())).await,
     );
     rec.res(
         "put ignore_value missing",
-        c.put("zz", "", Some(PutOptions::new().with_ignore_value()))
-            .await,
+        c.put("zz", "", Some(PutOptions::new().with_ignore_value())).await,
     );
     rec.res("get foo", c.get("foo", None).await);
     rec.res("get missing", c.get("missing", None).await);
@@ -231,27 +219,11 @@ async fn kv_scenario(ep: String) -> Rec {
         ("prefix d/", "d/", GetOptions::new().with_prefix()),
         ("range a..d", "a", GetOptions::new().with_range("d")),
         ("from c", "c", GetOptions::new().with_from_key()),
-        (
-            "limit 2",
-            "",
-            GetOptions::new().with_all_keys().with_limit(2),
-        ),
+        ("limit 2", "", GetOptions::new().with_all_keys().with_limit(2)),
         ("rev 2", "foo", GetOptions::new().with_revision(2)),
-        (
-            "rev 5 all",
-            "",
-            GetOptions::new().with_all_keys().with_revision(5),
-        ),
-        (
-            "keys only",
-            "",
-            GetOptions::new().with_all_keys().with_keys_only(),
-        ),
-        (
-            "count only",
-            "",
-            GetOptions::new().with_all_keys().with_count_only(),
-        ),
+        ("rev 5 all", "", GetOptions::new().with_all_keys().with_revision(5)),
+        ("keys only", "", GetOptions::new().with_all_keys().with_keys_only()),
+        ("count only", "", GetOptions::new().with_all_keys().with_count_only()),
         (
             "serializable",
             "",
@@ -276,10 +248,7 @@ async fn kv_scenario(ep: String) -> Rec {
         (
             "min mod 9 limit 1",
             "",
-            GetOptions::new()
-                .with_all_keys()
-                .with_min_mod_revision(9)
-                .with_limit(1),
+            GetOptions::new().with_all_keys().with_min_mod_revision(9).with_limit(1),
         ),
         ("future rev", "foo", GetOptions::new().with_revision(1000)),
     ];
@@ -295,10 +264,7 @@ async fn kv_scenario(ep: String) -> Rec {
     ] {
         for order in [SortOrder::Ascend, SortOrder::Descend] {
             let opts = GetOptions::new().with_all_keys().with_sort(target, order);
-            rec.res(
-                &format!("get sort {target:?} {order:?}"),
-                c.get("", Some(opts)).await,
-            );
+            rec.res(&format!("get sort {target:?} {order:?}"), c.get("", Some(opts)).await);
         }
     }
     let opts = GetOptions::new()
@@ -311,21 +277,16 @@ async fn kv_scenario(ep: String) -> Rec {
     rec.res("del a again", c.delete("a", None).await);
     rec.res(
         "del b prev",
-        c.delete("b", Some(DeleteOptions::new().with_prev_key()))
-            .await,
+        c.delete("b", Some(DeleteOptions::new().with_prev_key())).await,
     );
     rec.res(
         "del d/ prefix prev",
-        c.delete(
-            "d/",
-            Some(DeleteOptions::new().with_prefix().with_prev_key()),
-        )
-        .await,
+        c.delete("d/", Some(DeleteOptions::new().with_prefix().with_prev_key()))
+            .await,
     );
     rec.res(
         "del range c..e",
-        c.delete("c", Some(DeleteOptions::new().with_range("e")))
-            .await,
+        c.delete("c", Some(DeleteOptions::new().with_range("e"))).await,
     );
     // txn
     let t = Txn::new()
@@ -363,15 +324,10 @@ async fn kv_scenario(ep: String) -> Rec {
     rec.res("txn compare prefix", c.txn(t).await);
     let t = Txn::new().and_then([TxnOp::put("dup", "1", None), TxnOp::put("dup", "2", None)]);
     rec.res("txn duplicate key", c.txn(t).await);
-    let ops: Vec<TxnOp> = (0..129)
-        .map(|i| TxnOp::put(format!("m{i}"), "v", None))
-        .collect();
+    let ops: Vec<TxnOp> = (0..129).map(|i| TxnOp::put(format!("m{i}"), "v", None)).collect();
     rec.res("txn too many ops", c.txn(Txn::new().and_then(ops)).await);
     rec.res("put empty key", c.put("", "v", None).await);
-    rec.res(
-        "put too large",
-        c.put("big", vec![b'x'; 2_000_000], None).await,
-    );
+    rec.res("put too large", c.put("big", vec![b'x'; 2_000_000], None).await);
     // compaction
     let rev = c
         .get("foo", None)
@@ -393,8 +349,7 @@ async fn kv_scenario(ep: String) -> Rec {
     rec.res("compact future", c.compact(10_000, None).await);
     rec.res(
         "compact physical",
-        c.compact(rev, Some(CompactionOptions::new().with_physical()))
-            .await,
+        c.compact(rev, Some(CompactionOptions::new().with_physical())).await,
     );
     rec.res(
         "get all final",
@@ -418,10 +373,7 @@ async fn watch_scenario(ep: String) -> Rec {
     c.put("x", "9", None).await.unwrap(); // 6
 
     // replay from revision 2 with prev_kv
-    let opts = WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(2)
-        .with_prev_key();
+    let opts = WatchOptions::new().with_prefix().with_start_revision(2).with_prev_key();
     let mut w1 = c.watch("w/", Some(opts)).await.expect("watch");
     match next_msg(&mut w1).await {
         Ok(r) => rec.add("w1 created", watch_meta(&r)),
@@ -434,30 +386,21 @@ async fn watch_scenario(ep: String) -> Rec {
         .with_start_revision(2)
         .with_filters([WatchFilterType::NoPut]);
     let mut w2 = c.watch("w/", Some(opts)).await.expect("watch");
-    rec.add(
-        "w2 created",
-        next_msg(&mut w2).await.map(|r| watch_meta(&r)),
-    );
+    rec.add("w2 created", next_msg(&mut w2).await.map(|r| watch_meta(&r)));
     collect_events(&mut rec, "w2 noput replay", &mut w2, 1).await;
     let opts = WatchOptions::new()
         .with_prefix()
         .with_start_revision(2)
         .with_filters([WatchFilterType::NoDelete]);
     let mut w3 = c.watch("w/", Some(opts)).await.expect("watch");
-    rec.add(
-        "w3 created",
-        next_msg(&mut w3).await.map(|r| watch_meta(&r)),
-    );
+    rec.add("w3 created", next_msg(&mut w3).await.map(|r| watch_meta(&r)));
     collect_events(&mut rec, "w3 nodelete replay", &mut w3, 3).await;
     // range watch, no start revision: live events only
     let mut w4 = c
         .watch("w/a", Some(WatchOptions::new().with_range("w/c")))
         .await
         .expect("watch");
-    rec.add(
-        "w4 created",
-        next_msg(&mut w4).await.map(|r| watch_meta(&r)),
-    );
+    rec.add("w4 created", next_msg(&mut w4).await.map(|r| watch_meta(&r)));
     // live events
     rec.res("put w/c", c.put("w/c", "4", None).await);
     rec.res("put w/b", c.put("w/b", "5", None).await);
@@ -468,10 +411,7 @@ async fn watch_scenario(ep: String) -> Rec {
     collect_events(&mut rec, "w4 live", &mut w4, 2).await;
     // progress request
     w1.request_progress().await.expect("progress");
-    rec.add(
-        "w1 progress",
-        next_msg(&mut w1).await.map(|r| watch_meta(&r)),
-    );
+    rec.add("w1 progress", next_msg(&mut w1).await.map(|r| watch_meta(&r)));
     // cancel
     w1.cancel(0).await.expect("cancel");
     rec.add("w1 cancel", next_msg(&mut w1).await.map(|r| watch_meta(&r)));
@@ -511,22 +451,18 @@ async fn watch_scenario(ep: String) -> Rec {
     }
     // event types summary
     let mut w6 = c
-        .watch(
-            "w/",
-            Some(WatchOptions::new().with_prefix().with_start_revision(6)),
-        )
+        .watch("w/", Some(WatchOptions::new().with_prefix().with_start_revision(6)))
         .await
         .expect("watch");
     let _ = next_msg(&mut w6).await;
     let mut types = Vec::new();
     while types.len() < 4 {
         match next_msg(&mut w6).await {
-            Ok(r) => types.extend(r.events().iter().map(|e| {
-                (
-                    e.event_type() == EventType::Put,
-                    e.kv().map(|k| k.mod_revision()),
-                )
-            })),
+            Ok(r) => types.extend(
+                r.events()
+                    .iter()
+                    .map(|e| (e.event_type() == EventType::Put, e.kv().map(|k| k.mod_revision()))),
+            ),
             Err(e) => {
                 rec.add("w6 error", e);
                 break;
@@ -553,38 +489,31 @@ async fn lease_scenario(ep: String) -> Rec {
     let fixed = 0x1234abcd_i64;
     rec.res(
         "grant fixed id",
-        c.lease_grant(120, Some(LeaseGrantOptions::new().with_id(fixed)))
-            .await,
+        c.lease_grant(120, Some(LeaseGrantOptions::new().with_id(fixed))).await,
     );
     rec.res(
         "grant duplicate id",
-        c.lease_grant(120, Some(LeaseGrantOptions::new().with_id(fixed)))
-            .await,
+        c.lease_grant(120, Some(LeaseGrantOptions::new().with_id(fixed))).await,
     );
     rec.res(
         "put k1 l1",
-        c.put("k1", "v", Some(PutOptions::new().with_lease(l1)))
-            .await,
+        c.put("k1", "v", Some(PutOptions::new().with_lease(l1))).await,
     );
     rec.res(
         "put k2 l1",
-        c.put("k2", "v", Some(PutOptions::new().with_lease(l1)))
-            .await,
+        c.put("k2", "v", Some(PutOptions::new().with_lease(l1))).await,
     );
     rec.res(
         "put k3 fixed",
-        c.put("k3", "v", Some(PutOptions::new().with_lease(fixed)))
-            .await,
+        c.put("k3", "v", Some(PutOptions::new().with_lease(fixed))).await,
     );
     rec.res(
         "put k3 ignore lease",
-        c.put("k3", "v2", Some(PutOptions::new().with_ignore_lease()))
-            .await,
+        c.put("k3", "v2", Some(PutOptions::new().with_ignore_lease())).await,
     );
     rec.res(
         "put bad lease",
-        c.put("k9", "v", Some(PutOptions::new().with_lease(777)))
-            .await,
+        c.put("k9", "v", Some(PutOptions::new().with_lease(777))).await,
     );
     for (name, id) in [("l1", l1), ("fixed", fixed)] {
         match c
@@ -599,10 +528,7 @@ async fn lease_scenario(ep: String) -> Rec {
                     .collect();
                 keys.sort();
                 let ttl_ok = r.ttl() > 0 && r.ttl() <= r.granted_ttl();
-                rec.add(
-                    &format!("ttl {name}"),
-                    (r.id(), r.granted_ttl(), ttl_ok, keys),
-                );
+                rec.add(&format!("ttl {name}"), (r.id(), r.granted_ttl(), ttl_ok, keys));
             }
             Err(e) => rec.add(&format!("ttl {name}"), err_str(&e)),
         }
@@ -656,8 +582,7 @@ async fn lease_scenario(ep: String) -> Rec {
     rec.leases.push(l3);
     rec.res(
         "put short",
-        c.put("short", "v", Some(PutOptions::new().with_lease(l3)))
-            .await,
+        c.put("short", "v", Some(PutOptions::new().with_lease(l3))).await,
     );
     let until = Instant::now() + Duration::from_secs(20);
     let mut expired = false;
@@ -672,10 +597,7 @@ async fn lease_scenario(ep: String) -> Rec {
     rec.add("short lease expired within 20s", expired);
     rec.res("ttl expired", c.lease_time_to_live(l3, None).await);
     rec.res("revoke fixed", c.lease_revoke(fixed).await);
-    rec.res(
-        "get all",
-        c.get("", Some(GetOptions::new().with_all_keys())).await,
-    );
+    rec.res("get all", c.get("", Some(GetOptions::new().with_all_keys())).await);
     rec
 }
 
@@ -694,10 +616,7 @@ async fn maintenance_scenario(ep: String) -> Rec {
     rec.res("hash_kv 0", c.hash_kv(0).await);
     rec.res("hash_kv 3", c.hash_kv(3).await);
     rec.res("hash_kv future", c.hash_kv(1000).await);
-    rec.res(
-        "alarm get",
-        c.alarm(AlarmAction::Get, AlarmType::None, None).await,
-    );
+    rec.res("alarm get", c.alarm(AlarmAction::Get, AlarmType::None, None).await);
     rec.res("defragment", c.defragment().await);
     rec.res("member list", c.member_list().await);
     rec.res("compact 3", c.compact(3, None).await);
@@ -721,16 +640,12 @@ async fn auth_scenario(ep: String) -> Rec {
     rec.res("role add r again", c.role_add("r").await);
     rec.res(
         "grant read foo prefix",
-        c.role_grant_permission(
-            "r",
-            Permission::new(PermissionType::Read, "foo").with_prefix(),
-        )
-        .await,
+        c.role_grant_permission("r", Permission::new(PermissionType::Read, "foo").with_prefix())
+            .await,
     );
     rec.res(
         "grant readwrite bar",
-        c.role_grant_permission("r", Permission::read_write("bar"))
-            .await,
+        c.role_grant_permission("r", Permission::read_write("bar")).await,
     );
     rec.res("role get r", c.role_get("r").await);
     rec.res("role get missing", c.role_get("missing").await);
@@ -761,10 +676,7 @@ async fn auth_scenario(ep: String) -> Rec {
     match connect(&ep, Some(("root", "pw"))).await {
         Ok(mut r) => {
             rec.res("root put foo", r.put("foo", "root", None).await);
-            rec.res(
-                "root revoke alice r",
-                r.user_revoke_role("alice", "r").await,
-            );
+            rec.res("root revoke alice r", r.user_revoke_role("alice", "r").await);
             rec.res("root delete role", r.role_delete("r").await);
             rec.res("root delete alice", r.user_delete("alice").await);
             rec.res("root delete alice again", r.user_delete("alice").await);
@@ -807,9 +719,7 @@ async fn crash_recovery_acknowledged_puts_survive_sigkill() {
             for i in 0..MAX_PER_WRITER {
                 let k = format!("crash/{w}/{i:05}");
                 let v = format!("value-{w}-{i}-{}", "x".repeat(i % 64));
-                let r =
-                    tokio::time::timeout(Duration::from_secs(5), c.put(k.clone(), v.clone(), None))
-                        .await;
+                let r = tokio::time::timeout(Duration::from_secs(5), c.put(k.clone(), v.clone(), None)).await;
                 match r {
                     Ok(Ok(_)) => acked.lock().unwrap().push((k, v)),
                     _ => return,
@@ -830,14 +740,8 @@ async fn crash_recovery_acknowledged_puts_survive_sigkill() {
         let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked_before_kill > 0,
-        "no put was acknowledged before the kill"
-    );
-    eprintln!(
-        "crash test: {} acknowledged puts, killed after {delay:?}",
-        acked.len()
-    );
+    assert!(acked_before_kill > 0, "no put was acknowledged before the kill");
+    eprintln!("crash test: {} acknowledged puts, killed after {delay:?}", acked.len());
     tokio::task::block_in_place(|| server.restart());
     let mut c = connect(&ep, None).await.expect("connect after restart");
     // one range per writer keeps each response well under 4 MiB
@@ -854,10 +758,7 @@ async fn crash_recovery_acknowledged_puts_survive_sigkill() {
             )
         }));
     }
-    let missing: Vec<&(String, String)> = acked
-        .iter()
-        .filter(|(k, v)| stored.get(k) != Some(v))
-        .collect();
+    let missing: Vec<&(String, String)> = acked.iter().filter(|(k, v)| stored.get(k) != Some(v)).collect();
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged puts lost or wrong after SIGKILL+restart, e.g. {:?}",
@@ -866,9 +767,7 @@ async fn crash_recovery_acknowledged_puts_survive_sigkill() {
         &missing[..missing.len().min(5)]
     );
     // the store still accepts writes after recovery
-    c.put("crash/after", "ok", None)
-        .await
-        .expect("put after restart");
+    c.put("crash/after", "ok", None).await.expect("put after restart");
 }
 
 /// Seeded random sequence of puts/deletes/ranges/txns/compactions; both
@@ -913,10 +812,7 @@ async fn random_ops_scenario(ep: String) -> Rec {
                     1 => DeleteOptions::new().with_range(key(&mut rng)),
                     _ => DeleteOptions::new().with_prefix().with_prev_key(),
                 };
-                rec.res(
-                    &format!("{label} delete {k} {opts:?}"),
-                    c.delete(k, Some(opts)).await,
-                );
+                rec.res(&format!("{label} delete {k} {opts:?}"), c.delete(k, Some(opts)).await);
             }
             50..=79 => {
                 let k = key(&mut rng);
@@ -941,10 +837,7 @@ async fn random_ops_scenario(ep: String) -> Rec {
                 if rng.random_bool(0.2) {
                     opts = opts.with_sort(SortTarget::Mod, SortOrder::Descend);
                 }
-                rec.res(
-                    &format!("{label} get {k} {opts:?}"),
-                    c.get(k, Some(opts)).await,
-                );
+                rec.res(&format!("{label} get {k} {opts:?}"), c.get(k, Some(opts)).await);
             }
             80..=94 => {
                 let k = key(&mut rng);
@@ -955,9 +848,7 @@ async fn random_ops_scenario(ep: String) -> Rec {
                         format!("v{}", rng.random_range(0..1000u32)),
                     ),
                     1 => Compare::version(k.clone(), CompareOp::Greater, rng.random_range(0..3)),
-                    2 => {
-                        Compare::mod_revision(k.clone(), CompareOp::Less, rng.random_range(0..=rev))
-                    }
+                    2 => Compare::mod_revision(k.clone(), CompareOp::Less, rng.random_range(0..=rev)),
                     _ => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
                 };
                 let t = Txn::new()
@@ -966,25 +857,16 @@ async fn random_ops_scenario(ep: String) -> Rec {
                         TxnOp::put(k.clone(), format!("t{i}"), None),
                         TxnOp::get(k.clone(), None),
                     ])
-                    .or_else([TxnOp::get(
-                        key(&mut rng),
-                        Some(GetOptions::new().with_prefix()),
-                    )]);
+                    .or_else([TxnOp::get(key(&mut rng), Some(GetOptions::new().with_prefix()))]);
                 rec.res(&format!("{label} txn on {k}"), c.txn(t).await);
             }
             _ => {
                 let target = rng.random_range(1..=rev + 1);
-                rec.res(
-                    &format!("{label} compact {target}"),
-                    c.compact(target, None).await,
-                );
+                rec.res(&format!("{label} compact {target}"), c.compact(target, None).await);
             }
         }
     }
-    rec.res(
-        "final",
-        c.get("", Some(GetOptions::new().with_all_keys())).await,
-    );
+    rec.res("final", c.get("", Some(GetOptions::new().with_all_keys())).await);
     rec
 }
 

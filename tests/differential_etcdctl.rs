@@ -122,13 +122,7 @@ impl Pair {
     }
 
     /// Runs one etcdctl step on both sides and compares.
-    fn exec(
-        &mut self,
-        args: &[&str],
-        stdin: Option<&[u8]>,
-        cmp: Cmp,
-        expect: Expect,
-    ) -> Vec<Output> {
+    fn exec(&mut self, args: &[&str], stdin: Option<&[u8]>, cmp: Cmp, expect: Expect) -> Vec<Output> {
         self.step += 1;
         let label = format!("step {}: etcdctl {}", self.step, args.join(" "));
         let mut outs = Vec::new();
@@ -160,20 +154,14 @@ impl Pair {
                 self.sides[0].server.logs()
             ),
             Expect::Fail if outs[0].status == 0 => {
-                panic!(
-                    "scenario bug: etcd unexpectedly succeeded on {label}: {:?}",
-                    outs[0]
-                )
+                panic!("scenario bug: etcd unexpectedly succeeded on {label}: {:?}", outs[0])
             }
             _ => {}
         }
         let (na, nb) = (self.sides[0].name, self.sides[1].name);
         let mut msg = String::new();
         if cmp.status && a.status != b.status {
-            msg.push_str(&format!(
-                "  exit code: {na}={} {nb}={}\n",
-                a.status, b.status
-            ));
+            msg.push_str(&format!("  exit code: {na}={} {nb}={}\n", a.status, b.status));
         }
         if cmp.stdout && a.stdout != b.stdout {
             msg.push_str("  stdout differs:\n");
@@ -445,11 +433,7 @@ fn txn() {
         "version(\"a\") = \"3\"\nvalue(\"b\") != \"2\"\n\nput y 1\n\nput z 1\nget a\n\n",
         Expect::Ok,
     );
-    p.stdin(
-        &["txn"],
-        "create(\"nosuch\") = \"0\"\n\nput nosuch 1\n\n\n",
-        Expect::Ok,
-    );
+    p.stdin(&["txn"], "create(\"nosuch\") = \"0\"\n\nput nosuch 1\n\n\n", Expect::Ok);
     p.stdin(
         &["txn"],
         "mod(\"nosuch\") < \"5\"\n\nget --prefix x\n\ndel --prefix a\n\n",
@@ -460,11 +444,7 @@ fn txn() {
         "\nput t1 1\nput t2 2\nget t --prefix\n\n\n",
         Expect::Ok,
     );
-    p.stdin(
-        &["txn", "-w", "json"],
-        "\ndel --prev-kv t1\n\n\n",
-        Expect::Ok,
-    );
+    p.stdin(&["txn", "-w", "json"], "\ndel --prev-kv t1\n\n\n", Expect::Ok);
     p.stdin(
         &["txn", "-i"],
         "value(\"t2\") = \"2\"\n\nput t2 3\n\nput t2 4\n\n",
@@ -526,16 +506,7 @@ fn watch() {
     p.watch(&["watch", "foo", "--rev", "3", "-w", "json"], 2);
     p.watch(&["watch", "foo", "--prefix", "--rev", "2", "--prev-kv"], 4);
     p.watch(
-        &[
-            "watch",
-            "foo",
-            "--prefix",
-            "--rev",
-            "1",
-            "--prev-kv",
-            "-w",
-            "json",
-        ],
+        &["watch", "foo", "--prefix", "--rev", "1", "--prev-kv", "-w", "json"],
         4,
     );
     p.watch(&["watch", "foo", "fop", "--rev", "2"], 4);
@@ -634,32 +605,14 @@ fn cluster_and_maintenance() {
         stderr: false,
         ..FULL
     };
-    let outs = p.exec(
-        &["snapshot", "save", "{DIR}/snap.db"],
-        None,
-        cmp,
-        Expect::Ok,
-    );
-    assert!(
-        outs[0].stdout.contains("Snapshot saved at"),
-        "{:?}",
-        outs[0]
-    );
+    let outs = p.exec(&["snapshot", "save", "{DIR}/snap.db"], None, cmp, Expect::Ok);
+    assert!(outs[0].stdout.contains("Snapshot saved at"), "{:?}", outs[0]);
     let etcd_snap = p.sides[0].server.dir().join("snap.db");
     let st = support::etcdctl(
         &p.sides[0].server.endpoint(),
-        &[
-            "snapshot",
-            "status",
-            &etcd_snap.display().to_string(),
-            "-w",
-            "json",
-        ],
+        &["snapshot", "status", &etcd_snap.display().to_string(), "-w", "json"],
     );
-    assert_eq!(
-        st.status, 0,
-        "snapshot status of etcd's own snapshot: {st:?}"
-    );
+    assert_eq!(st.status, 0, "snapshot status of etcd's own snapshot: {st:?}");
     p.finish();
 }
 
@@ -674,14 +627,7 @@ fn auth() {
     p.ok(&["user", "grant-role", "root", "root"]);
     p.ok(&["role", "add", "reader"]);
     p.fail(&["role", "add", "reader"]);
-    p.ok(&[
-        "role",
-        "grant-permission",
-        "reader",
-        "read",
-        "foo",
-        "--prefix",
-    ]);
+    p.ok(&["role", "grant-permission", "reader", "read", "foo", "--prefix"]);
     p.ok(&["role", "grant-permission", "reader", "readwrite", "bar"]);
     p.ok(&["role", "grant-permission", "reader", "write", "w1", "w9"]);
     p.ok(&["role", "get", "reader"]);
@@ -713,14 +659,7 @@ fn auth() {
     p.fail(&["user", "list", "--user", "alice:apw"]);
     p.ok(&["put", "foo", "x", "--user", "root:pw"]);
     p.stdin(
-        &[
-            "user",
-            "passwd",
-            "bob",
-            "--interactive=false",
-            "--user",
-            "root:pw",
-        ],
+        &["user", "passwd", "bob", "--interactive=false", "--user", "root:pw"],
         "newbpw\n",
         Expect::Ok,
     );
@@ -734,19 +673,8 @@ fn auth() {
         "\nput bar z\nget foo\n\n\n",
         Expect::Ok,
     );
-    p.stdin(
-        &["txn", "--user", "alice:apw"],
-        "\nput foo z\n\n\n",
-        Expect::Fail,
-    );
-    p.ok(&[
-        "user",
-        "revoke-role",
-        "alice",
-        "reader",
-        "--user",
-        "root:pw",
-    ]);
+    p.stdin(&["txn", "--user", "alice:apw"], "\nput foo z\n\n\n", Expect::Fail);
+    p.ok(&["user", "revoke-role", "alice", "reader", "--user", "root:pw"]);
     p.fail(&["get", "foo", "--user", "alice:apw"]);
     p.ok(&[
         "role",
@@ -757,14 +685,7 @@ fn auth() {
         "--user",
         "root:pw",
     ]);
-    p.fail(&[
-        "role",
-        "revoke-permission",
-        "reader",
-        "nosuch",
-        "--user",
-        "root:pw",
-    ]);
+    p.fail(&["role", "revoke-permission", "reader", "nosuch", "--user", "root:pw"]);
     p.ok(&["role", "get", "reader", "--user", "root:pw"]);
     p.ok(&["role", "delete", "reader", "--user", "root:pw"]);
     p.ok(&["user", "delete", "alice", "--user", "root:pw"]);
@@ -806,10 +727,7 @@ fn error_paths() {
     p.exec(
         &["txn"],
         Some(ok_ops.as_bytes()),
-        Cmp {
-            stdout: true,
-            ..FULL
-        },
+        Cmp { stdout: true, ..FULL },
         Expect::Ok,
     );
     p.fail(&["get", "k1", "--rev", "1000"]);
@@ -838,23 +756,12 @@ fn cluster_membership() {
         "--peer-urls=http://127.0.0.1:1",
         "--learner",
     ]);
-    p.fail(&[
-        "member",
-        "add",
-        "other",
-        "--peer-urls=http://127.0.0.1:1",
-        "--learner",
-    ]);
+    p.fail(&["member", "add", "other", "--peer-urls=http://127.0.0.1:1", "--learner"]);
     p.ok(&["member", "list"]);
     p.ok(&["member", "list", "-w", "json"]);
     p.ok(&["member", "list", "-w", "table"]);
     p.fail(&["member", "promote", "{NEWMEMBER}"]);
-    p.ok(&[
-        "member",
-        "update",
-        "{NEWMEMBER}",
-        "--peer-urls=http://127.0.0.1:2",
-    ]);
+    p.ok(&["member", "update", "{NEWMEMBER}", "--peer-urls=http://127.0.0.1:2"]);
     p.ok(&["member", "list"]);
     p.ok(&["member", "remove", "{NEWMEMBER}"]);
     p.fail(&["member", "remove", "{NEWMEMBER}"]);
@@ -904,10 +811,7 @@ fn elect() {
         if outs[0].stdout.lines().count() < 2 {
             panic!("scenario bug: etcd {args:?} printed {:?}", outs[0]);
         }
-        let cmp = Cmp {
-            status: false,
-            ..FULL
-        };
+        let cmp = Cmp { status: false, ..FULL };
         p.compare(&label, &outs, cmp, Expect::Any);
     }
     p.ok(&["get", "myelection", "--prefix", "--print-value-only"]);
@@ -941,10 +845,7 @@ fn http_endpoints() {
     let keys = |r: &Option<(u16, String)>| {
         r.as_ref().map(|(c, b)| {
             let v: serde_json::Value = serde_json::from_str(b.trim()).unwrap_or_default();
-            let keys: Vec<String> = v
-                .as_object()
-                .map(|o| o.keys().cloned().collect())
-                .unwrap_or_default();
+            let keys: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
             (*c, keys)
         })
     };
@@ -984,11 +885,7 @@ fn http_endpoints() {
             failures.push(format!("/metrics: rustcd lacks {metric}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "HTTP endpoints differ:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "HTTP endpoints differ:\n{}", failures.join("\n"));
 }
 
 /// The normaliser itself (no servers needed).
@@ -997,7 +894,9 @@ fn normalizer_self_test() {
     let mut n = Norm::new("http://127.0.0.1:40001", "http://127.0.0.1:40002");
     n.learn_header(15118495548433857066, 13668033151171901709);
     n.learn_leases("lease 390da2164fc3ed20 granted with TTL(100s)\n");
-    n.learn_leases("{\"cluster_id\":1,\"member_id\":2,\"revision\":6,\"raft_term\":2,\"ID\":7,\"TTL\":100,\"Error\":\"\"}\n");
+    n.learn_leases(
+        "{\"cluster_id\":1,\"member_id\":2,\"revision\":6,\"raft_term\":2,\"ID\":7,\"TTL\":100,\"Error\":\"\"}\n",
+    );
     assert_eq!(n.leases, vec![0x390da2164fc3ed20, 7]);
     let text = "bdae9bbc11dd390d, started, default, http://127.0.0.1:40002, http://127.0.0.1:40001, false\n\
         lease 390da2164fc3ed20 granted with TTL(100s), remaining(99s), attached keys([b a])\n\
@@ -1014,8 +913,7 @@ fn normalizer_self_test() {
         LOG warn retrying: rpc error: code = NotFound desc = x\n\
         header: Some(ResponseHeader { cluster_id: <CLUSTER>, member_id: <MEMBER>, revision: 3, raft_term: <T> }), id: <LEASE2>, ttl: 60\n";
     assert_eq!(n.normalize(text), want);
-    let status =
-        "http://127.0.0.1:40001, bdae9bbc11dd390d, 3.4.23, 20 kB, true, false, 2, 21, 21, \n";
+    let status = "http://127.0.0.1:40001, bdae9bbc11dd390d, 3.4.23, 20 kB, true, false, 2, 21, 21, \n";
     assert_eq!(
         mask_columns(&n.normalize(status), &[2, 3, 6, 7, 8]),
         "<CLIENT_URL>, <MEMBER>, <*>, <*>, true, false, <*>, <*>, <*>, \n"

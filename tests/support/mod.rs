@@ -54,9 +54,7 @@ impl Kind {
 /// Finds `name` on `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 pub fn etcdctl_bin() -> Option<PathBuf> {
@@ -338,15 +336,10 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let body = &buf[split + 4..];
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_vec() };
     Some((code, String::from_utf8_lossy(&body).to_string()))
 }
 
@@ -434,11 +427,7 @@ impl Background {
         let err = File::create(dir.path().join("stderr")).unwrap();
         let mut cmd = etcdctl_command(endpoint, args);
         cmd.stdout(out).stderr(err);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         let mut child = cmd.spawn().expect("spawn etcdctl");
         let stdin_writer = stdin.map(|data| {
             let mut pipe = child.stdin.take().unwrap();
@@ -555,15 +544,7 @@ const MASKED_JSON_KEYS: &[&str] = &[
 ];
 
 /// JSON keys holding member/cluster/lease IDs (mapped through the ID table).
-const ID_JSON_KEYS: &[&str] = &[
-    "cluster_id",
-    "member_id",
-    "ID",
-    "id",
-    "leader",
-    "lease",
-    "memberID",
-];
+const ID_JSON_KEYS: &[&str] = &["cluster_id", "member_id", "ID", "id", "leader", "lease", "memberID"];
 
 /// Per-server normaliser: knows the server's URLs and the IDs it chose.
 #[derive(Clone, Debug, Default)]
@@ -591,8 +572,7 @@ impl Norm {
     }
 
     pub fn add_literal(&mut self, text: &str, placeholder: &str) {
-        self.literals
-            .push((text.to_string(), placeholder.to_string()));
+        self.literals.push((text.to_string(), placeholder.to_string()));
         // longest first so that URLs win over bare addresses
         self.literals.sort_by_key(|l| std::cmp::Reverse(l.0.len()));
     }
@@ -667,10 +647,7 @@ impl Norm {
 
     /// The ID registered under `placeholder` (e.g. `<MEMBER>`).
     pub fn id_of(&self, placeholder: &str) -> Option<u64> {
-        self.ids
-            .iter()
-            .find(|(_, p)| p == placeholder)
-            .map(|(i, _)| *i)
+        self.ids.iter().find(|(_, p)| p == placeholder).map(|(i, _)| *i)
     }
 
     /// Learns member and cluster ID from a response header or status JSON.
@@ -680,10 +657,7 @@ impl Norm {
     }
 
     fn id_placeholder(&self, v: u64) -> Option<&str> {
-        self.ids
-            .iter()
-            .find(|(i, _)| *i == v)
-            .map(|(_, p)| p.as_str())
+        self.ids.iter().find(|(i, _)| *i == v).map(|(_, p)| p.as_str())
     }
 
     /// Normalises etcdctl stdout/stderr or a Debug print of a client response.
@@ -741,10 +715,7 @@ impl Norm {
                         // server version string is masked
                     } else if MASKED_JSON_KEYS.contains(&k.as_str()) {
                         *val = Value::String(format!("<{k}>"));
-                    } else if (k == "TTL" || k == "ttl")
-                        && has_granted
-                        && val.as_i64().is_some_and(|t| t > 0)
-                    {
+                    } else if (k == "TTL" || k == "ttl") && has_granted && val.as_i64().is_some_and(|t| t > 0) {
                         // remaining TTL of timetolive is timing dependent
                         *val = Value::String("<TTL>".into());
                     } else if ID_JSON_KEYS.contains(&k.as_str()) {
@@ -781,8 +752,7 @@ impl Norm {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(pos) = rest.find(prefix) {
-            let boundary =
-                pos == 0 || !rest[..pos].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+            let boundary = pos == 0 || !rest[..pos].ends_with(|c: char| c.is_alphanumeric() || c == '_');
             out.push_str(&rest[..pos + prefix.len()]);
             rest = &rest[pos + prefix.len()..];
             let end = rest
@@ -792,10 +762,7 @@ impl Norm {
                 .parse::<u64>()
                 .ok()
                 .or_else(|| rest[..end].parse::<i64>().ok().map(|n| n as u64));
-            match num
-                .and_then(|n| self.id_placeholder(n))
-                .filter(|_| boundary)
-            {
+            match num.and_then(|n| self.id_placeholder(n)).filter(|_| boundary) {
                 Some(ph) => out.push_str(ph),
                 None => out.push_str(&rest[..end]),
             }
@@ -829,9 +796,7 @@ impl Norm {
             "DBSizeInUse",
             "Hash",
         ] {
-            line = mask_after(&line, &format!("\"{key}\" : "), "<*>", |c| {
-                c.is_ascii_digit()
-            });
+            line = mask_after(&line, &format!("\"{key}\" : "), "<*>", |c| c.is_ascii_digit());
         }
         line = mask_after(&line, "\"Version\" : \"", "<VERSION>", |c| c != '"');
         for prefix in [
@@ -878,12 +843,7 @@ fn sort_attached_keys(line: &str) -> String {
 
 /// Replaces the text after each occurrence of `prefix` (the run of chars
 /// satisfying `keep`) with `placeholder`.
-pub fn mask_after(
-    text: &str,
-    prefix: &str,
-    placeholder: &str,
-    keep: impl Fn(char) -> bool,
-) -> String {
+pub fn mask_after(text: &str, prefix: &str, placeholder: &str, keep: impl Fn(char) -> bool) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find(prefix) {
@@ -954,10 +914,7 @@ pub fn mask_columns(text: &str, cols: &[usize]) -> String {
     for line in text.lines() {
         let t = line.trim();
         if t.starts_with('|') && t.ends_with('|') && t.len() > 1 {
-            let mut cells: Vec<String> = t[1..t.len() - 1]
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect();
+            let mut cells: Vec<String> = t[1..t.len() - 1].split('|').map(|c| c.trim().to_string()).collect();
             for &c in cols {
                 if c < cells.len() {
                     cells[c] = "<*>".into();
