@@ -65,20 +65,27 @@ impl Pair {
             let server = Server::start(kind, extra);
             let mut norm = Norm::for_server(&server);
             norm.add_literal(&server.dir().display().to_string(), "<DIR>");
-            let out = support::etcdctl(&server.endpoint(), &["endpoint", "status", "-w", "json"]);
-            // Learn the member/cluster IDs to mask them. If this fails the IDs
+            // Learn the member/cluster IDs (from the header of a plain Range,
+            // else from endpoint status) to mask them. If both fail the IDs
             // stay unmasked and the diffs will show them.
-            match serde_json::from_str::<serde_json::Value>(out.stdout.trim()) {
-                Ok(v) => {
-                    let header = &v[0]["Status"]["header"];
-                    norm.learn_header(
-                        header["cluster_id"].as_u64().unwrap_or(0),
-                        header["member_id"].as_u64().unwrap_or(0),
-                    );
+            let probes: [(&[&str], fn(&serde_json::Value) -> &serde_json::Value); 2] = [
+                (&["get", "difftest-probe", "-w", "json"], |v| &v["header"]),
+                (&["endpoint", "status", "-w", "json"], |v| &v[0]["Status"]["header"]),
+            ];
+            let mut learned = false;
+            for (args, header_of) in probes {
+                let out = support::etcdctl(&server.endpoint(), args);
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(out.stdout.trim()) {
+                    let header = header_of(&v);
+                    if let (Some(c), Some(m)) = (header["cluster_id"].as_u64(), header["member_id"].as_u64()) {
+                        norm.learn_header(c, m);
+                        learned = true;
+                        break;
+                    }
                 }
-                Err(e) => {
-                    eprintln!("WARNING: {name}: endpoint status -w json unparsable ({e}): {out:?}")
-                }
+            }
+            if !learned {
+                eprintln!("WARNING: {name}: could not learn member/cluster IDs; they stay unmasked");
             }
             sides.push(Side { name, server, norm });
         }
