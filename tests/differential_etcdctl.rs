@@ -10,6 +10,9 @@ mod support;
 use std::time::Duration;
 use support::{etcdctl_stdin, mask_columns, Background, Kind, Norm, Output, Server};
 
+/// Picks the response header out of an etcdctl JSON output.
+type HeaderOf = fn(&serde_json::Value) -> &serde_json::Value;
+
 /// How outputs of one step are compared.
 #[derive(Clone, Copy)]
 struct Cmp {
@@ -68,7 +71,7 @@ impl Pair {
             // Learn the member/cluster IDs (from the header of a plain Range,
             // else from endpoint status) to mask them. If both fail the IDs
             // stay unmasked and the diffs will show them.
-            let probes: [(&[&str], fn(&serde_json::Value) -> &serde_json::Value); 2] = [
+            let probes: [(&[&str], HeaderOf); 2] = [
                 (&["get", "difftest-probe", "-w", "json"], |v| &v["header"]),
                 (&["endpoint", "status", "-w", "json"], |v| &v[0]["Status"]["header"]),
             ];
