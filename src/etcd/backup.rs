@@ -84,7 +84,10 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateSnapshot, BackupError> {
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[12..20]);
     let body_len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| checksum())?;
-    let body_end = HEADER.checked_add(body_len).filter(|e| e + 4 <= padded.len()).ok_or_else(checksum)?;
+    let body_end = HEADER
+        .checked_add(body_len)
+        .filter(|e| e + 4 <= padded.len())
+        .ok_or_else(checksum)?;
     let crc_bytes = &bytes[body_end..body_end + 4];
     let crc = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
     if crc32fast::hash(&bytes[..body_end]) != crc {

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod auth;
+pub mod authority;
 pub mod backup;
 pub mod config;
 pub mod grpc;

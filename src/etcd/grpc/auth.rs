@@ -75,7 +75,7 @@ impl Auth for AuthService {
         req: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
         let header = self.manage(req, Internal::AuthDisable).await?;
-        self.server.tokens.lock().clear();
+        self.server.tokens.clear();
         Ok(Response::new(pb::AuthDisableResponse { header }))
     }
 
@@ -103,7 +103,7 @@ impl Auth for AuthService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(auth_status)?;
-        let token = self.server.tokens.lock().assign(&r.name, Instant::now());
+        let token = self.server.tokens.assign(&r.name, Instant::now());
         let req = Internal::Authenticate(InternalAuthenticateRequest {
             name: r.name,
             simple_token: token.clone(),
@@ -165,7 +165,7 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
         let name = req.get_ref().name.clone();
         let header = self.manage(req, Internal::UserDelete).await?;
-        self.server.tokens.lock().invalidate_user(&name);
+        self.server.tokens.invalidate_user(&name);
         Ok(Response::new(pb::AuthUserDeleteResponse { header }))
     }
 
@@ -180,7 +180,7 @@ impl Auth for AuthService {
         }
         let name = req.get_ref().name.clone();
         let header = self.manage(req, Internal::UserChangePassword).await?;
-        self.server.tokens.lock().invalidate_user(&name);
+        self.server.tokens.invalidate_user(&name);
         Ok(Response::new(pb::AuthUserChangePasswordResponse { header }))
     }
 

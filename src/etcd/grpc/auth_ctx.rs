@@ -27,7 +27,6 @@ pub fn auth_info<T>(server: &EtcdServer, req: &Request<T>) -> Result<AuthInfo, S
     };
     let username = server
         .tokens
-        .lock()
         .username_of(&token, Instant::now())
         .ok_or_else(|| Status::unauthenticated(ERR_INVALID_AUTH_TOKEN))?;
     Ok(AuthInfo { username, revision })

@@ -49,7 +49,8 @@ impl Cluster for ClusterService {
         }
         let members = self.server.sm.read().membership.members.clone();
         Ok(Response::new(pb::MemberListResponse {
-            header: Some(self.server.header()),
+            // etcd's cluster responses carry no revision.
+            header: Some(self.server.header_at(0)),
             members,
         }))
     }

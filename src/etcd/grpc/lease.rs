@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth_ctx::auth_info;
 use super::kv::complete_header;
 use crate::etcd::apply::ApplyOutput;
+use crate::etcd::lease::LeaseError;
 use crate::etcd::proto::etcdserverpb::{self as pb, lease_server::Lease};
 use crate::etcd::proto::rustcdpb::internal_request::Request as Internal;
 use crate::etcd::server::EtcdServer;
@@ -83,7 +84,15 @@ impl Lease for LeaseService {
                     break;
                 }
                 // etcd answers TTL 0 for a lease that does not exist (any more).
-                let ttl = server.sm.write().lessor.renew(r.id, Instant::now()).unwrap_or(0);
+                let renewed = server.sm.write().lessor.renew(r.id, Instant::now());
+                let ttl = match renewed {
+                    Ok(ttl) => ttl,
+                    Err(LeaseError::NotPrimary) => {
+                        let _ = tx.send(Err(Status::unavailable("etcdserver: not leader"))).await;
+                        break;
+                    }
+                    Err(_) => 0,
+                };
                 let resp = pb::LeaseKeepAliveResponse {
                     header: Some(server.header()),
                     id: r.id,

@@ -7,7 +7,6 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth_ctx::{auth_info, check_admin};
-use super::kv::complete_header;
 use crate::etcd::apply::ApplyOutput;
 use crate::etcd::backup;
 use crate::etcd::proto::etcdserverpb::{self as pb, maintenance_server::Maintenance};
@@ -43,15 +42,16 @@ impl Maintenance for MaintenanceService {
         if r.action == pb::alarm_request::AlarmAction::Get as i32 {
             let sm = self.server.sm.read();
             let alarm = pb::AlarmType::try_from(r.alarm).unwrap_or(pb::AlarmType::None);
+            // etcd's Alarm and Defragment responses carry no header.
             return Ok(Response::new(pb::AlarmResponse {
-                header: Some(self.server.header_at(sm.mvcc.current_revision())),
+                header: None,
                 alarms: sm.membership.alarms_of(alarm),
             }));
         }
         check_admin(&self.server, &who)?;
         match self.server.propose(Internal::Alarm(r), &who).await? {
             ApplyOutput::Alarm(mut resp) => {
-                resp.header = complete_header(&self.server, resp.header);
+                resp.header = None;
                 Ok(Response::new(resp))
             }
             other => Err(Status::internal(format!("unexpected apply output {other:?}"))),
@@ -86,11 +86,8 @@ impl Maintenance for MaintenanceService {
         req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         auth_info(&self.server, &req)?;
-        let mut sm = self.server.sm.write();
-        sm.mvcc.defragment();
-        Ok(Response::new(pb::DefragmentResponse {
-            header: Some(self.server.header_at(sm.mvcc.current_revision())),
-        }))
+        self.server.sm.write().mvcc.defragment();
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {

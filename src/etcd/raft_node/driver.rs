@@ -50,10 +50,13 @@ enum Input {
     Stop,
 }
 
+/// Receives each applied write's revision and events.
+pub type EventSink = Box<dyn Fn(i64, &[crate::etcd::proto::mvccpb::Event]) + Send>;
+
 /// Callbacks into the rest of the server, run on the driver thread right after an entry applies.
 pub struct DriverHooks {
     /// Called with each applied write's revision and events (for watchers).
-    pub on_events: Box<dyn Fn(i64, &[crate::etcd::proto::mvccpb::Event]) + Send>,
+    pub on_events: EventSink,
     /// Called with the fsync duration of every WAL sync (for metrics).
     pub on_fsync: Box<dyn Fn(Duration) + Send>,
     /// Called with the number of entries applied in one round (for metrics).
@@ -70,6 +73,8 @@ pub struct DriverConfig {
     pub unsafe_no_fsync: bool,
     /// Campaign immediately when this member is the only voter.
     pub campaign_if_single: bool,
+    /// Extra time given to every lease when this member becomes leader (the election timeout).
+    pub lease_promote_extend: Duration,
 }
 
 /// Cheap, cloneable handle used by RPC handlers to talk to the driver thread.
@@ -276,6 +281,16 @@ impl Driver {
             let is_leader = ss.raft_state == StateRole::Leader;
             if is_leader != self.was_leader {
                 self.was_leader = is_leader;
+                // Leases are only tracked (and expired) on the leader; a new leader gives
+                // every lease its remaining TTL plus an election timeout, as etcd does.
+                {
+                    let mut sm = self.sm.write();
+                    if is_leader {
+                        sm.lessor.promote(Instant::now(), self.cfg.lease_promote_extend);
+                    } else {
+                        sm.lessor.demote();
+                    }
+                }
                 (self.hooks.on_role_change)(is_leader);
             }
         }

@@ -15,7 +15,6 @@ const MAX_REVOKES_PER_ROUND: usize = 1000;
 
 /// Starts every background loop of the server on the current tokio runtime.
 pub fn spawn_all(server: &Arc<EtcdServer>) {
-    tokio::spawn(publish(server.clone()));
     tokio::spawn(lease_expiry(server.clone()));
     tokio::spawn(housekeeping(server.clone()));
     if server.cfg.auto_compaction != AutoCompaction::Off {
@@ -23,8 +22,9 @@ pub fn spawn_all(server: &Arc<EtcdServer>) {
     }
 }
 
-/// Publishes name and client URLs (what `member list` shows) and the cluster version through Raft.
-async fn publish(server: Arc<EtcdServer>) {
+/// Publishes name and client URLs (what `member list` shows) and the cluster version through
+/// Raft. Like etcd, the member serves clients only after this returns.
+pub async fn publish(server: Arc<EtcdServer>) {
     let urls: Vec<String> = server.cfg.advertise_client_urls.clone();
     let _ = url_string; // client URLs are already normalised by the config.
     loop {
@@ -64,23 +64,11 @@ async fn publish(server: Arc<EtcdServer>) {
 
 /// On the leader, revokes leases whose TTL ran out.
 async fn lease_expiry(server: Arc<EtcdServer>) {
-    let mut was_leader = false;
     let mut tick = tokio::time::interval(LEASE_CHECK_INTERVAL);
     loop {
         tick.tick().await;
-        let is_leader = server.raft.status.is_leader();
         let now = Instant::now();
-        if is_leader != was_leader {
-            let mut sm = server.sm.write();
-            if is_leader {
-                let extend = server.cfg.election_timeout;
-                sm.lessor.promote(now, extend);
-            } else {
-                sm.lessor.demote();
-            }
-            was_leader = is_leader;
-        }
-        if !is_leader {
+        if !server.raft.status.is_leader() {
             continue;
         }
         let expired = server.sm.write().lessor.expired(now, MAX_REVOKES_PER_ROUND);
@@ -141,6 +129,7 @@ async fn housekeeping(server: Arc<EtcdServer>) {
         m.has_leader.set(i64::from(server.has_leader()));
         m.proposals_committed.set(server.raft.status.commit_index() as i64);
         m.watchers.set(server.watch.watcher_count() as i64);
+        server.tokens.purge_expired(Instant::now());
         if over && !alarmed && server.raft.status.is_leader() {
             raise_nospace(&server).await;
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::ConfState;
 use raft::storage::MemStorage;
@@ -198,13 +198,14 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         max_snapshots: cfg.max_snapshots,
         unsafe_no_fsync: cfg.unsafe_no_fsync,
         campaign_if_single: true,
+        lease_promote_extend: cfg.election_timeout,
     };
     let (raft, driver) = raft_node::spawn(node, wal, snapshots, sm.clone(), hooks, driver_cfg, status)?;
     let server = Arc::new(EtcdServer {
         member_id: meta.member_id,
         cluster_id: meta.cluster_id,
         raft,
-        tokens: Mutex::new(TokenStore::new(cfg.auth_token_ttl)),
+        tokens: TokenStore::new(cfg.auth_token_ttl),
         watch,
         metrics,
         ids: IdGenerator::new(meta.member_id),

@@ -11,7 +11,7 @@ mod watch_source;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use prost::Message as _;
 
 pub use bootstrap::{start, BootstrapError, Started};
@@ -59,7 +59,7 @@ pub struct EtcdServer {
     pub cluster_id: u64,
     pub raft: RaftHandle,
     pub sm: Arc<RwLock<StateMachine>>,
-    pub tokens: Mutex<TokenStore>,
+    pub tokens: TokenStore,
     pub watch: Arc<WatchHub>,
     pub metrics: Arc<Metrics>,
     pub ids: IdGenerator,

@@ -33,6 +33,10 @@ pub struct FakeHistory {
     inner: Mutex<Inner>,
     /// Sleep (µs) at the start of each `events_since`, to widen race windows.
     read_delay_us: std::sync::atomic::AtomicU64,
+    /// A "store lock" held by `write` across apply + `notify` and by
+    /// `events_since`, like a store notifying under its own write lock: the
+    /// hub deadlocks on it if it ever reads history under the hub lock.
+    store: Mutex<()>,
 }
 
 impl FakeHistory {
@@ -86,6 +90,7 @@ impl FakeHistory {
 
     /// Applies and notifies `hub`, as the server's apply loop would.
     pub fn write(&self, hub: &WatchHub, ops: &[Op<'_>]) -> i64 {
+        let _store = self.store.lock();
         let (rev, evs) = self.apply(ops);
         hub.notify(rev, &evs);
         rev
@@ -127,6 +132,7 @@ impl History for FakeHistory {
         if delay > 0 {
             std::thread::sleep(std::time::Duration::from_micros(delay));
         }
+        let _store = self.store.lock();
         let mut g = self.inner.lock();
         g.reads += 1;
         if start_rev < g.compact {

@@ -3,7 +3,8 @@
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::hub::{State, StreamId, WatchHub};
+use super::hub::WatchHub;
+use super::state::{State, StreamId};
 use super::watcher::SyncState;
 
 /// The watch id of a progress response that speaks for the whole stream.

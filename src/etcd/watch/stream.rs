@@ -12,7 +12,8 @@ use prost::Message;
 use tokio::sync::{mpsc, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::hub::{Outbound, QueueState, StreamId, WatchHub};
+use super::hub::WatchHub;
+use super::state::{Outbound, QueueState, StreamId};
 use super::ERR_COMPACTED;
 use crate::etcd::proto::etcdserverpb::{
     watch_request::RequestUnion,
@@ -33,11 +34,16 @@ const CONTROL_SLOTS: usize = 16;
 /// watch with a `created` + `canceled` response carrying the error.
 pub type Authorizer = Arc<dyn Fn(&WatchCreateRequest) -> Result<(), Status> + Send + Sync>;
 
+/// Builds the [`Authorizer`] of one stream from the metadata of its gRPC
+/// request (where etcd clients put their auth `token`); `None` = no checks.
+pub type AuthorizerFactory = Arc<dyn Fn(&tonic::metadata::MetadataMap) -> Option<Authorizer> + Send + Sync>;
+
 /// The tonic `Watch` service, backed by a [`WatchHub`].
 #[derive(Clone)]
 pub struct WatchService {
     hub: WatchHub,
     authorizer: Option<Authorizer>,
+    authorizer_factory: Option<AuthorizerFactory>,
     max_request_bytes: usize,
 }
 
@@ -57,6 +63,7 @@ impl WatchService {
         Self {
             hub,
             authorizer: None,
+            authorizer_factory: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
@@ -64,6 +71,13 @@ impl WatchService {
     /// Applies `authorizer` to every create request.
     pub fn with_authorizer(mut self, authorizer: Authorizer) -> Self {
         self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// Builds a per-stream authorizer from each stream's request metadata
+    /// (takes precedence over [`with_authorizer`](Self::with_authorizer)).
+    pub fn with_authorizer_factory(mut self, factory: AuthorizerFactory) -> Self {
+        self.authorizer_factory = Some(factory);
         self
     }
 
@@ -83,14 +97,21 @@ impl WatchService {
     /// Serves one watch stream from any request stream (used by the tonic
     /// handler; callable directly for in-process use). Must run inside a tokio
     /// runtime: it spawns the task reading `inbound`. The watchers live until
-    /// `inbound` ends or fails, or the returned stream is dropped.
+    /// the returned stream is dropped or `inbound` fails (a plain end of
+    /// `inbound` only stops request processing, as in etcd).
     pub fn serve_stream<S>(&self, inbound: S) -> WatchResponseStream
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    {
+        self.serve_stream_with(inbound, self.authorizer.clone())
+    }
+
+    fn serve_stream_with<S>(&self, inbound: S, authorizer: Option<Authorizer>) -> WatchResponseStream
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
         let (sid, rx, tx, queue) = self.hub.open_stream();
         let hub = self.hub.clone();
-        let authorizer = self.authorizer.clone();
         tokio::spawn(run_requests(hub, authorizer, sid, inbound, tx));
         WatchResponseStream {
             rx,
@@ -107,11 +128,18 @@ impl Watch for WatchService {
     type WatchStream = WatchResponseStream;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
-        Ok(Response::new(self.serve_stream(request.into_inner())))
+        let authorizer = match &self.authorizer_factory {
+            Some(factory) => factory(request.metadata()),
+            None => self.authorizer.clone(),
+        };
+        Ok(Response::new(self.serve_stream_with(request.into_inner(), authorizer)))
     }
 }
 
-/// Reads one stream's requests until it ends, then removes its watchers.
+/// Reads one stream's requests and drives its progress timer. As in etcd, a
+/// client closing its sending side (EOF) stops only the reading: the watchers
+/// keep delivering until the response side is dropped (client cancelled or
+/// disconnected) or the request stream fails; then all watchers are removed.
 async fn run_requests<S>(
     hub: WatchHub,
     authorizer: Option<Authorizer>,
@@ -125,6 +153,7 @@ async fn run_requests<S>(
     let interval = hub.inner.progress_interval.max(Duration::from_millis(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reading = true;
     loop {
         let req = tokio::select! {
             _ = tx.closed() => break,
@@ -132,7 +161,7 @@ async fn run_requests<S>(
                 hub.progress_tick(sid);
                 continue;
             }
-            req = inbound.next() => req,
+            req = inbound.next(), if reading => req,
         };
         let req = match req {
             Some(Ok(req)) => req,
@@ -140,7 +169,10 @@ async fn run_requests<S>(
                 tracing::debug!(%status, "watch stream receive failed");
                 break;
             }
-            None => break,
+            None => {
+                reading = false;
+                continue;
+            }
         };
         let Some(union) = req.request_union else {
             continue;
@@ -284,5 +316,63 @@ impl Stream for WatchResponseStream {
         } else {
             Poll::Ready(Some(Ok(response)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::proto::mvccpb::{Event, KeyValue};
+    use proptest::prelude::*;
+
+    fn ev(i: usize, len: usize) -> Event {
+        Event {
+            r#type: 0,
+            kv: Some(KeyValue {
+                key: format!("k{i}").into_bytes(),
+                value: vec![b'v'; len],
+                mod_revision: 5,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    proptest! {
+        /// Fragments re-assemble to the original, only the last one has
+        /// `fragment == false`, and each multi-event fragment stays under the limit.
+        #[test]
+        fn fragments_reassemble(sizes in proptest::collection::vec(0usize..400, 0..40), max in 50usize..2000) {
+            let resp = WatchResponse {
+                watch_id: 3,
+                events: sizes.iter().enumerate().map(|(i, l)| ev(i, *l)).collect(),
+                ..Default::default()
+            };
+            let parts = fragment_response(resp.clone(), max);
+            let n = parts.len();
+            prop_assert!(n >= 1);
+            if resp.encoded_len() < max || resp.events.len() < 2 {
+                prop_assert_eq!(&parts, &vec![resp.clone()]);
+            }
+            let mut all = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                prop_assert_eq!(p.fragment, i + 1 < n);
+                prop_assert_eq!(p.watch_id, 3);
+                prop_assert!(!p.events.is_empty() || resp.events.is_empty());
+                if p.events.len() > 1 {
+                    prop_assert!(p.encoded_len() < max);
+                }
+                all.extend(p.events.iter().cloned());
+            }
+            prop_assert_eq!(all, resp.events);
+        }
+    }
+
+    #[test]
+    fn go_status_strings() {
+        assert_eq!(
+            go_status_string(&Status::unauthenticated("etcdserver: invalid auth token")),
+            "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
+        );
     }
 }

@@ -59,10 +59,15 @@ impl KeyRange {
 /// Whether a watcher is fed by `notify` or catching up from history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SyncState {
-    /// Up to date with the last notified revision.
+    /// Up to date with the last notified revision; `notify` queues its events.
     Synced,
-    /// Has to read history from `min_rev`.
+    /// Has to read history from `min_rev`; `notify` ignores it.
     Unsynced,
+    /// Reading the last stretch `[min_rev, tail_from)` from history while
+    /// `notify` buffers its events from `tail_from` on in `tail_buf`; becomes
+    /// synced once both are queued. This lets catch-up finish under constant
+    /// writes without ever reading history while holding the hub lock.
+    Tail,
 }
 
 /// One watcher of one stream.
@@ -88,6 +93,10 @@ pub(crate) struct Watcher {
     pub progress_notify: bool,
     /// No events were queued since the last progress tick (etcd's `progress[id]`).
     pub idle_since_tick: bool,
+    /// In the `Tail` state: first revision `notify` buffers.
+    pub tail_from: i64,
+    /// In the `Tail` state: prepared events buffered by `notify`.
+    pub tail_buf: Vec<mvccpb::Event>,
 }
 
 impl Watcher {
@@ -155,5 +164,31 @@ mod tests {
         assert!(all.contains(b"zzz"));
         assert!(!all.contains(b"a"));
         assert_eq!(all.as_history_args(), (&b"k"[..], &b"\0"[..]));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `contains` agrees with the plain etcd definition of a range.
+        #[test]
+        fn contains_matches_definition(
+            key in proptest::collection::vec(0u8..4, 0..4),
+            end in proptest::collection::vec(0u8..4, 0..4),
+            probe in proptest::collection::vec(0u8..4, 0..5),
+        ) {
+            let k = if key.is_empty() { vec![0] } else { key.clone() };
+            let expected = match end.as_slice() {
+                [] => Some(probe == k),
+                [0] => Some(probe >= k),
+                e if k.as_slice() < e => Some(probe >= k && probe.as_slice() < e),
+                _ => None,
+            };
+            let got = KeyRange::from_request(&key, &end).map(|r| r.contains(&probe));
+            prop_assert_eq!(got, expected);
+        }
     }
 }

@@ -1,0 +1,200 @@
+//! Durability and bad-input tests for rustcd alone (no etcd needed): restart from
+//! snapshot + WAL, torn WAL tails, corrupted files refused with the file named, and
+//! bad command lines refused before anything is touched.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{etcdctl, Kind, Server};
+
+fn rustcd_bin() -> PathBuf {
+    Kind::Rustcd.binary()
+}
+
+fn skip() -> bool {
+    if support::etcdctl_bin().is_none() {
+        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+        return true;
+    }
+    false
+}
+
+/// Runs rustcd in the foreground on a data dir that should make it refuse to start;
+/// returns (exit success, stderr).
+fn start_expecting_failure(s: &Server) -> (bool, String) {
+    let client = format!("http://127.0.0.1:{}", s.client_port);
+    let peer = format!("http://127.0.0.1:{}", s.peer_port);
+    let data = s.data_dir();
+    let out = Command::new(rustcd_bin())
+        .args(["--name", "default", "--data-dir"])
+        .arg(&data)
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .arg("--initial-cluster")
+        .arg(format!("default={peer}"))
+        .output()
+        .expect("run rustcd");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == ext));
+    v.sort();
+    v
+}
+
+fn put_n(s: &Server, prefix: &str, n: usize) {
+    for i in 0..n {
+        let o = etcdctl(&s.endpoint(), &["put", &format!("{prefix}{i:03}"), &format!("v{i}")]);
+        assert!(o.status == 0, "put failed: {o:?}");
+    }
+}
+
+fn count(s: &Server, prefix: &str) -> usize {
+    let o = etcdctl(&s.endpoint(), &["get", prefix, "--prefix", "--keys-only"]);
+    assert_eq!(o.status, 0, "{o:?}");
+    o.stdout.lines().filter(|l| !l.is_empty()).count()
+}
+
+#[test]
+fn restart_recovers_from_snapshots_and_wal() {
+    if skip() {
+        return;
+    }
+    let mut s = Server::start(Kind::Rustcd, &["--snapshot-count", "20"]);
+    put_n(&s, "k", 75);
+    let lease = etcdctl(&s.endpoint(), &["lease", "grant", "600"]);
+    let lease_id = lease.stdout.split_whitespace().nth(1).expect("lease id").to_string();
+    let o = etcdctl(&s.endpoint(), &["put", "leased", "x", "--lease", &lease_id]);
+    assert_eq!(o.status, 0, "{o:?}");
+    let snaps = files_with_ext(&s.data_dir().join("member/snap"), "snap");
+    assert!(!snaps.is_empty(), "--snapshot-count 20 should have written snapshots");
+    s.kill9();
+    s.restart();
+    assert_eq!(count(&s, "k"), 75);
+    let o = etcdctl(&s.endpoint(), &["get", "k074", "--print-value-only"]);
+    assert_eq!(o.stdout.trim(), "v74");
+    let o = etcdctl(&s.endpoint(), &["lease", "timetolive", &lease_id, "--keys"]);
+    assert!(o.stdout.contains("leased"), "lease lost its key across restart: {o:?}");
+    // Writes continue at the next revision after a restart.
+    let o = etcdctl(&s.endpoint(), &["put", "after", "1", "-w", "json"]);
+    assert!(o.stdout.contains("\"revision\":78"), "{o:?}");
+}
+
+#[test]
+fn torn_wal_tail_is_truncated_and_earlier_writes_survive() {
+    if skip() {
+        return;
+    }
+    let mut s = Server::start(Kind::Rustcd, &[]);
+    put_n(&s, "t", 10);
+    s.kill9();
+    let wal = files_with_ext(&s.data_dir().join("member/wal"), "wal");
+    let last = wal.last().expect("a wal segment");
+    let len = std::fs::metadata(last).expect("stat").len();
+    // Append half of a record, as a crash in the middle of a write leaves it.
+    let mut bytes = std::fs::read(last).expect("read wal");
+    bytes.extend_from_slice(&[0x40, 0, 0, 0, 0xde, 0xad]);
+    std::fs::write(last, &bytes).expect("write wal");
+    s.restart();
+    assert_eq!(count(&s, "t"), 10);
+    assert!(std::fs::metadata(last).expect("stat").len() >= len);
+    put_n(&s, "u", 3);
+    assert_eq!(count(&s, "u"), 3);
+}
+
+#[test]
+fn corrupted_wal_refuses_to_start_and_names_the_file() {
+    if skip() {
+        return;
+    }
+    let mut s = Server::start(Kind::Rustcd, &[]);
+    put_n(&s, "c", 20);
+    s.kill9();
+    let wal = files_with_ext(&s.data_dir().join("member/wal"), "wal");
+    let last = wal.last().expect("a wal segment").clone();
+    let mut bytes = std::fs::read(&last).expect("read wal");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&last, &bytes).expect("write wal");
+    let (ok, stderr) = start_expecting_failure(&s);
+    assert!(!ok, "rustcd started on a corrupted WAL");
+    let name = last
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(stderr.contains(&name), "error does not name {name}: {stderr}");
+}
+
+#[test]
+fn corrupted_snapshot_refuses_to_start_and_names_the_file() {
+    if skip() {
+        return;
+    }
+    let mut s = Server::start(Kind::Rustcd, &["--snapshot-count", "5"]);
+    put_n(&s, "s", 12);
+    s.kill9();
+    let snaps = files_with_ext(&s.data_dir().join("member/snap"), "snap");
+    let newest = snaps.last().expect("a snapshot").clone();
+    let mut bytes = std::fs::read(&newest).expect("read snap");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x55;
+    std::fs::write(&newest, &bytes).expect("write snap");
+    let (ok, stderr) = start_expecting_failure(&s);
+    assert!(!ok, "rustcd started on a corrupted snapshot");
+    let name = newest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(stderr.contains(&name), "error does not name {name}: {stderr}");
+}
+
+#[test]
+fn bad_command_lines_fail_before_touching_the_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--no-such-flag"], "--no-such-flag"),
+        (
+            &["--heartbeat-interval=500", "--election-timeout=1000"],
+            "election-timeout",
+        ),
+        (&["--initial-cluster-state=sideways"], "initial-cluster-state"),
+        (
+            &["--name=a", "--initial-cluster=b=http://127.0.0.1:1"],
+            "couldn't find local name",
+        ),
+        (&["--cert-file=/nonexistent"], "not supported yet"),
+        (&["--listen-client-urls=http://127.0.0.1:1"], "advertise-client-urls"),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(rustcd_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(*args)
+            .output()
+            .expect("run rustcd");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!data.exists(), "{args:?} created the data dir");
+    }
+}
+
+#[test]
+fn etcd_style_env_vars_configure_the_server() {
+    let out = Command::new(rustcd_bin())
+        .env("ETCD_HEARTBEAT_INTERVAL", "500")
+        .env("ETCD_ELECTION_TIMEOUT", "1000")
+        .output()
+        .expect("run rustcd");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--election-timeout[1000ms]"));
+}
