@@ -19,7 +19,7 @@ if ! command -v "${ETCD_BIN:-etcd}" >/dev/null 2>&1; then
     echo "warning: etcd not found (install Debian's etcd-server or set ETCD_BIN)" >&2
 fi
 
-# The bench profile inherits release; building the bin first keeps the
-# bench's CARGO_BIN_EXE_rustcd (target/release/rustcd) up to date.
-cargo build --release --bin rustcd
+# `cargo bench` builds rustcd itself with the bench profile (which inherits
+# release) and hands its path to the bench as CARGO_BIN_EXE_rustcd; a separate
+# `cargo build --release` would compile a second, differently-featured copy.
 cargo bench --bench compare_etcd

@@ -82,9 +82,15 @@ where
         let server = Server::start(kind, &[]);
         let mut norm = Norm::for_server(&server);
         let mut c = connect(&server.endpoint(), None).await.expect("connect");
-        let status = c.status().await.expect("status");
-        let h = status.header().expect("status header");
-        norm.learn_header(h.cluster_id(), h.member_id());
+        // learn member/cluster IDs from any response header (Status, else Range)
+        let header = match c.status().await {
+            Ok(s) => s.header().cloned(),
+            Err(_) => c.get("", None).await.ok().and_then(|r| r.header().cloned()),
+        };
+        match header {
+            Some(h) => norm.learn_header(h.cluster_id(), h.member_id()),
+            None => eprintln!("WARNING: {}: no response header to learn IDs from", kind.name()),
+        }
         drop(c);
         let rec = scenario(server.endpoint()).await;
         for l in &rec.leases {

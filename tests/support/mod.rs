@@ -580,6 +580,11 @@ impl Norm {
     pub fn add_id(&mut self, id: u64, placeholder: &str) {
         if id != 0 && !self.ids.iter().any(|(i, _)| *i == id) {
             self.ids.push((id, placeholder.to_string()));
+            // etcdctl prints member/cluster IDs with %16x (space padded)
+            let hex = format!("{id:x}");
+            if (6..16).contains(&hex.len()) {
+                self.add_literal(&format!("{id:>16x}"), placeholder);
+            }
         }
     }
 
@@ -627,7 +632,8 @@ impl Norm {
     pub fn learn_members(&mut self, stdout: &str) {
         for line in stdout.lines() {
             if let Some(rest) = line.strip_prefix("Member ") {
-                if let Some((hex, tail)) = rest.split_once(' ') {
+                // etcdctl prints member IDs with %16x: space padded
+                if let Some((hex, tail)) = rest.trim_start().split_once(' ') {
                     if tail.starts_with("added to cluster") {
                         if let Ok(id) = u64::from_str_radix(hex, 16) {
                             self.add_id(id, "<NEWMEMBER>");
