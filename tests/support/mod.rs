@@ -793,6 +793,8 @@ impl Norm {
         line = mask_after(&line, "db_size_in_use: ", "<SIZE>", |c| c.is_ascii_digit());
         line = mask_after(&line, "version: \"", "<VERSION>", |c| c != '"');
         line = mask_after(&line, "hash: ", "<HASH>", |c| c.is_ascii_digit());
+        // Documented difference: rustcd fills HashKV.hash_revision (etcd 3.5.8+); 3.4 has no such field.
+        line = mask_after(&line, "hash_revision: ", "<HREV>", |c| c.is_ascii_digit());
         // etcdctl -w fields
         for key in [
             "RaftTerm",
