@@ -9,7 +9,7 @@
 //!
 //! Knobs (env): BENCH_OPS (50000), BENCH_CLIENTS (100), BENCH_CONNS (10),
 //! BENCH_SINGLE_OPS (5000), BENCH_KEYS (10000), BENCH_VALUE_SIZE (256),
-//! BENCH_TIME_LIMIT_SECS per workload (60), BENCH_SERVERS (etcd,rustcd),
+//! BENCH_TIME_LIMIT_SECS per workload (60), BENCH_SERVERS (etcd,rustcd), BENCH_EXTRA_FLAGS,
 //! ETCD_BIN, RUSTCD_BIN (default: the package's rustcd binary).
 
 #[path = "../tests/support/mod.rs"]
@@ -228,7 +228,10 @@ fn workloads(cfg: &Config) -> Vec<(String, Workload, u64, usize, usize)> {
 fn bench_server(rt: &tokio::runtime::Runtime, kind: Kind, cfg: &Config) -> ServerResult {
     let names: Vec<String> = workloads(cfg).into_iter().map(|w| w.0).collect();
     eprintln!("== {} ({})", kind.name(), kind.binary().display());
-    let server = match Server::try_start(kind, &[]) {
+    // BENCH_EXTRA_FLAGS: extra server flags for both servers (e.g. --unsafe-no-fsync for experiments).
+    let extra = std::env::var("BENCH_EXTRA_FLAGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    let server = match Server::try_start(kind, &extra) {
         Ok(s) => s,
         Err(e) => {
             let first = e
