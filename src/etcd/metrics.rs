@@ -1,6 +1,10 @@
 //! Prometheus metrics, named like etcd's where etcd has the same measurement.
 
+use std::sync::Arc;
+
 use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::etcd::grpc::metrics_layer::GrpcMetrics;
 
 /// All metrics of one member.
 pub struct Metrics {
@@ -21,6 +25,8 @@ pub struct Metrics {
     pub watchers: IntGauge,
     pub leases: IntGauge,
     pub server_id: IntGauge,
+    /// gRPC server metrics (go-grpc-prometheus names), counted by the client router's layer.
+    pub grpc: Arc<GrpcMetrics>,
 }
 
 fn gauge(reg: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
@@ -109,6 +115,7 @@ impl Metrics {
             watchers: gauge(&reg, "etcd_debugging_mvcc_watcher_total", "Total number of watchers.")?,
             leases: gauge(&reg, "etcd_debugging_lease_total", "The number of leases.")?,
             server_id: gauge(&reg, "etcd_server_id", "Server ID (low 63 bits).")?,
+            grpc: Arc::new(GrpcMetrics::new(&reg)?),
             registry: reg,
         })
     }

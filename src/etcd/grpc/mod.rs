@@ -7,6 +7,7 @@ mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
+pub mod metrics_layer;
 pub mod status;
 mod watch;
 
@@ -42,7 +43,10 @@ pub fn client_router(server: Arc<EtcdServer>) -> Router {
                 .max_decoding_message_size(max),
         )
         .add_service(AuthServer::new(auth::AuthService { server: server.clone() }).max_decoding_message_size(max));
-    routes.into_axum_router().merge(http_router(server))
+    routes
+        .into_axum_router()
+        .layer(metrics_layer::GrpcMetricsLayer::new(server.metrics.grpc.clone()))
+        .merge(http_router(server))
 }
 
 /// Only the HTTP endpoints (for `--listen-metrics-urls`).
