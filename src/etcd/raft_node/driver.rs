@@ -332,11 +332,10 @@ impl Driver {
         let _ = ready.take_persisted_messages();
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
+            // The WAL learns the new commit index with the next Ready's hard state; a commit
+            // index lost in a crash is recomputed by Raft on restart, so no write is spent here.
             let mut hs = self.node.raft.hard_state();
             hs.commit = commit;
-            // Recorded without its own fsync: the next batch's sync covers it, and a lost
-            // commit index is recomputed by Raft on restart.
-            self.wal.append(&[], Some(&hs))?;
             self.node.mut_store().wl().set_hardstate(hs);
         }
         let _ = light.take_messages();
