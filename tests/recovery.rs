@@ -198,3 +198,93 @@ fn etcd_style_env_vars_configure_the_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--election-timeout[1000ms]"));
 }
+
+#[test]
+fn snapshot_save_then_restore_into_a_new_member() {
+    if skip() {
+        return;
+    }
+    let s = Server::start(Kind::Rustcd, &[]);
+    put_n(&s, "b", 25);
+    let o = etcdctl(&s.endpoint(), &["compaction", "10"]);
+    assert_eq!(o.status, 0, "{o:?}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("backup.db");
+    let file_s = file.display().to_string();
+    let o = etcdctl(&s.endpoint(), &["snapshot", "save", &file_s]);
+    assert_eq!(o.status, 0, "snapshot save: {o:?}");
+    // A corrupted copy is refused with the file named, and nothing is created.
+    let bad = dir.path().join("bad.db");
+    let mut bytes = std::fs::read(&file).expect("read backup");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&bad, &bytes).expect("write bad copy");
+    let bad_target = dir.path().join("never");
+    let out = Command::new(rustcd_bin())
+        .args(["snapshot", "restore"])
+        .arg(&bad)
+        .arg("--data-dir")
+        .arg(&bad_target)
+        .output()
+        .expect("run restore");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.db"), "{out:?}");
+    assert!(!bad_target.exists());
+    // The good copy restores into a fresh member that serves the same data and history.
+    let restored = dir.path().join("restored");
+    let peer_port = support::free_port();
+    let client_port = support::free_port();
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let client = format!("http://127.0.0.1:{client_port}");
+    let out = Command::new(rustcd_bin())
+        .args(["snapshot", "restore"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&restored)
+        .args(["--name", "r1", "--initial-cluster", &format!("r1={peer}")])
+        .args(["--initial-advertise-peer-urls", &peer])
+        .output()
+        .expect("run restore");
+    assert!(out.status.success(), "restore failed: {out:?}");
+    let mut child = Command::new(rustcd_bin())
+        .args(["--name", "r1", "--data-dir"])
+        .arg(&restored)
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("r1={peer}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start restored member");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut listing = support::Output::default();
+    while std::time::Instant::now() < deadline {
+        listing = etcdctl(&client, &["get", "b", "--prefix", "--keys-only"]);
+        if listing.status == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let members = etcdctl(&client, &["member", "list"]);
+    let old_rev = etcdctl(&client, &["get", "b000", "--rev", "5"]);
+    let compacted = etcdctl(&client, &["get", "b000", "--rev", "9"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        listing.stdout.lines().filter(|l| !l.is_empty()).count(),
+        25,
+        "{listing:?}"
+    );
+    assert!(
+        members.stdout.contains("r1") && members.stdout.contains(&peer),
+        "{members:?}"
+    );
+    assert_eq!(
+        old_rev.status, 1,
+        "revision 5 was compacted before the backup: {old_rev:?}"
+    );
+    assert!(
+        compacted.stderr.contains("required revision has been compacted"),
+        "{compacted:?}"
+    );
+}
