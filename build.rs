@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/auth.proto",
         "proto/etcd/rpc.proto",
         "proto/rustcd/internal.proto",
+        "proto/rustcd/peer.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

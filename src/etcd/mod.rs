@@ -12,6 +12,7 @@ pub mod lease;
 pub mod membership;
 pub mod metrics;
 pub mod mvcc;
+pub mod peer;
 pub mod proto;
 pub mod raft_node;
 pub mod run;

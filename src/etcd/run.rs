@@ -112,24 +112,24 @@ async fn serve(cfg: ServerConfig) -> Result<()> {
         .context("start-up task failed")?
         .with_context(|| format!("cannot start member from data dir {}", cfg.data_dir.display()))?;
     let srv = started.server.clone();
-    server::background::publish(srv.clone()).await;
-    server::background::spawn_all(&srv);
-
     let mut tasks = tokio::task::JoinSet::new();
-    for (url, l) in client {
-        let app = crate::etcd::grpc::client_router(srv.clone());
-        tracing::info!(address = %url, "serving client traffic");
-        tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
-    }
+    // Peers and metrics are served at once (electing a leader needs the peers); clients
+    // only after this member has published itself to the cluster, as etcd does.
     for (url, l) in peer {
-        // Peer traffic arrives with multi-member support; the port is held and answers /version.
-        let app = crate::etcd::grpc::http_router(srv.clone());
+        let app = crate::etcd::grpc::peer_router(srv.clone());
         tracing::info!(address = %url, "listening for peers");
         tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
     }
     for (url, l) in metrics_l {
         let app = crate::etcd::grpc::http_router(srv.clone());
         tracing::info!(address = %url, "serving metrics");
+        tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
+    }
+    server::background::publish(srv.clone()).await;
+    server::background::spawn_all(&srv);
+    for (url, l) in client {
+        let app = crate::etcd::grpc::client_router(srv.clone());
+        tracing::info!(address = %url, "serving client traffic");
         tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
     }
     tracing::info!(

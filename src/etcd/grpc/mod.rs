@@ -24,6 +24,7 @@ use crate::etcd::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use crate::etcd::proto::rustcdpb::peer_server::PeerServer;
 use crate::etcd::server::{EtcdServer, CLUSTER_VERSION, ETCD_API_VERSION};
 
 /// gRPC allows this much framing beyond `--max-request-bytes` (etcd's grpcOverheadBytes).
@@ -46,6 +47,17 @@ pub fn client_router(server: Arc<EtcdServer>) -> Router {
     routes
         .into_axum_router()
         .layer(metrics_layer::GrpcMetricsLayer::new(server.metrics.grpc.clone()))
+        .merge(http_router(server))
+}
+
+/// The peer port: Raft traffic between members plus the HTTP endpoints.
+pub fn peer_router(server: Arc<EtcdServer>) -> Router {
+    let peer = crate::etcd::peer::PeerService {
+        cluster_id: server.cluster_id,
+        raft: server.raft.clone(),
+    };
+    Routes::new(PeerServer::new(peer).max_decoding_message_size(64 * 1024 * 1024))
+        .into_axum_router()
         .merge(http_router(server))
 }
 

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use prost::Message as _;
-use raft::eraftpb::{Entry, EntryType, Snapshot};
+use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
 
 use super::status::RaftStatus;
 use crate::etcd::apply::{Applied, ApplyResult, StateMachine};
+use crate::etcd::peer::PeerTransport;
 use crate::etcd::storage::{SnapshotFiles, Wal};
 
 /// How many entries behind a snapshot are kept in memory so that slow followers can
@@ -47,6 +48,8 @@ enum Input {
     Snapshot {
         tx: oneshot::Sender<Result<(), String>>,
     },
+    /// A Raft message from a peer.
+    Step(Box<Message>),
     Stop,
 }
 
@@ -106,6 +109,14 @@ impl RaftHandle {
         rx.await.map_err(|_| "etcdserver: server stopped".to_string())?
     }
 
+    /// Hands a peer's Raft message to the driver; dropped if the driver is saturated
+    /// (Raft retransmits).
+    pub fn step(&self, msg: Message) {
+        if self.tx.try_send(Input::Step(Box::new(msg))).is_err() {
+            tracing::debug!("raft driver busy; dropped a peer message");
+        }
+    }
+
     /// Asks the driver thread to stop after finishing the current round.
     pub fn stop(&self) {
         let _ = self.tx.try_send(Input::Stop);
@@ -142,25 +153,32 @@ struct Driver {
     read_ctx: u64,
     last_snapshot_index: u64,
     was_leader: bool,
+    transport: PeerTransport,
+}
+
+/// The driver's durable storage: the WAL and the snapshot files.
+pub struct Durable {
+    pub wal: Wal,
+    pub snapshots: SnapshotFiles,
 }
 
 /// Starts the driver thread. `node` must already hold the recovered log.
 pub fn spawn(
     node: RawNode<MemStorage>,
-    wal: Wal,
-    snapshots: SnapshotFiles,
+    disk: Durable,
     sm: Arc<RwLock<StateMachine>>,
     hooks: DriverHooks,
     cfg: DriverConfig,
     status: Arc<RaftStatus>,
+    transport: PeerTransport,
 ) -> std::io::Result<(RaftHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel(16 * 1024);
     let last_snapshot_index = sm.read().applied_index;
     status.set_applied(last_snapshot_index);
     let mut driver = Driver {
         node,
-        wal,
-        snapshots,
+        wal: disk.wal,
+        snapshots: disk.snapshots,
         sm,
         status: status.clone(),
         hooks,
@@ -173,6 +191,7 @@ pub fn spawn(
         read_ctx: 0,
         last_snapshot_index,
         was_leader: false,
+        transport,
     };
     let join = std::thread::Builder::new()
         .name("raft-driver".into())
@@ -254,6 +273,12 @@ impl Driver {
                 let _ = tx.send(r);
                 false
             }
+            Input::Step(msg) => {
+                if let Err(e) = self.node.step(*msg) {
+                    tracing::debug!(error = %e, "raft rejected a peer message");
+                }
+                false
+            }
             Input::Stop => true,
         }
     }
@@ -294,11 +319,15 @@ impl Driver {
                 (self.hooks.on_role_change)(is_leader);
             }
         }
-        // Messages to peers would be sent here (single member: none).
-        let _ = ready.take_messages();
+        // A leader may send before persisting (Raft thesis 10.2.1).
+        self.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            // Receiving snapshots from a leader arrives with multi-member support.
-            tracing::warn!("ignoring incoming raft snapshot: not supported by a single-member server");
+            // Installing a leader's snapshot on a lagging follower is not implemented yet:
+            // leaders keep CATCH_UP_ENTRIES of log so followers normally catch up from it.
+            tracing::error!(
+                index = ready.snapshot().get_metadata().index,
+                "a raft snapshot arrived from the leader; installing snapshots is not supported yet"
+            );
         }
         for rs in ready.take_read_states() {
             let mut ctx = [0u8; 8];
@@ -329,7 +358,7 @@ impl Driver {
             }
         }
         self.apply(committed);
-        let _ = ready.take_persisted_messages();
+        self.send(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             // The WAL learns the new commit index with the next Ready's hard state; a commit
@@ -338,7 +367,7 @@ impl Driver {
             hs.commit = commit;
             self.node.mut_store().wl().set_hardstate(hs);
         }
-        let _ = light.take_messages();
+        self.send(light.take_messages());
         self.apply(light.take_committed_entries());
         self.node.advance_apply();
         self.status.set(
@@ -386,6 +415,15 @@ impl Driver {
             if let Some(w) = self.waiters.remove(&a.proposal_id) {
                 let _ = w.send(Ok(a.result));
             }
+        }
+    }
+
+    fn send(&mut self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        for peer in self.transport.send(msgs) {
+            self.node.report_unreachable(peer);
         }
     }
 

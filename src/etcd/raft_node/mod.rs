@@ -13,6 +13,6 @@ mod driver;
 mod logger;
 mod status;
 
-pub use driver::{snapshot_metadata, spawn, DriverConfig, DriverHooks, RaftError, RaftHandle};
+pub use driver::{snapshot_metadata, spawn, DriverConfig, DriverHooks, Durable, RaftError, RaftHandle};
 pub use logger::raft_logger;
 pub use status::RaftStatus;

@@ -1,6 +1,7 @@
 //! Start-up: open (or create) the data directory, recover the state machine from the
 //! newest snapshot plus the WAL, build the Raft node, and start the driver thread.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,8 +19,9 @@ use crate::etcd::config::{ClusterState, ServerConfig};
 use crate::etcd::lease::min_lease_ttl;
 use crate::etcd::membership::{self, Membership};
 use crate::etcd::metrics::Metrics;
+use crate::etcd::peer::PeerTransport;
 use crate::etcd::proto::rustcdpb::{StateSnapshot, WalMetadata};
-use crate::etcd::raft_node::{self, raft_logger, DriverConfig, DriverHooks, RaftStatus};
+use crate::etcd::raft_node::{self, raft_logger, DriverConfig, DriverHooks, Durable, RaftStatus};
 use crate::etcd::storage::{snapshot_file_name, DataDir, SnapshotFiles, StorageError, Wal};
 use crate::etcd::watch::WatchHub;
 
@@ -74,12 +76,6 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
                 return Err(BootstrapError::Unsupported(
                     "--initial-cluster-state=existing (joining a running cluster) needs multi-member support, which this rustcd does not have yet".into(),
                 ));
-            }
-            if cfg.initial_cluster.len() > 1 {
-                return Err(BootstrapError::Unsupported(format!(
-                    "--initial-cluster lists {} members; this rustcd runs single-member clusters only",
-                    cfg.initial_cluster.len()
-                )));
             }
             let m = Membership::bootstrap(&cfg.initial_cluster, &cfg.initial_cluster_token);
             let me = membership::member_id(&cfg.initial_advertise_peer_urls, &cfg.initial_cluster_token, None);
@@ -200,7 +196,28 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         campaign_if_single: true,
         lease_promote_extend: cfg.election_timeout,
     };
-    let (raft, driver) = raft_node::spawn(node, wal, snapshots, sm.clone(), hooks, driver_cfg, status)?;
+    let peers: HashMap<u64, Vec<String>> = sm
+        .read()
+        .membership
+        .members
+        .iter()
+        .map(|m| (m.id, m.peer_ur_ls.clone()))
+        .collect();
+    let transport = PeerTransport::start(
+        &tokio::runtime::Handle::current(),
+        meta.cluster_id,
+        meta.member_id,
+        &peers,
+    );
+    let (raft, driver) = raft_node::spawn(
+        node,
+        Durable { wal, snapshots },
+        sm.clone(),
+        hooks,
+        driver_cfg,
+        status,
+        transport,
+    )?;
     let server = Arc::new(EtcdServer {
         member_id: meta.member_id,
         cluster_id: meta.cluster_id,

@@ -1,0 +1,222 @@
+//! Multi-member clusters as processes on loopback: static bootstrap with
+//! `--initial-cluster`, requests through followers, leader failure, restart, catch-up.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{etcdctl, free_port, Kind};
+
+struct Member {
+    name: String,
+    client: String,
+    peer: String,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    members: Vec<Member>,
+    initial: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut members = Vec::new();
+        for i in 0..n {
+            members.push(Member {
+                name: format!("m{i}"),
+                client: format!("http://127.0.0.1:{}", free_port()),
+                peer: format!("http://127.0.0.1:{}", free_port()),
+                dir: tmp.path().join(format!("m{i}")),
+                child: None,
+            });
+        }
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            members,
+            initial,
+            _tmp: tmp,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        let log = std::fs::File::create(m.dir.with_extension("log")).expect("log file");
+        let child = Command::new(Kind::Rustcd.binary())
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&m.dir)
+            .args(["--listen-client-urls", &m.client, "--advertise-client-urls", &m.client])
+            .args(["--listen-peer-urls", &m.peer, "--initial-advertise-peer-urls", &m.peer])
+            .args([
+                "--initial-cluster",
+                &self.initial,
+                "--initial-cluster-token",
+                "test-cluster",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rustcd");
+        m.child = Some(child);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Index of the member that reports itself as leader, waiting up to `d`.
+    fn leader(&self, d: Duration) -> Option<usize> {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            for (i, m) in self.members.iter().enumerate() {
+                if m.child.is_none() {
+                    continue;
+                }
+                let o = etcdctl(&m.client, &["endpoint", "status", "-w", "json"]);
+                if o.status == 0 && o.stdout.contains("\"leader\"") {
+                    let id = json_u64(&o.stdout, "\"member_id\":");
+                    let leader = json_u64(&o.stdout, "\"leader\":");
+                    if id.is_some() && id == leader {
+                        return Some(i);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill9(i);
+        }
+        if std::thread::panicking() {
+            for m in &self.members {
+                let log = std::fs::read_to_string(m.dir.with_extension("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("--- {} log tail ---", m.name);
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+fn json_u64(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let digits: String = text[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// Runs etcdctl until it succeeds or the deadline passes.
+fn eventually(endpoint: &str, args: &[&str], d: Duration) -> support::Output {
+    let deadline = Instant::now() + d;
+    loop {
+        let o = etcdctl(endpoint, args);
+        if o.status == 0 || Instant::now() > deadline {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn three_members_bootstrap_replicate_and_survive_leader_loss() {
+    if support::etcdctl_bin().is_none() {
+        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+        return;
+    }
+    let mut c = Cluster::start(3);
+    let leader = c.leader(Duration::from_secs(20)).expect("a leader is elected");
+    let follower = (leader + 1) % 3;
+
+    // member list shows all three, started, with the names and URLs they published.
+    let list = eventually(&c.endpoints(), &["member", "list"], Duration::from_secs(10));
+    for m in &c.members {
+        let line = format!(", started, {}, {}, {}, false", m.name, m.peer, m.client);
+        assert!(list.stdout.contains(&line), "missing {line:?} in {list:?}");
+    }
+
+    // A write through a follower is visible everywhere (linearizable reads on each member).
+    let o = eventually(
+        &c.members[follower].client,
+        &["put", "k1", "v1"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status, 0, "{o:?}");
+    for m in &c.members {
+        let o = etcdctl(&m.client, &["get", "k1", "--print-value-only"]);
+        assert_eq!(o.stdout.trim(), "v1", "{} did not see k1: {o:?}", m.name);
+    }
+
+    // Kill the leader: the other two elect a new one and keep accepting writes.
+    c.kill9(leader);
+    let started = Instant::now();
+    let survivor = (leader + 1) % 3;
+    let o = eventually(
+        &c.members[survivor].client,
+        &["put", "k2", "v2"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(o.status, 0, "writes did not resume after leader loss: {o:?}");
+    eprintln!("writes resumed {:?} after the leader was killed", started.elapsed());
+    let new_leader = c.leader(Duration::from_secs(10)).expect("a new leader");
+    assert_ne!(new_leader, leader);
+
+    // The old leader restarts from its data dir, catches up, and every member hashes equal.
+    c.spawn(leader);
+    let o = eventually(
+        &c.members[leader].client,
+        &["get", "k2", "--print-value-only"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.stdout.trim(), "v2", "{o:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = etcdctl(&c.endpoints(), &["endpoint", "hashkv", "-w", "json"]);
+        let hashes: Vec<Option<u64>> = o
+            .stdout
+            .split("\"hash\":")
+            .skip(1)
+            .map(|s| {
+                s.chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect::<String>()
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if hashes.len() == 3 && hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "HashKV differs across members: {o:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
