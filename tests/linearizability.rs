@@ -242,12 +242,12 @@ fn exhausted_budget_gives_unknown() {
 
 #[test]
 fn many_concurrent_unknown_writes_check_quickly() {
-    // 6 clients, each with one unknown put early on, then a long sequential tail
-    let mut h: Vec<Operation> = (0..6)
+    // 8 clients, each with one unknown put early on, then a long sequential tail
+    let mut h: Vec<Operation> = (0..8)
         .map(|i| put_unknown(i, "k", &format!("u{i}"), i as u64))
         .collect();
     let mut t = 100;
-    for i in 0..1000 {
+    for i in 0..3000 {
         let v = format!("v{i}");
         h.push(put(9, "k", &v, t, t + 5));
         h.push(get(10, "k", Some(&v), t + 6, t + 8));
@@ -256,7 +256,7 @@ fn many_concurrent_unknown_writes_check_quickly() {
     h.push(get(10, "k", Some("u3"), t, t + 1));
     let start = Instant::now();
     assert_eq!(check(&h), CheckResult::Ok);
-    eprintln!("{} ops with 6 unknown writes checked in {:?}", h.len(), start.elapsed());
+    eprintln!("{} ops with 8 unknown writes checked in {:?}", h.len(), start.elapsed());
 }
 
 // ---------------------------------------------------------------------------
@@ -655,4 +655,99 @@ fn etcd_history_is_linearizable() {
     assert!(inject_stale_read(&mut run.history), "no read to corrupt");
     let r = check_timed("etcd with a stale read injected", &run.history);
     assert!(matches!(r, CheckResult::Illegal { .. }), "{r:?}");
+}
+
+// ---------------------------------------------------------------------------
+// differential against a brute-force checker on small random histories
+// ---------------------------------------------------------------------------
+
+/// Applies `op` to `state` in the model; None if its output is impossible.
+fn brute_step(state: &Option<String>, op: &Operation) -> Option<Option<String>> {
+    match (&op.input, &op.output) {
+        (Input::Put { value, .. }, _) => Some(Some(value.clone())),
+        (Input::Get { .. }, Output::Get(v)) => (v == state).then(|| state.clone()),
+        (Input::Get { .. }, _) => Some(state.clone()),
+        (Input::Cas { expected, new, .. }, out) => {
+            let holds = state.as_deref() == Some(expected.as_str());
+            match out {
+                Output::Cas(true) if holds => Some(Some(new.clone())),
+                Output::Cas(false) if !holds => Some(state.clone()),
+                Output::Unknown => Some(if holds { Some(new.clone()) } else { state.clone() }),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Tries every order respecting real time; ops of unknown outcome may be left out.
+fn brute_linearizable(ops: &[Operation], done: &mut Vec<bool>, state: &Option<String>) -> bool {
+    let known_left = (0..ops.len()).any(|i| !done[i] && ops[i].output != Output::Unknown);
+    if !known_left {
+        return true;
+    }
+    for i in 0..ops.len() {
+        if done[i] {
+            continue;
+        }
+        // `i` may go next unless a pending op of known outcome returned before it was called
+        let blocked =
+            (0..ops.len()).any(|j| !done[j] && j != i && ops[j].output != Output::Unknown && ops[j].ret < ops[i].call);
+        if blocked {
+            continue;
+        }
+        if let Some(next) = brute_step(state, &ops[i]) {
+            done[i] = true;
+            let ok = brute_linearizable(ops, done, &next);
+            done[i] = false;
+            if ok {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn small_history() -> impl Strategy<Value = Vec<Operation>> {
+    let op = (0u8..3, 0u64..12, 0u64..6, 0u8..3, 0u8..3, any::<bool>(), 0u8..6);
+    prop::collection::vec(op, 1..8).prop_map(|raw| {
+        let val = |v: u8| format!("v{v}");
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, (kind, call, len, a, b, flag, unknown))| {
+                let key = "k".to_string();
+                let (input, output) = match kind {
+                    0 => {
+                        let out = (a > 0).then(|| val(a));
+                        (Input::Get { key }, Output::Get(out))
+                    }
+                    1 => (Input::Put { key, value: val(a) }, Output::Put),
+                    _ => {
+                        let input = Input::Cas {
+                            key,
+                            expected: val(a),
+                            new: val(b),
+                        };
+                        (input, Output::Cas(flag))
+                    }
+                };
+                if unknown == 0 {
+                    Operation::unknown(i, input, call)
+                } else {
+                    Operation::completed(i, input, output, call, call + len)
+                }
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn checker_agrees_with_brute_force(h in small_history()) {
+        let expected = brute_linearizable(&h, &mut vec![false; h.len()], &None);
+        let got = check(&h);
+        prop_assert!(got != CheckResult::Unknown);
+        prop_assert_eq!(got == CheckResult::Ok, expected, "{:#?}", h);
+    }
 }

@@ -35,24 +35,32 @@
 //!
 //! # Algorithm
 //!
-//! Per key, the call and return events are sorted by time (a call sorts
-//! before a return at the same instant, so touching intervals count as
-//! concurrent) into a doubly-linked list. The search walks the list:
+//! Per key, the call and return events of the operations of known outcome
+//! are sorted by time (a call sorts before a return at the same instant, so
+//! touching intervals count as concurrent) into a doubly-linked list. The
+//! search walks the list:
 //!
 //! * at a call event, it tries to linearize that operation now: if the model
 //!   accepts it in the current state, and the pair (set of linearized
 //!   operations as a bitset, new state) was never seen before (the cache),
 //!   the operation's call and return events are unlinked from the list
-//!   ("lifted"), pushed on a stack with the previous state, and the walk
-//!   restarts at the head; otherwise it moves on to the next event;
-//! * at a return event, the operation it belongs to should have been
-//!   linearized already (it returned): the last choice is undone (popped,
-//!   its events relinked) and the walk continues after that operation's call
-//!   event. If the stack is empty, there is no linearization.
+//!   ("lifted"), the choice is pushed on a stack with the previous state, and
+//!   the walk restarts at the head; otherwise it moves on to the next event;
+//! * at the first return event, every pending operation of known outcome
+//!   has been tried at this point. Those of unknown outcome (kept in a
+//!   separate list, by call time) called no later than that return are tried
+//!   next, the same way. When they are exhausted too, the last choice is
+//!   undone (popped, its events relinked) and the search resumes with the
+//!   alternative after it. If the stack is empty, there is no linearization.
 //!
-//! The list becoming empty means every operation got linearized. The cache
-//! makes the search memoise equivalent prefixes; a step budget bounds it, and
-//! [`CheckResult::Unknown`] is returned when that is exhausted.
+//! The list becoming empty means every operation of known outcome got
+//! linearized (the remaining unknown ones go last, i.e. never happened).
+//! Trying unknown-outcome operations only after the known ones is a mere
+//! search order (porcupine keeps them in the one list, at infinity), but it
+//! avoids exploring the subsets of pending crashed writes at every step of a
+//! legal history. The cache makes the search memoise equivalent prefixes; a
+//! step budget bounds it, and [`CheckResult::Unknown`] is returned when that
+//! is exhausted.
 //!
 //! For an illegal history the explanation describes the deepest point the
 //! search reached: the last operations of the longest partial linearization,
@@ -317,6 +325,62 @@ struct Deepest {
     linearized: Bitset,
 }
 
+/// A choice on the search stack: the call event of an operation of known
+/// outcome, or an operation of unknown outcome (its index in the unknown
+/// list) with the time of the return event that bounded its level.
+#[derive(Clone, Copy)]
+enum Choice {
+    Known(usize),
+    Unknown(usize, u64),
+}
+
+impl Choice {
+    fn op(self, events: &[(u64, u8, usize)], unknown: &[usize]) -> usize {
+        match self {
+            Choice::Known(c) => events[c].2,
+            Choice::Unknown(c, _) => unknown[c],
+        }
+    }
+}
+
+/// Where the search is within one level (one set of linearized operations).
+#[derive(Clone, Copy)]
+enum Pos {
+    /// Walking the event list of operations of known outcome.
+    Known(usize),
+    /// Trying the pending operations of unknown outcome called up to `frontier`.
+    Unknown { cursor: usize, frontier: u64 },
+}
+
+/// Links nodes `0..len` in order after the head node `len`.
+fn link(next: &mut [usize], prev: &mut [usize], len: usize) {
+    next[len] = if len > 0 { 0 } else { NONE };
+    for (node, (nx, pv)) in next.iter_mut().zip(prev.iter_mut()).take(len).enumerate() {
+        *nx = if node + 1 < len { node + 1 } else { NONE };
+        *pv = if node == 0 { len } else { node - 1 };
+    }
+}
+
+/// Unlinks `nodes` (in this order) from a doubly-linked list.
+fn lift(next: &mut [usize], prev: &mut [usize], nodes: &[usize]) {
+    for &e in nodes {
+        next[prev[e]] = next[e];
+        if next[e] != NONE {
+            prev[next[e]] = prev[e];
+        }
+    }
+}
+
+/// Relinks `nodes`, which must be given in the reverse order of [`lift`].
+fn unlift(next: &mut [usize], prev: &mut [usize], nodes: &[usize]) {
+    for &e in nodes {
+        next[prev[e]] = e;
+        if next[e] != NONE {
+            prev[next[e]] = e;
+        }
+    }
+}
+
 const NONE: usize = usize::MAX;
 
 fn check_key<'a>(ops: &[&'a Operation], budget: &mut u64) -> KeyResult {
@@ -356,17 +420,21 @@ fn check_key<'a>(ops: &[&'a Operation], budget: &mut u64) -> KeyResult {
         }
     };
 
-    // events: (time, kind 0 = call / 1 = return, op); list node i = event i, head = 2n
-    let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
-    for (i, op) in ops.iter().enumerate() {
-        events.push((op.call, 0, i));
-        events.push((op.ret_time(), 1, i));
+    // Operations of known outcome go into the event list: (time, kind 0 =
+    // call / 1 = return, op); list node i = event i, head = 2m. Those of
+    // unknown outcome (return at infinity) are kept apart, by call time.
+    let (known, unknown): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| ops[i].ret_time() != INFINITY);
+    let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * known.len());
+    for &i in &known {
+        events.push((ops[i].call, 0, i));
+        events.push((ops[i].ret_time(), 1, i));
     }
     events.sort_unstable();
-    let head = 2 * n;
-    let mut next = vec![NONE; 2 * n + 1];
-    let mut prev = vec![NONE; 2 * n + 1];
-    let mut partner = vec![NONE; 2 * n];
+    let m = events.len();
+    let head = m;
+    let mut next = vec![NONE; m + 1];
+    let mut prev = vec![NONE; m + 1];
+    let mut partner = vec![NONE; m];
     let mut call_node = vec![NONE; n];
     for (node, &(_, kind, op)) in events.iter().enumerate() {
         if kind == 0 {
@@ -376,77 +444,105 @@ fn check_key<'a>(ops: &[&'a Operation], budget: &mut u64) -> KeyResult {
             partner[node] = call_node[op];
         }
     }
-    // link the events in sorted order: head -> 0 -> 1 -> ... -> 2n-1
-    next[head] = if n > 0 { 0 } else { NONE };
-    for (node, (nx, pv)) in next.iter_mut().zip(prev.iter_mut()).take(2 * n).enumerate() {
-        *nx = if node + 1 < 2 * n { node + 1 } else { NONE };
-        *pv = if node == 0 { head } else { node - 1 };
-    }
+    link(&mut next, &mut prev, m);
     let is_call = |node: usize| events[node].1 == 0;
     let op_of = |node: usize| events[node].2;
-
-    let lift = |next: &mut Vec<usize>, prev: &mut Vec<usize>, c: usize, r: usize| {
-        for e in [c, r] {
-            next[prev[e]] = next[e];
-            if next[e] != NONE {
-                prev[next[e]] = prev[e];
-            }
-        }
-    };
-    let unlift = |next: &mut Vec<usize>, prev: &mut Vec<usize>, c: usize, r: usize| {
-        for e in [r, c] {
-            next[prev[e]] = e;
-            if next[e] != NONE {
-                prev[next[e]] = e;
-            }
-        }
-    };
+    let mut unknown = unknown;
+    unknown.sort_by_key(|&i| (ops[i].call, i));
+    let u = unknown.len();
+    let uhead = u;
+    let mut unext = vec![NONE; u + 1];
+    let mut uprev = vec![NONE; u + 1];
+    link(&mut unext, &mut uprev, u);
 
     let mut state: u32 = 0;
     let mut linearized = Bitset::new(n);
     let mut cache: HashSet<(Bitset, u32)> = HashSet::new();
-    let mut stack: Vec<(usize, u32)> = Vec::new(); // (call node, state before)
+    let mut stack: Vec<(Choice, u32)> = Vec::new(); // with the state before
     let mut deepest: Option<Deepest> = None;
-    let mut entry = next[head];
+    let mut pos = Pos::Known(next[head]);
     while next[head] != NONE {
         if *budget == 0 {
             return KeyResult::Unknown;
         }
         *budget -= 1;
-        if is_call(entry) {
-            let op = op_of(entry);
-            if let Some(new_state) = steps[op].apply(state) {
-                linearized.set(op);
-                if cache.insert((linearized.clone(), new_state)) {
-                    stack.push((entry, state));
-                    state = new_state;
-                    lift(&mut next, &mut prev, entry, partner[entry]);
-                    entry = next[head];
-                    continue;
+        let (op, choice) = match pos {
+            Pos::Known(entry) if is_call(entry) => {
+                pos = Pos::Known(next[entry]);
+                (op_of(entry), Choice::Known(entry))
+            }
+            Pos::Known(entry) => {
+                // the first return event: every pending operation of known
+                // outcome was tried at this level; now those of unknown outcome
+                if deepest.as_ref().is_none_or(|d| stack.len() > d.depth) {
+                    deepest = Some(Deepest {
+                        depth: stack.len(),
+                        last: stack
+                            .iter()
+                            .rev()
+                            .take(6)
+                            .rev()
+                            .map(|(c, _)| c.op(&events, &unknown))
+                            .collect(),
+                        state,
+                        blocked: op_of(entry),
+                        linearized: linearized.clone(),
+                    });
                 }
-                linearized.clear(op);
+                pos = Pos::Unknown {
+                    cursor: unext[uhead],
+                    frontier: events[entry].0,
+                };
+                continue;
             }
-            entry = next[entry];
-        } else {
-            if deepest.as_ref().is_none_or(|d| stack.len() > d.depth) {
-                deepest = Some(Deepest {
-                    depth: stack.len(),
-                    last: stack.iter().rev().take(6).rev().map(|&(c, _)| op_of(c)).collect(),
-                    state,
-                    blocked: op_of(entry),
-                    linearized: linearized.clone(),
-                });
+            Pos::Unknown { cursor, frontier } if cursor != NONE && ops[unknown[cursor]].call <= frontier => {
+                pos = Pos::Unknown {
+                    cursor: unext[cursor],
+                    frontier,
+                };
+                (unknown[cursor], Choice::Unknown(cursor, frontier))
             }
-            let Some((c, s)) = stack.pop() else {
-                break;
-            };
-            linearized.clear(op_of(c));
-            state = s;
-            unlift(&mut next, &mut prev, c, partner[c]);
-            entry = next[c];
+            Pos::Unknown { .. } => {
+                // nothing left to try at this level: undo the last choice
+                let Some((choice, s)) = stack.pop() else {
+                    break;
+                };
+                linearized.clear(choice.op(&events, &unknown));
+                state = s;
+                pos = match choice {
+                    Choice::Known(c) => {
+                        unlift(&mut next, &mut prev, &[partner[c], c]);
+                        Pos::Known(next[c])
+                    }
+                    Choice::Unknown(c, frontier) => {
+                        unlift(&mut unext, &mut uprev, &[c]);
+                        Pos::Unknown {
+                            cursor: unext[c],
+                            frontier,
+                        }
+                    }
+                };
+                continue;
+            }
+        };
+        if let Some(new_state) = steps[op].apply(state) {
+            linearized.set(op);
+            if cache.insert((linearized.clone(), new_state)) {
+                stack.push((choice, state));
+                state = new_state;
+                match choice {
+                    Choice::Known(c) => lift(&mut next, &mut prev, &[c, partner[c]]),
+                    Choice::Unknown(c, _) => lift(&mut unext, &mut uprev, &[c]),
+                }
+                pos = Pos::Known(next[head]);
+                continue;
+            }
+            linearized.clear(op);
         }
     }
     if next[head] == NONE {
+        // every operation of known outcome is linearized; the remaining
+        // ones of unknown outcome go last (or never happened)
         return KeyResult::Ok;
     }
     let d = deepest.expect("a failure was recorded");
