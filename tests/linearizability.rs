@@ -564,7 +564,32 @@ fn summarize(name: &str, run: &Run) -> (usize, usize) {
         let after = h.iter().filter(|o| o.output != Output::Unknown && o.call > t).count();
         line.push_str(&format!("; {after} completed after restart {}", i + 1));
     }
+    let count = |want: &Output| h.iter().filter(|o| &o.output == want).count();
+    let (cas_ok, cas_failed) = (count(&Output::Cas(true)), count(&Output::Cas(false)));
+    // unknown-outcome writes whose value a completed read later returned
+    let observed: std::collections::HashSet<&str> = h
+        .iter()
+        .filter_map(|o| match &o.output {
+            Output::Get(Some(v)) => Some(v.as_str()),
+            _ => None,
+        })
+        .collect();
+    let seen_unknown = h
+        .iter()
+        .filter(|o| o.output == Output::Unknown)
+        .filter(|o| match &o.input {
+            Input::Put { value: v, .. } | Input::Cas { new: v, .. } => observed.contains(v.as_str()),
+            Input::Get { .. } => false,
+        })
+        .count();
+    line.push_str(&format!(
+        "; CAS {cas_ok} succeeded / {cas_failed} failed; {seen_unknown} unknown-outcome writes observed later"
+    ));
     eprintln!("{line}");
+    assert!(
+        cas_ok > 0 && cas_failed > 0,
+        "the workload should exercise both CAS outcomes"
+    );
     (completed, unknown)
 }
 
