@@ -159,9 +159,9 @@ impl fmt::Display for Operation {
         }
         let ms = |t: u64| t as f64 / 1e6;
         if self.ret_time() == INFINITY {
-            write!(f, " [{:.3} ms, inf)", ms(self.call))
+            write!(f, " [{:.6} ms, inf)", ms(self.call))
         } else {
-            write!(f, " [{:.3} ms, {:.3} ms]", ms(self.call), ms(self.ret))
+            write!(f, " [{:.6} ms, {:.6} ms]", ms(self.call), ms(self.ret))
         }
     }
 }
