@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod linearizability;
+
 /// How long a server may take to become healthy.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
 /// Upper bound for one etcdctl invocation.
