@@ -30,6 +30,17 @@
 //!
 //! Every membership step is checked against quorum: after it, healthy voters must still be a majority
 //! of the resulting voter set, the last voter is never removed, and the leader is never removed.
+//!
+//! What the executor (the reconcile loop) must guarantee for this to hold:
+//! - `Bootstrap` creates the StatefulSet with one replica and `initial-cluster-state=new`; every later
+//!   pod starts with `initial-cluster-state=existing`, also when `GrowStatefulSet` recreates a lost
+//!   StatefulSet.
+//! - A pod discards a data directory whose member ID is not the one MemberList assigns to its ordinal
+//!   (a PVC retained from a removed member) before joining.
+//! - `ObservedPod::data_lost` is set only from evidence about the volume (the pod reports an empty or
+//!   foreign data directory), never from mere unhealthiness.
+//! - `ReplaceMember` removes first and adds second; a crash in between shows up as a missing member on
+//!   an existing pod, which the planner re-adds.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -47,6 +58,17 @@ pub struct Desired {
     pub name: String,
     /// Desired number of voting members (1..=9 after CRD validation).
     pub replicas: u32,
+}
+
+impl Desired {
+    /// The desired state of an `EtcdCluster` named `name` (a negative replica count, which the CRD
+    /// forbids, becomes 0 and makes the planner wait).
+    pub fn from_spec(name: &str, spec: &super::spec::EtcdClusterSpec) -> Self {
+        Desired {
+            name: name.to_string(),
+            replicas: u32::try_from(spec.replicas).unwrap_or(0),
+        }
+    }
 }
 
 /// One member as MemberList reports it, with the health the operator measured.

@@ -116,6 +116,23 @@ fn ordinals_from_names_and_peer_urls() {
 }
 
 #[test]
+fn desired_from_spec() {
+    let spec = crate::controller::spec::EtcdClusterSpec {
+        replicas: 5,
+        ..Default::default()
+    };
+    assert_eq!(Desired::from_spec(NAME, &spec), desired(5));
+    let bad = crate::controller::spec::EtcdClusterSpec {
+        replicas: -1,
+        ..Default::default()
+    };
+    assert!(is_wait(
+        &next_step(&Desired::from_spec(NAME, &bad), &cluster(3)),
+        "out of range"
+    ));
+}
+
+#[test]
 fn fresh_cluster_bootstraps_one_member() {
     assert_eq!(
         next_step(&desired(3), &Observed::default()),
