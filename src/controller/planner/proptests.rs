@@ -289,11 +289,15 @@ fn arb_fault() -> impl Strategy<Value = Fault> {
 #[derive(Clone, Copy, Debug)]
 enum Disturbance {
     None,
-    LeftoverLearner { with_pod: bool },
+    LeftoverLearner {
+        with_pod: bool,
+    },
     GrownWithoutMember,
     RemovedNotShrunk,
     DataLost(Index),
     Leader(Index),
+    /// A minority of pods crash-loop for a few ticks, then recover.
+    PodsDown(Index, u32),
 }
 
 fn arb_disturbance() -> impl Strategy<Value = Disturbance> {
@@ -304,6 +308,7 @@ fn arb_disturbance() -> impl Strategy<Value = Disturbance> {
         Just(Disturbance::RemovedNotShrunk),
         any::<Index>().prop_map(Disturbance::DataLost),
         any::<Index>().prop_map(Disturbance::Leader),
+        (any::<Index>(), 1u32..=6).prop_map(|(i, ticks)| Disturbance::PodsDown(i, ticks)),
     ]
 }
 
@@ -342,6 +347,13 @@ fn disturbed(voters: u32, d: Disturbance) -> Sim {
         }
         Disturbance::DataLost(_) => {}
         Disturbance::Leader(i) => sim.leader = Some(sim.members[i.index(sim.members.len())].id),
+        // Up to a minority of pods, starting at a random ordinal, so quorum survives.
+        Disturbance::PodsDown(i, ticks) => {
+            let start = i.index(voters as usize) as u32;
+            for k in 0..(voters - 1) / 2 {
+                sim.down.insert((start + k) % voters, ticks);
+            }
+        }
     }
     sim
 }
@@ -406,7 +418,7 @@ proptest! {
         faults in prop::collection::vec(arb_fault(), 0..30),
     ) {
         let mut sim = disturbed(voters, disturbance);
-        let limit = faults.len() + 8 * (voters.abs_diff(replicas) as usize + 4);
+        let limit = faults.len() + 8 * (voters.abs_diff(replicas) as usize + 4) + 6;
         prop_assert!(run(&mut sim, replicas, &faults, limit)?, "no convergence to {} in {} steps: {:?}", replicas, limit, sim);
     }
 

@@ -6,7 +6,7 @@
 //! publish their names, learners catch up, a leader is elected. Faults model an operator that crashes
 //! before executing a step, in the middle of a replacement, or before recording the step in its status.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{quorum, Desired, MemberId, Observed, ObservedMember, ObservedPod, Step};
 
@@ -39,8 +39,9 @@ pub struct Sim {
     pub sts: Option<u32>,
     /// Ordinals whose volume is fresh while the member recorded for them has started before.
     pub data_lost: BTreeSet<u32>,
-    /// Ordinals whose pod is crash-looping for reasons outside the cluster.
-    pub down: BTreeSet<u32>,
+    /// Ordinals whose pod is crash-looping for reasons outside the cluster, with the ticks until it
+    /// recovers.
+    pub down: BTreeMap<u32, u32>,
     pub leader: Option<MemberId>,
     pub next_id: MemberId,
     pub bootstrapped: bool,
@@ -55,7 +56,7 @@ impl Sim {
             members: Vec::new(),
             sts: None,
             data_lost: BTreeSet::new(),
-            down: BTreeSet::new(),
+            down: BTreeMap::new(),
             leader: None,
             next_id: 0x1000,
             bootstrapped: false,
@@ -95,7 +96,7 @@ impl Sim {
     }
 
     fn pod_running(&self, ordinal: u32) -> bool {
-        self.sts.is_some_and(|s| ordinal < s) && !self.down.contains(&ordinal)
+        self.sts.is_some_and(|s| ordinal < s) && !self.down.contains_key(&ordinal)
     }
 
     pub fn member_healthy(&self, m: &SimMember) -> bool {
@@ -293,6 +294,10 @@ impl Sim {
 
     /// Time passes: running pods start their members, started learners catch up, a leader is elected.
     pub fn tick(&mut self) {
+        self.down.retain(|_, ticks| {
+            *ticks = ticks.saturating_sub(1);
+            *ticks > 0
+        });
         for i in 0..self.members.len() {
             let ordinal = self.members[i].ordinal;
             if !self.pod_running(ordinal) || self.data_lost.contains(&ordinal) {
