@@ -1,8 +1,13 @@
 //! The `EtcdCluster` status: observed members, the scale subresource fields and kstatus conditions.
 //!
-//! Conditions follow the Kubernetes convention (`metav1.Condition`) with the three types kstatus reads:
-//! `Available`, `Progressing` and `Degraded`. [`set_condition`] updates a list the way
-//! `meta.SetStatusCondition` does in Go: `lastTransitionTime` only moves when the status flips.
+//! Conditions are `metav1.Condition`s in a list keyed by `type`. The operator's own types are
+//! `Available`, `Progressing` and `Degraded` (the Deployment-style convention). kstatus's generic rules
+//! for custom resources read `status.observedGeneration` and the abnormal-true conditions `Reconciling`
+//! and `Stalled`; to be kstatus-compatible the reconcile loop sets `observedGeneration` and mirrors
+//! `Progressing` into [`CONDITION_RECONCILING`] and an unrecoverable `Degraded` into
+//! [`CONDITION_STALLED`] (both are removed or `False` when the cluster is settled).
+//! [`set_condition`] updates a list the way `meta.SetStatusCondition` does in Go:
+//! `lastTransitionTime` only moves when the status flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
@@ -10,10 +15,14 @@ use serde::{Deserialize, Serialize};
 
 /// Condition type: the cluster serves requests (it has a leader and a quorum of healthy voters).
 pub const CONDITION_AVAILABLE: &str = "Available";
-/// Condition type: the operator is moving the cluster toward its spec (kstatus: in progress while `True`).
+/// Condition type: the operator is moving the cluster toward its spec.
 pub const CONDITION_PROGRESSING: &str = "Progressing";
-/// Condition type: something is wrong that the operator cannot fix by itself (kstatus: failed while `True`).
+/// Condition type: the cluster serves but not as specified (unhealthy members, lost data, no quorum).
 pub const CONDITION_DEGRADED: &str = "Degraded";
+/// kstatus condition: `True` while the operator is still moving toward the spec (status InProgress).
+pub const CONDITION_RECONCILING: &str = "Reconciling";
+/// kstatus condition: `True` when progress stopped and needs intervention (status Failed).
+pub const CONDITION_STALLED: &str = "Stalled";
 
 /// Coarse lifecycle phase, for humans; automation should read the conditions.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -61,7 +70,7 @@ pub struct EtcdClusterStatus {
     /// `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Standard conditions: `Available`, `Progressing`, `Degraded`.
+    /// Standard conditions: `Available`, `Progressing`, `Degraded` (and kstatus's `Reconciling`, `Stalled`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
