@@ -1,0 +1,432 @@
+//! The `EtcdCluster` custom resource: its spec and the derived root type.
+//!
+//! `#[derive(CustomResource)]` generates the root type [`EtcdCluster`] (apiVersion `rustcd.io/v1alpha1`)
+//! from [`EtcdClusterSpec`], together with `EtcdCluster::crd()`. Validation the OpenAPI schema cannot
+//! express is attached as CEL rules (`x-kubernetes-validations`) through `#[schemars(extend(...))]`;
+//! [`EtcdClusterSpec::validate`] and [`EtcdClusterSpec::validate_update`] mirror those rules in Rust so the
+//! operator can refuse a spec the API server would have rejected (for example one applied before the CRD
+//! was updated).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::EtcdClusterStatus;
+
+/// Smallest allowed `spec.replicas`.
+pub const MIN_REPLICAS: i32 = 1;
+/// Largest allowed `spec.replicas` (etcd recommends at most 7 voters; 9 leaves room for experiments).
+pub const MAX_REPLICAS: i32 = 9;
+/// `spec.replicas` when the field is omitted.
+pub const DEFAULT_REPLICAS: i32 = 3;
+
+/// OpenAPI `pattern` for `spec.version`: `3.5.0`, `v0.1.0`, `3.6.0-rc.1`.
+pub const VERSION_PATTERN: &str = r"^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$";
+
+/// CEL transition rule on `spec`: the storage section cannot be added, removed or changed after creation
+/// (a StatefulSet's volumeClaimTemplates are immutable, and switching between emptyDir and PVCs would
+/// silently drop data).
+pub const STORAGE_IMMUTABLE_RULE: &str =
+    "has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || self.storage == oldSelf.storage)";
+/// Message returned by the API server when [`STORAGE_IMMUTABLE_RULE`] fails.
+pub const STORAGE_IMMUTABLE_MESSAGE: &str = "storage is immutable after creation";
+
+/// CEL rule on each TLS endpoint: a certificate comes either from a Secret or from cert-manager, not both.
+pub const TLS_EXCLUSIVE_RULE: &str = "!(has(self.secretName) && has(self.issuerRef))";
+/// Message returned by the API server when [`TLS_EXCLUSIVE_RULE`] fails.
+pub const TLS_EXCLUSIVE_MESSAGE: &str = "secretName and issuerRef are mutually exclusive";
+
+fn default_replicas() -> i32 {
+    DEFAULT_REPLICAS
+}
+
+/// Desired state of an etcd-compatible rustcd cluster.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "rustcd.io",
+    version = "v1alpha1",
+    kind = "EtcdCluster",
+    plural = "etcdclusters",
+    shortname = "etcd",
+    namespaced,
+    status = "EtcdClusterStatus",
+    derive = "PartialEq",
+    doc = "An etcd-compatible rustcd cluster managed by the rustcd operator.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn = r#"{"name":"Replicas","type":"integer","description":"Desired number of members","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","description":"Members that are healthy voters","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","description":"Version the members run","jsonPath":".status.currentVersion"}"#,
+    printcolumn = r#"{"name":"Leader","type":"string","description":"Name of the Raft leader","jsonPath":".status.leader"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": STORAGE_IMMUTABLE_RULE, "message": STORAGE_IMMUTABLE_MESSAGE, "fieldPath": ".storage" }
+]))]
+pub struct EtcdClusterSpec {
+    /// Number of voting members. Scaling moves one member at a time (learner first on the way up).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = MIN_REPLICAS, max = MAX_REPLICAS))]
+    pub replicas: i32,
+
+    /// Version to run, such as `3.5.0` or `v0.1.0`; selects the image tag when `image` is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 64))]
+    pub version: Option<String>,
+
+    /// Full image reference; overrides the image derived from `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Persistent storage for each member. Absent: an emptyDir (data lives as long as the pod).
+    /// Immutable after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+
+    /// Compute resources of the etcd container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Scheduling and metadata overrides for the member pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
+
+    /// How strongly members are spread over nodes (pod anti-affinity on `kubernetes.io/hostname`).
+    /// Ignored when `pod.affinity` is set.
+    #[serde(default)]
+    pub anti_affinity: AntiAffinity,
+
+    /// TLS for client and peer traffic; used by the TLS milestone of the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// What happens to a member's PersistentVolumeClaim when the cluster scales down.
+    #[serde(default)]
+    pub pvc_retention_policy: PvcRetentionPolicy,
+}
+
+impl Default for EtcdClusterSpec {
+    fn default() -> Self {
+        Self {
+            replicas: DEFAULT_REPLICAS,
+            version: None,
+            image: None,
+            storage: None,
+            resources: None,
+            pod: None,
+            anti_affinity: AntiAffinity::default(),
+            tls: None,
+            pvc_retention_policy: PvcRetentionPolicy::default(),
+        }
+    }
+}
+
+/// Persistent storage: one PersistentVolumeClaim per member.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size of each member's volume, e.g. `10Gi`.
+    pub size: Quantity,
+    /// StorageClass of the claims; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Overrides applied to every member pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Full affinity; replaces the anti-affinity derived from `spec.antiAffinity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Extra pod labels (the operator's own selector labels always win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Default pod anti-affinity between members of one cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AntiAffinity {
+    /// Spread members over nodes when possible (`preferredDuringScheduling...`).
+    #[default]
+    Preferred,
+    /// Never put two members on one node (`requiredDuringScheduling...`).
+    Required,
+    /// No anti-affinity.
+    #[serde(rename = "None")]
+    Disabled,
+}
+
+/// What happens to a removed member's PersistentVolumeClaim on scale-down.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PvcRetentionPolicy {
+    /// Keep the claim (a later scale-up discards its stale data before the new member joins).
+    #[default]
+    Retain,
+    /// Delete the claim with the member.
+    Delete,
+}
+
+/// TLS settings; consumed by the operator's TLS milestone.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Certificate for the client endpoints (port 2379).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<TlsEndpoint>,
+    /// Certificate for the peer endpoints (port 2380).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<TlsEndpoint>,
+}
+
+/// Where one endpoint's certificate comes from: an existing Secret or a cert-manager issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": TLS_EXCLUSIVE_RULE, "message": TLS_EXCLUSIVE_MESSAGE }
+]))]
+pub struct TlsEndpoint {
+    /// Secret of type `kubernetes.io/tls` holding `tls.crt`, `tls.key` and `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub secret_name: Option<String>,
+    /// cert-manager issuer that signs the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// Reference to a cert-manager issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the issuer.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// `Issuer` (namespaced, the default) or `ClusterIssuer`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+}
+
+/// Kind of a cert-manager issuer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum IssuerKind {
+    /// A namespaced `Issuer` in the cluster's namespace.
+    #[default]
+    Issuer,
+    /// A cluster-scoped `ClusterIssuer`.
+    ClusterIssuer,
+}
+
+/// A spec the API server would reject; each entry names the field and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid EtcdCluster spec: {}", .0.join("; "))]
+pub struct SpecError(pub Vec<String>);
+
+impl EtcdClusterSpec {
+    /// Checks the rules the CRD schema and its CEL validations enforce on a single object.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut problems = Vec::new();
+        if !(MIN_REPLICAS..=MAX_REPLICAS).contains(&self.replicas) {
+            problems.push(format!(
+                "spec.replicas: {} is outside {MIN_REPLICAS}..={MAX_REPLICAS}",
+                self.replicas
+            ));
+        }
+        if let Some(version) = &self.version {
+            if !is_well_formed_version(version) {
+                problems.push(format!("spec.version: {version:?} is not like 3.5.0 or v0.1.0"));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            for (name, endpoint) in [("client", &tls.client), ("peer", &tls.peer)] {
+                if let Some(endpoint) = endpoint {
+                    if endpoint.secret_name.is_some() && endpoint.issuer_ref.is_some() {
+                        problems.push(format!("spec.tls.{name}: {TLS_EXCLUSIVE_MESSAGE}"));
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError(problems))
+        }
+    }
+
+    /// Checks an update from `old` to `self`: [`validate`](Self::validate) plus the transition rules.
+    pub fn validate_update(&self, old: &EtcdClusterSpec) -> Result<(), SpecError> {
+        let mut problems = match self.validate() {
+            Ok(()) => Vec::new(),
+            Err(SpecError(problems)) => problems,
+        };
+        if self.storage != old.storage {
+            problems.push(format!("spec.storage: {STORAGE_IMMUTABLE_MESSAGE}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError(problems))
+        }
+    }
+}
+
+/// Whether `version` matches [`VERSION_PATTERN`] (`v?MAJOR.MINOR.PATCH(-PRERELEASE)?`).
+pub fn is_well_formed_version(version: &str) -> bool {
+    let version = version.strip_prefix('v').unwrap_or(version);
+    let (core, pre) = match version.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (version, None),
+    };
+    let numbers_ok = {
+        let parts: Vec<&str> = core.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let pre_ok =
+        pre.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+    numbers_ok && pre_ok && version.len() <= 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_format() {
+        for ok in ["3.5.0", "v0.1.0", "3.6.0-rc.1", "v10.20.30-alpha-1"] {
+            assert!(is_well_formed_version(ok), "{ok} should be accepted");
+        }
+        for bad in [
+            "",
+            "3.5",
+            "v3",
+            "3.5.0.1",
+            "latest",
+            "3.5.0-",
+            "vv3.5.0",
+            "3.x.0",
+            "3.5.0+meta",
+            " 3.5.0",
+        ] {
+            assert!(!is_well_formed_version(bad), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn defaults_when_fields_are_omitted() {
+        let spec: EtcdClusterSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(spec, EtcdClusterSpec::default());
+        assert_eq!(spec.replicas, 3);
+        assert_eq!(spec.anti_affinity, AntiAffinity::Preferred);
+        assert_eq!(spec.pvc_retention_policy, PvcRetentionPolicy::Retain);
+        assert!(spec.validate().is_ok());
+    }
+
+    #[test]
+    fn wire_names() {
+        let spec: EtcdClusterSpec = serde_json::from_value(serde_json::json!({
+            "replicas": 5,
+            "version": "3.5.0",
+            "storage": {"size": "10Gi", "storageClassName": "fast"},
+            "antiAffinity": "None",
+            "pvcRetentionPolicy": "Delete",
+            "pod": {"priorityClassName": "high", "nodeSelector": {"disk": "ssd"}},
+            "tls": {"peer": {"issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}, "client": {"secretName": "c"}}
+        }))
+        .unwrap();
+        assert_eq!(spec.anti_affinity, AntiAffinity::Disabled);
+        assert_eq!(spec.pvc_retention_policy, PvcRetentionPolicy::Delete);
+        let storage = spec.storage.as_ref().unwrap();
+        assert_eq!(storage.size, Quantity("10Gi".into()));
+        let peer = spec.tls.as_ref().unwrap().peer.as_ref().unwrap();
+        assert_eq!(peer.issuer_ref.as_ref().unwrap().kind, IssuerKind::ClusterIssuer);
+        assert!(spec.validate().is_ok());
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["antiAffinity"], "None");
+        assert_eq!(back["storage"]["storageClassName"], "fast");
+        assert_eq!(back["pod"]["priorityClassName"], "high");
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let spec = EtcdClusterSpec {
+            replicas: 10,
+            version: Some("latest".into()),
+            tls: Some(TlsSpec {
+                client: Some(TlsEndpoint {
+                    secret_name: Some("s".into()),
+                    issuer_ref: Some(IssuerRef {
+                        name: "i".into(),
+                        kind: IssuerKind::Issuer,
+                    }),
+                }),
+                peer: Some(TlsEndpoint {
+                    secret_name: Some("p".into()),
+                    issuer_ref: None,
+                }),
+            }),
+            ..EtcdClusterSpec::default()
+        };
+        let SpecError(problems) = spec.validate().unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("spec.replicas"));
+        assert!(problems[1].contains("spec.version"));
+        assert!(problems[2].contains("spec.tls.client"));
+        assert!(EtcdClusterSpec {
+            replicas: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(EtcdClusterSpec {
+            replicas: 9,
+            ..Default::default()
+        }
+        .validate()
+        .is_ok());
+    }
+
+    #[test]
+    fn storage_is_immutable_on_update() {
+        let with = |size: &str| EtcdClusterSpec {
+            storage: Some(StorageSpec {
+                size: Quantity(size.into()),
+                storage_class_name: None,
+            }),
+            ..EtcdClusterSpec::default()
+        };
+        let none = EtcdClusterSpec::default();
+        assert!(with("1Gi").validate_update(&with("1Gi")).is_ok());
+        assert!(with("2Gi").validate_update(&with("1Gi")).is_err());
+        assert!(none.validate_update(&with("1Gi")).is_err());
+        assert!(with("1Gi").validate_update(&none).is_err());
+        let scaled = EtcdClusterSpec {
+            replicas: 5,
+            ..with("1Gi")
+        };
+        assert!(scaled.validate_update(&with("1Gi")).is_ok());
+    }
+}
