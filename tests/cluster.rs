@@ -176,6 +176,17 @@ fn three_members_bootstrap_replicate_and_survive_leader_loss() {
         assert_eq!(o.stdout.trim(), "v1", "{} did not see k1: {o:?}", m.name);
     }
 
+    // Leases work through a follower: keep-alive and time-to-live are forwarded to the
+    // leader, whose lessor tracks expiry.
+    let f = &c.members[follower].client;
+    let grant = etcdctl(f, &["lease", "grant", "60"]);
+    let lease = grant.stdout.split_whitespace().nth(1).expect("lease id").to_string();
+    assert_eq!(etcdctl(f, &["put", "leased", "x", "--lease", &lease]).status, 0);
+    let ka = etcdctl(f, &["lease", "keep-alive", "--once", &lease]);
+    assert!(ka.stdout.contains("keepalived with TTL(60)"), "{ka:?}");
+    let ttl = etcdctl(f, &["lease", "timetolive", &lease, "--keys"]);
+    assert!(ttl.stdout.contains("attached keys([leased])"), "{ttl:?}");
+
     // Kill the leader: the other two elect a new one and keep accepting writes.
     c.kill9(leader);
     let started = Instant::now();

@@ -14,7 +14,7 @@ use super::auth_ctx::auth_info;
 use super::kv::complete_header;
 use crate::etcd::apply::ApplyOutput;
 use crate::etcd::lease::LeaseError;
-use crate::etcd::proto::etcdserverpb::{self as pb, lease_server::Lease};
+use crate::etcd::proto::etcdserverpb::{self as pb, lease_client::LeaseClient, lease_server::Lease};
 use crate::etcd::proto::rustcdpb::internal_request::Request as Internal;
 use crate::etcd::server::EtcdServer;
 
@@ -24,6 +24,33 @@ pub struct LeaseService {
 
 fn lease_status(e: crate::etcd::lease::LeaseError) -> Status {
     Status::new(tonic::Code::from_i32(e.grpc_status_code()), e.to_string())
+}
+
+impl LeaseService {
+    async fn leader_channel(&self) -> Result<tonic::transport::Channel, Status> {
+        self.server
+            .leader_link
+            .channel(&self.server)
+            .await
+            .ok_or_else(|| Status::unavailable("etcdserver: no leader"))
+    }
+
+    /// Followers relay a keep-alive stream to the leader, whose lessor tracks expiry.
+    async fn forward_keep_alive(
+        &self,
+        req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let ch = self.leader_channel().await?;
+        let metadata = req.metadata().clone();
+        let input = req
+            .into_inner()
+            .take_while(|r| futures::future::ready(r.is_ok()))
+            .filter_map(|r| async { r.ok() });
+        let mut fwd = tonic::Request::new(input);
+        *fwd.metadata_mut() = metadata;
+        let upstream = LeaseClient::new(ch).lease_keep_alive(fwd).await?.into_inner();
+        Ok(Response::new(Box::pin(upstream)))
+    }
 }
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
@@ -70,6 +97,9 @@ impl Lease for LeaseService {
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         auth_info(&self.server, &req)?;
+        if !self.server.raft.status.is_leader() {
+            return self.forward_keep_alive(req).await;
+        }
         let mut input = req.into_inner();
         let server = self.server.clone();
         let (tx, rx) = mpsc::channel(16);
@@ -79,16 +109,12 @@ impl Lease for LeaseService {
                     Ok(r) => r,
                     Err(_) => break,
                 };
-                if !server.raft.status.is_leader() {
-                    let _ = tx.send(Err(Status::unavailable("etcdserver: not leader"))).await;
-                    break;
-                }
                 // etcd answers TTL 0 for a lease that does not exist (any more).
                 let renewed = server.sm.write().lessor.renew(r.id, Instant::now());
                 let ttl = match renewed {
                     Ok(ttl) => ttl,
                     Err(LeaseError::NotPrimary) => {
-                        let _ = tx.send(Err(Status::unavailable("etcdserver: not leader"))).await;
+                        let _ = tx.send(Err(Status::unavailable("etcdserver: leader changed"))).await;
                         break;
                     }
                     Err(_) => 0,
@@ -111,6 +137,13 @@ impl Lease for LeaseService {
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         auth_info(&self.server, &req)?;
+        if !self.server.raft.status.is_leader() {
+            // Remaining TTLs are tracked by the leader's lessor only: ask it.
+            let ch = self.leader_channel().await?;
+            let mut fwd = tonic::Request::new(req.get_ref().clone());
+            *fwd.metadata_mut() = req.metadata().clone();
+            return LeaseClient::new(ch).lease_time_to_live(fwd).await;
+        }
         let r = req.into_inner();
         self.server.linearizable_read().await?;
         let sm = self.server.sm.read();

@@ -228,6 +228,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         ids: IdGenerator::new(meta.member_id),
         sm,
         started_at: now,
+        leader_link: Default::default(),
         cfg,
     });
     Ok(Started { server, driver })

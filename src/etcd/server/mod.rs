@@ -6,6 +6,7 @@
 pub mod background;
 mod bootstrap;
 mod ids;
+mod leader_link;
 mod watch_source;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use prost::Message as _;
 
 pub use bootstrap::{start, BootstrapError, Started};
 pub use ids::IdGenerator;
+pub use leader_link::LeaderLink;
 
 use crate::etcd::apply::{ApplyError, ApplyOutput, StateMachine};
 use crate::etcd::auth::TokenStore;
@@ -64,6 +66,8 @@ pub struct EtcdServer {
     pub metrics: Arc<Metrics>,
     pub ids: IdGenerator,
     pub started_at: Instant,
+    /// Forwarding channel to the leader (followers forward lease keep-alives to it).
+    pub leader_link: LeaderLink,
 }
 
 impl EtcdServer {
