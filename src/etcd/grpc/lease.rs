@@ -140,7 +140,7 @@ impl Lease for LeaseService {
         if !self.server.raft.status.is_leader() {
             // Remaining TTLs are tracked by the leader's lessor only: ask it.
             let ch = self.leader_channel().await?;
-            let mut fwd = tonic::Request::new(req.get_ref().clone());
+            let mut fwd = tonic::Request::new(*req.get_ref());
             *fwd.metadata_mut() = req.metadata().clone();
             return LeaseClient::new(ch).lease_time_to_live(fwd).await;
         }
