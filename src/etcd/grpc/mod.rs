@@ -137,5 +137,8 @@ async fn version(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
+    // Counting live keys walks the index, so it is done per scrape, not every second.
+    let keys = server.sm.read().mvcc.key_count() as i64;
+    server.metrics.keys_total.set(keys);
     ([("content-type", "text/plain; version=0.0.4")], server.metrics.render())
 }

@@ -105,7 +105,7 @@ async fn housekeeping(server: Arc<EtcdServer>) {
         .set((server.member_id & (i64::MAX as u64)) as i64);
     loop {
         tick.tick().await;
-        let (total, in_use, rev, compact, keys, leases, over, alarmed) = {
+        let (total, in_use, rev, compact, leases, over, alarmed) = {
             let sm = server.sm.read();
             let (total, in_use) = sm.mvcc.size_bytes();
             (
@@ -113,7 +113,6 @@ async fn housekeeping(server: Arc<EtcdServer>) {
                 in_use,
                 sm.mvcc.current_revision(),
                 sm.mvcc.compact_revision(),
-                sm.mvcc.key_count() as i64,
                 sm.lessor.leases().len() as i64,
                 sm.over_quota(),
                 sm.membership.has_alarm(AlarmType::Nospace),
@@ -124,7 +123,6 @@ async fn housekeeping(server: Arc<EtcdServer>) {
         m.db_total_size_in_use.set(in_use);
         m.current_revision.set(rev);
         m.compact_revision.set(compact);
-        m.keys_total.set(keys);
         m.leases.set(leases);
         m.has_leader.set(i64::from(server.has_leader()));
         m.proposals_committed.set(server.raft.status.commit_index() as i64);
