@@ -19,11 +19,16 @@ struct Member {
 struct Cluster {
     members: Vec<Member>,
     initial: String,
+    extra: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut members = Vec::new();
         for i in 0..n {
@@ -43,6 +48,7 @@ impl Cluster {
         let mut c = Cluster {
             members,
             initial,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: tmp,
         };
         for i in 0..n {
@@ -65,6 +71,7 @@ impl Cluster {
                 "--initial-cluster-token",
                 "test-cluster",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -230,4 +237,61 @@ fn three_members_bootstrap_replicate_and_survive_leader_loss() {
         assert!(Instant::now() < deadline, "HashKV differs across members: {o:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn follower_behind_the_leaders_log_catches_up_from_a_snapshot() {
+    if support::etcdctl_bin().is_none() {
+        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+        return;
+    }
+    // Tiny snapshot and catch-up windows: the leader compacts its log after 50 entries and
+    // keeps only 10 behind, so a follower that misses 300 writes needs a snapshot.
+    let mut c = Cluster::start_with(
+        3,
+        &[
+            "--snapshot-count",
+            "50",
+            "--experimental-snapshot-catchup-entries",
+            "10",
+        ],
+    );
+    let leader = c.leader(Duration::from_secs(20)).expect("a leader is elected");
+    let lagging = (leader + 1) % 3;
+    let live = (leader + 2) % 3;
+    let o = eventually(
+        &c.members[live].client,
+        &["put", "before", "1"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status, 0, "{o:?}");
+    c.kill9(lagging);
+    let endpoint = c.members[leader].client.clone();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let mut client = etcd_client::Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        for i in 0..300 {
+            client
+                .put(format!("k{i:03}"), format!("v{i}"), None)
+                .await
+                .expect("put");
+        }
+    });
+    c.spawn(lagging);
+    let ep = c.members[lagging].client.clone();
+    let o = eventually(
+        &ep,
+        &["get", "k299", "--print-value-only", "--consistency=s"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.stdout.trim(), "v299", "lagging member did not catch up: {o:?}");
+    let o = etcdctl(&ep, &["get", "k", "--prefix", "--keys-only", "--consistency=s"]);
+    assert_eq!(o.stdout.lines().filter(|l| !l.is_empty()).count(), 300, "{o:?}");
+    let log = std::fs::read_to_string(c.members[lagging].dir.with_extension("log")).unwrap_or_default();
+    assert!(
+        log.contains("installed a snapshot from the leader"),
+        "no snapshot was installed:\n{log}"
+    );
 }

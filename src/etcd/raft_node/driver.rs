@@ -8,18 +8,15 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
-use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
 
 use super::status::RaftStatus;
+use super::storage::NodeStorage;
 use crate::etcd::apply::{Applied, ApplyResult, StateMachine};
 use crate::etcd::peer::PeerTransport;
 use crate::etcd::storage::{SnapshotFiles, Wal};
 
-/// How many entries behind a snapshot are kept in memory so that slow followers can
-/// catch up from the log instead of a snapshot (etcd's SnapshotCatchUpEntries).
-const CATCH_UP_ENTRIES: u64 = 5000;
 /// Upper bound of proposals taken into one Ready (one fsync).
 const MAX_BATCH: usize = 4096;
 
@@ -66,6 +63,8 @@ pub struct DriverHooks {
     pub on_applied: Box<dyn Fn(u64) + Send>,
     /// Called when this member becomes leader or stops being leader.
     pub on_role_change: Box<dyn Fn(bool) + Send>,
+    /// Called after a snapshot from the leader replaced the state machine.
+    pub on_restore: Box<dyn Fn() + Send>,
 }
 
 /// Settings for the driver thread.
@@ -76,6 +75,9 @@ pub struct DriverConfig {
     pub unsafe_no_fsync: bool,
     /// Campaign immediately when this member is the only voter.
     pub campaign_if_single: bool,
+    /// Entries kept in memory behind a snapshot so slow followers catch up from the log
+    /// (etcd's --experimental-snapshot-catchup-entries).
+    pub catch_up_entries: u64,
     /// Extra time given to every lease when this member becomes leader (the election timeout).
     pub lease_promote_extend: Duration,
 }
@@ -138,7 +140,7 @@ impl RaftHandle {
 }
 
 struct Driver {
-    node: RawNode<MemStorage>,
+    node: RawNode<NodeStorage>,
     wal: Wal,
     snapshots: SnapshotFiles,
     sm: Arc<RwLock<StateMachine>>,
@@ -164,7 +166,7 @@ pub struct Durable {
 
 /// Starts the driver thread. `node` must already hold the recovered log.
 pub fn spawn(
-    node: RawNode<MemStorage>,
+    node: RawNode<NodeStorage>,
     disk: Durable,
     sm: Arc<RwLock<StateMachine>>,
     hooks: DriverHooks,
@@ -322,12 +324,8 @@ impl Driver {
         // A leader may send before persisting (Raft thesis 10.2.1).
         self.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            // Installing a leader's snapshot on a lagging follower is not implemented yet:
-            // leaders keep CATCH_UP_ENTRIES of log so followers normally catch up from it.
-            tracing::error!(
-                index = ready.snapshot().get_metadata().index,
-                "a raft snapshot arrived from the leader; installing snapshots is not supported yet"
-            );
+            // This follower fell behind the leader's log: replace the state machine.
+            self.install_snapshot(ready.snapshot().clone())?;
         }
         for rs in ready.take_read_states() {
             let mut ctx = [0u8; 8];
@@ -347,7 +345,7 @@ impl Driver {
                 let took = self.wal.sync()?;
                 (self.hooks.on_fsync)(took);
             }
-            let store = self.node.mut_store();
+            let store = &self.node.mut_store().mem;
             if let Some(hs) = ready.hs() {
                 store.wl().set_hardstate(hs.clone());
             }
@@ -365,7 +363,7 @@ impl Driver {
             // index lost in a crash is recomputed by Raft on restart, so no write is spent here.
             let mut hs = self.node.raft.hard_state();
             hs.commit = commit;
-            self.node.mut_store().wl().set_hardstate(hs);
+            self.node.mut_store().mem.wl().set_hardstate(hs);
         }
         self.send(light.take_messages());
         self.apply(light.take_committed_entries());
@@ -418,6 +416,36 @@ impl Driver {
         }
     }
 
+    /// Installs a snapshot sent by the leader: state machine, raft log start, snapshot
+    /// file and WAL marker, then lets watchers catch up from the new history.
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), crate::etcd::storage::StorageError> {
+        let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+        let state = match crate::etcd::proto::rustcdpb::StateSnapshot::decode(snap.get_data()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(index, error = %e, "leader sent an undecodable snapshot; ignoring it");
+                return Ok(());
+            }
+        };
+        if let Err(e) = self.sm.write().restore(state, Instant::now()) {
+            tracing::error!(index, error = %e, "leader sent a snapshot this member cannot load; ignoring it");
+            return Ok(());
+        }
+        self.snapshots.save(index, term, snap.get_data())?;
+        self.wal.mark_snapshot(index, term)?;
+        self.wal.sync()?;
+        let mut meta_only = snap;
+        meta_only.set_data(Default::default());
+        if let Err(e) = self.node.mut_store().mem.wl().apply_snapshot(meta_only) {
+            tracing::error!(index, error = %e, "raft log could not take the snapshot");
+        }
+        self.last_snapshot_index = index;
+        self.status.set_applied(index);
+        (self.hooks.on_restore)();
+        tracing::info!(index, term, "installed a snapshot from the leader");
+        Ok(())
+    }
+
     fn send(&mut self, msgs: Vec<Message>) {
         if msgs.is_empty() {
             return;
@@ -454,9 +482,9 @@ impl Driver {
         self.wal.sync()?;
         self.wal.release_to(index)?;
         self.snapshots.purge(self.cfg.max_snapshots)?;
-        let compact_to = index.saturating_sub(CATCH_UP_ENTRIES);
+        let compact_to = index.saturating_sub(self.cfg.catch_up_entries);
         if compact_to > 1 {
-            if let Err(e) = self.node.mut_store().wl().compact(compact_to) {
+            if let Err(e) = self.node.mut_store().mem.wl().compact(compact_to) {
                 tracing::warn!(error = %e, "raft log compaction skipped");
             }
         }

@@ -12,7 +12,9 @@
 mod driver;
 mod logger;
 mod status;
+mod storage;
 
 pub use driver::{snapshot_metadata, spawn, DriverConfig, DriverHooks, Durable, RaftError, RaftHandle};
 pub use logger::raft_logger;
 pub use status::RaftStatus;
+pub use storage::NodeStorage;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::etcd::raft_node::NodeStorage;
 use parking_lot::RwLock;
 use prost::Message as _;
 use raft::eraftpb::ConfState;
@@ -160,9 +161,13 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         ..Default::default()
     };
     raft_cfg.validate()?;
+    let sm = Arc::new(RwLock::new(sm));
+    let storage = NodeStorage {
+        mem: storage,
+        sm: sm.clone(),
+    };
     let node = RawNode::new(&raft_cfg, storage, &raft_logger())?;
 
-    let sm = Arc::new(RwLock::new(sm));
     let status = Arc::new(RaftStatus::default());
     let watch = Arc::new(WatchHub::new(
         Arc::new(StoreHistory(sm.clone())),
@@ -178,10 +183,12 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         let m1 = metrics.clone();
         let m2 = metrics.clone();
         let m3 = metrics.clone();
+        let hub = watch.clone();
         DriverHooks {
             on_events: Box::new(move |rev, events| watch.notify(rev, events)),
             on_fsync: Box::new(move |d| m1.wal_fsync.observe(d.as_secs_f64())),
             on_applied: Box::new(move |n| m2.proposals_applied.inc_by(n as f64)),
+            on_restore: Box::new(move || hub.restore()),
             on_role_change: Box::new(move |leader| {
                 m3.is_leader.set(if leader { 1.0 } else { 0.0 });
                 m3.leader_changes.inc();
@@ -195,6 +202,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         unsafe_no_fsync: cfg.unsafe_no_fsync,
         campaign_if_single: true,
         lease_promote_extend: cfg.election_timeout,
+        catch_up_entries: cfg.snapshot_catchup_entries,
     };
     let peers: HashMap<u64, Vec<String>> = sm
         .read()
