@@ -6,7 +6,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{etcdctl, free_port, Kind};
+use support::{etcdctl, etcdctl_until_ok as eventually, free_port, Kind};
 
 struct Member {
     name: String,
@@ -140,18 +140,6 @@ fn json_u64(text: &str, key: &str) -> Option<u64> {
     let at = text.find(key)? + key.len();
     let digits: String = text[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
-}
-
-/// Runs etcdctl until it succeeds or the deadline passes.
-fn eventually(endpoint: &str, args: &[&str], d: Duration) -> support::Output {
-    let deadline = Instant::now() + d;
-    loop {
-        let o = etcdctl(endpoint, args);
-        if o.status == 0 || Instant::now() > deadline {
-            return o;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -6,9 +6,9 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{etcdctl, Kind};
+use support::{etcdctl, etcdctl_until_ok as eventually, Kind};
 
 fn docker(args: &[&str]) -> (bool, String) {
     match Command::new("docker").args(args).output() {
@@ -44,17 +44,6 @@ impl Drop for Cleanup {
         }
         docker(&["network", "rm", &self.network]);
         docker(&["image", "rm", "-f", &self.image]);
-    }
-}
-
-fn eventually(endpoint: &str, args: &[&str], d: Duration) -> support::Output {
-    let deadline = Instant::now() + d;
-    loop {
-        let o = etcdctl(endpoint, args);
-        if o.status == 0 || Instant::now() > deadline {
-            return o;
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

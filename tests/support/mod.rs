@@ -398,6 +398,18 @@ fn etcdctl_command(endpoint: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// Runs etcdctl until it exits 0 or `within` has passed; returns the last attempt.
+pub fn etcdctl_until_ok(endpoint: &str, args: &[&str], within: Duration) -> Output {
+    let deadline = Instant::now() + within;
+    loop {
+        let o = etcdctl(endpoint, args);
+        if o.status == 0 || Instant::now() > deadline {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Runs `etcdctl --endpoints=<endpoint> <args>` (API v3) with a timeout.
 pub fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
     etcdctl_stdin(endpoint, args, None)
