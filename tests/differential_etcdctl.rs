@@ -996,6 +996,11 @@ fn normalizer_self_test() {
         m.normalize("Member  123456789abcdef updated in cluster  bcdef0123456789\n"),
         "Member <MEMBER> updated in cluster <CLUSTER>\n"
     );
+    // ...but where etcdctl prints the same short ID with %x after ", ", the separator stays.
+    assert_eq!(
+        m.normalize("http://127.0.0.1:40001, 123456789abcdef, 3.5.0\n"),
+        "<CLIENT_URL>, <MEMBER>, 3.5.0\n"
+    );
     let status = "http://127.0.0.1:40001, bdae9bbc11dd390d, 3.4.23, 20 kB, true, false, 2, 21, 21, \n";
     assert_eq!(
         mask_columns(&n.normalize(status), &[2, 3, 6, 7, 8]),

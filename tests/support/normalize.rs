@@ -60,10 +60,15 @@ impl Norm {
     pub fn add_id(&mut self, id: u64, placeholder: &str) {
         if id != 0 && !self.ids.iter().any(|(i, _)| *i == id) {
             self.ids.push((id, placeholder.to_string()));
-            // etcdctl prints member/cluster IDs with %16x (space padded)
+            // etcdctl's member add/remove/update messages print IDs with %16x (space
+            // padded: "Member  abc... added to cluster  def..."). Only those contexts are
+            // matched: a bare padded literal would also eat the space after a ", "
+            // separator wherever the same ID is printed with %x.
             let hex = format!("{id:x}");
             if (6..16).contains(&hex.len()) {
-                self.add_literal(&format!("{id:>16x}"), placeholder);
+                for context in ["Member ", "cluster "] {
+                    self.add_literal(&format!("{context}{id:>16x}"), &format!("{context}{placeholder}"));
+                }
             }
         }
     }
