@@ -108,6 +108,23 @@ fn torn_wal_tail_is_truncated_and_earlier_writes_survive() {
     assert_eq!(count(&s, "u"), 3);
 }
 
+/// Flips `mask` into the byte at `offset` (computed from the file length) of `file`,
+/// then checks that rustcd refuses to start and names the file in its error.
+fn corrupt_and_expect_refusal(s: &Server, file: &Path, offset: impl Fn(usize) -> usize, mask: u8, what: &str) {
+    let mut bytes = std::fs::read(file).expect("read file to corrupt");
+    let at = offset(bytes.len());
+    bytes[at] ^= mask;
+    std::fs::write(file, &bytes).expect("write corrupted file");
+    let (ok, stderr) = start_expecting_failure(s);
+    assert!(!ok, "rustcd started on a corrupted {what}");
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(stderr.contains(&name), "error does not name {name}: {stderr}");
+}
+
 #[test]
 fn corrupted_wal_refuses_to_start_and_names_the_file() {
     if skip() {
@@ -118,18 +135,7 @@ fn corrupted_wal_refuses_to_start_and_names_the_file() {
     s.kill9();
     let wal = files_with_ext(&s.data_dir().join("member/wal"), "wal");
     let last = wal.last().expect("a wal segment").clone();
-    let mut bytes = std::fs::read(&last).expect("read wal");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&last, &bytes).expect("write wal");
-    let (ok, stderr) = start_expecting_failure(&s);
-    assert!(!ok, "rustcd started on a corrupted WAL");
-    let name = last
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string();
-    assert!(stderr.contains(&name), "error does not name {name}: {stderr}");
+    corrupt_and_expect_refusal(&s, &last, |len| len / 2, 0xff, "WAL");
 }
 
 #[test]
@@ -142,18 +148,7 @@ fn corrupted_snapshot_refuses_to_start_and_names_the_file() {
     s.kill9();
     let snaps = files_with_ext(&s.data_dir().join("member/snap"), "snap");
     let newest = snaps.last().expect("a snapshot").clone();
-    let mut bytes = std::fs::read(&newest).expect("read snap");
-    let last = bytes.len() - 3;
-    bytes[last] ^= 0x55;
-    std::fs::write(&newest, &bytes).expect("write snap");
-    let (ok, stderr) = start_expecting_failure(&s);
-    assert!(!ok, "rustcd started on a corrupted snapshot");
-    let name = newest
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string();
-    assert!(stderr.contains(&name), "error does not name {name}: {stderr}");
+    corrupt_and_expect_refusal(&s, &newest, |len| len - 3, 0x55, "snapshot");
 }
 
 #[test]
