@@ -787,7 +787,6 @@ fn error_paths() {
 /// Membership changes that keep a single voting member: add/promote/update/
 /// remove a learner (which never starts), update our own peer URLs.
 #[test]
-#[ignore = "MemberAdd/Promote/Update/Remove need multi-member support (the multi-member issue)"]
 fn cluster_membership() {
     let Some(mut p) = Pair::start(&[]) else {
         return;
@@ -827,7 +826,10 @@ fn cluster_membership() {
     p.exec(&["member", "list", "-w", "table"], None, members, Expect::Ok);
     p.fail(&["member", "promote", "{NEWMEMBER}"]);
     p.ok(&["member", "update", "{NEWMEMBER}", "--peer-urls=http://127.0.0.1:2"]);
-    p.exec(&["member", "list"], None, members, Expect::Ok);
+    // etcd 3.4 forgets that an updated member is a learner (etcd-io/etcd#21694, fixed in
+    // 3.5 and 3.6 in 2026): its list says `false` while Raft still has a learner. rustcd
+    // keeps the flag, as fixed etcd does; only the exit status is compared here.
+    p.exec(&["member", "list"], None, exit_only, Expect::Ok);
     p.ok(&["member", "remove", "{NEWMEMBER}"]);
     p.fail(&["member", "remove", "{NEWMEMBER}"]);
     p.fail(&["member", "promote", "{MEMBER}"]);

@@ -106,8 +106,11 @@ async fn serve(cfg: ServerConfig) -> Result<()> {
     }
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     tracing::info!(name = %cfg.name, data_dir = %cfg.data_dir.display(), "starting rustcd {}", env!("CARGO_PKG_VERSION"));
+    let join = server::discovery::prepare(&cfg)
+        .await
+        .with_context(|| format!("member {} cannot start", cfg.name))?;
     let cfg_for_start = cfg.clone();
-    let started = tokio::task::spawn_blocking(move || server::start(cfg_for_start, metrics))
+    let started = tokio::task::spawn_blocking(move || server::start(cfg_for_start, metrics, join))
         .await
         .context("start-up task failed")?
         .with_context(|| format!("cannot start member from data dir {}", cfg.data_dir.display()))?;
@@ -125,7 +128,14 @@ async fn serve(cfg: ServerConfig) -> Result<()> {
         tracing::info!(address = %url, "serving metrics");
         tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
     }
-    server::background::publish(srv.clone()).await;
+    tokio::select! {
+        _ = server::background::publish(srv.clone()) => {}
+        _ = srv.removed.notified() => {
+            srv.raft.stop();
+            tasks.abort_all();
+            bail!("the member has been permanently removed from the cluster");
+        }
+    }
     server::background::spawn_all(&srv);
     for (url, l) in client {
         let app = crate::etcd::grpc::client_router(srv.clone());
@@ -138,8 +148,14 @@ async fn serve(cfg: ServerConfig) -> Result<()> {
         "ready to serve client requests"
     );
     let shutdown = shutdown_signal();
+    let mut removed = false;
     tokio::select! {
         _ = shutdown => tracing::info!("received shutdown signal; stopping"),
+        _ = srv.removed.notified() => {
+            // Give the commit of the removal time to reach the other members (etcd waits too).
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            removed = true;
+        }
         Some(r) = tasks.join_next() => {
             if let Ok(Err(e)) = r {
                 tracing::error!(error = %e, "listener failed");
@@ -151,6 +167,9 @@ async fn serve(cfg: ServerConfig) -> Result<()> {
     let driver = started.driver;
     let _ = tokio::task::spawn_blocking(move || driver.join()).await;
     tracing::info!("stopped");
+    if removed {
+        bail!("the member has been permanently removed from the cluster");
+    }
     Ok(())
 }
 

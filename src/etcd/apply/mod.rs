@@ -8,12 +8,14 @@
 //!   of every snapshot, and entries at or below it are skipped on replay.
 //! - Writes produce MVCC events; the caller hands them to the watch hub after the entry is applied.
 
+mod conf_change;
 mod output;
 
 use std::time::Instant;
 
 use prost::Message;
 
+pub use conf_change::{decode_conf_change, encode_conf_change};
 pub use output::{ApplyError, ApplyOutput, ApplyResult};
 
 use crate::etcd::auth::AuthStore;

@@ -20,6 +20,8 @@ pub enum ApplyOutput {
     Authenticate(pb::AuthenticateResponse),
     /// Auth management requests whose responses carry only a header.
     AuthDone,
+    /// A membership change: the member list after it.
+    Members(Vec<pb::Member>),
     /// Internal bookkeeping entries (checkpoints, attributes) with nothing to return.
     Nothing,
 }
@@ -41,7 +43,7 @@ impl ApplyOutput {
             ApplyOutput::LeaseRevoke(r) => r.header = header,
             ApplyOutput::Alarm(r) => r.header = header,
             ApplyOutput::Authenticate(r) => r.header = header,
-            ApplyOutput::AuthDone | ApplyOutput::Nothing => {}
+            ApplyOutput::AuthDone | ApplyOutput::Members(_) | ApplyOutput::Nothing => {}
         }
     }
 }
@@ -57,6 +59,8 @@ pub enum ApplyError {
     Auth(#[from] AuthError),
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error(transparent)]
+    Membership(#[from] crate::etcd::membership::MembershipError),
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
     #[error("rustcd: malformed raft entry: {0}")]

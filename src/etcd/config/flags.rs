@@ -15,7 +15,9 @@ macro_rules! bool_flag_doc {
     name = "rustcd",
     about = "rustcd: an etcd-compatible, Raft-replicated key-value store",
     disable_version_flag = true,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // Like etcd (Go's flag package), a flag given twice takes its last value.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -92,6 +92,8 @@ pub struct ServerConfig {
     pub auth_token_ttl: Duration,
     pub unsafe_no_fsync: bool,
     pub pre_vote: bool,
+    /// Refuse membership changes that could cost quorum (etcd's --strict-reconfig-check).
+    pub strict_reconfig_check: bool,
     pub watch_progress_notify_interval: Duration,
     pub log_level: String,
     pub log_json: bool,
@@ -386,6 +388,7 @@ impl ServerConfig {
             listen_peer_urls,
             initial_advertise_peer_urls,
             listen_metrics_urls,
+            strict_reconfig_check: f.strict_reconfig_check,
             initial_cluster,
             initial_cluster_token: f.initial_cluster_token.clone(),
             initial_cluster_state,
@@ -450,6 +453,14 @@ mod tests {
         assert!(e.to_string().contains("not supported yet"), "{e}");
         let e = cfg(&["--listen-client-urls=http://127.0.0.1:1"]).unwrap_err();
         assert!(e.to_string().contains("advertise-client-urls"), "{e}");
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value_like_etcd() {
+        let c = cfg(&["--name=a", "--name=b", "--initial-cluster=b=http://localhost:2380"]).unwrap();
+        assert_eq!(c.name, "b");
+        assert!(c.strict_reconfig_check);
+        assert!(!cfg(&["--strict-reconfig-check=false"]).unwrap().strict_reconfig_check);
     }
 
     #[test]

@@ -54,6 +54,9 @@ impl Kv for KvService {
     async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         let who = auth_info(&self.server, &req)?;
         let r = req.into_inner();
+        if !r.serializable && self.server.raft.status.is_learner() {
+            return Err(super::learner_gate::not_supported());
+        }
         validate::validate_range(&r).map_err(mvcc_status)?;
         check_range(&self.server, &who, &r.key, &r.range_end, PermType::Read)?;
         if !r.serializable {

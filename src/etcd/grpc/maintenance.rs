@@ -77,7 +77,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: st.applied_index(),
             errors,
             db_size_in_use: in_use,
-            is_learner: false,
+            is_learner: st.is_learner(),
         }))
     }
 
@@ -145,12 +145,10 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         let who = auth_info(&self.server, &req)?;
         check_admin(&self.server, &who)?;
-        if !self.server.raft.status.is_leader() {
-            return Err(Status::failed_precondition("etcdserver: not leader"));
-        }
-        if req.get_ref().target_id != self.server.member_id {
-            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
-        }
+        self.server
+            .move_leader(req.get_ref().target_id)
+            .await
+            .map_err(super::cluster::member_error)?;
         Ok(Response::new(pb::MoveLeaderResponse {
             header: Some(self.server.header()),
         }))

@@ -5,6 +5,7 @@ mod auth;
 mod auth_ctx;
 mod cluster;
 mod kv;
+mod learner_gate;
 mod lease;
 mod maintenance;
 pub mod metrics_layer;
@@ -46,6 +47,7 @@ pub fn client_router(server: Arc<EtcdServer>) -> Router {
         .add_service(AuthServer::new(auth::AuthService { server: server.clone() }).max_decoding_message_size(max));
     routes
         .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(server.clone(), learner_gate::gate))
         .layer(metrics_layer::GrpcMetricsLayer::new(server.metrics.grpc.clone()))
         .merge(http_router(server))
 }
@@ -55,6 +57,7 @@ pub fn peer_router(server: Arc<EtcdServer>) -> Router {
     let peer = crate::etcd::peer::PeerService {
         cluster_id: server.cluster_id,
         raft: server.raft.clone(),
+        sm: server.sm.clone(),
     };
     Routes::new(PeerServer::new(peer).max_decoding_message_size(64 * 1024 * 1024))
         .into_axum_router()

@@ -30,6 +30,7 @@ pub fn apply_error(e: &ApplyError) -> Status {
         ApplyError::Mvcc(m) => Status::new(code_from_i32(m.grpc_status_code()), m.to_string()),
         ApplyError::Lease(l) => Status::new(code_from_i32(l.grpc_status_code()), l.to_string()),
         ApplyError::Auth(a) => Status::new(code_from_i32(a.grpc_status_code()), a.to_string()),
+        ApplyError::Membership(m) => membership_status(m),
         ApplyError::NoSpace => no_space(),
         ApplyError::Corrupt => Status::data_loss(e.to_string()),
         ApplyError::Malformed(_) => Status::internal(e.to_string()),
@@ -40,6 +41,7 @@ pub fn server_error(e: ServerError) -> Status {
     match e {
         ServerError::Raft(r) => match r {
             RaftError::NoLeader | RaftError::Timeout | RaftError::Stopped => Status::unavailable(r.to_string()),
+            RaftError::NotLeader | RaftError::ConfChangePending => Status::failed_precondition(r.to_string()),
         },
         ServerError::Apply(a) => apply_error(&a),
         ServerError::TooLarge => request_too_large(),
@@ -50,4 +52,21 @@ impl From<ServerError> for Status {
     fn from(e: ServerError) -> Self {
         server_error(e)
     }
+}
+
+/// etcd's gRPC status for a refused membership change.
+pub fn membership_status(e: &crate::etcd::membership::MembershipError) -> Status {
+    use crate::etcd::membership::MembershipError as M;
+    let code = match e {
+        M::NotFound => tonic::Code::NotFound,
+        M::BadUrls => tonic::Code::InvalidArgument,
+        M::Unhealthy => tonic::Code::Unavailable,
+        M::IdExists
+        | M::PeerUrlExists
+        | M::NotLearner
+        | M::TooManyLearners
+        | M::NotEnoughStarted
+        | M::LearnerNotReady => tonic::Code::FailedPrecondition,
+    };
+    Status::new(code, e.to_string())
 }

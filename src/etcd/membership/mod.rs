@@ -1,11 +1,20 @@
 //! Cluster membership: member and cluster IDs derived exactly as etcd derives them,
 //! the member list, and the cluster-wide alarms. Applied in Raft log order.
+//!
+//! [`change`] holds the membership changes (add, promote, update, remove) with etcd's
+//! validation rules; [`reconfig`] the strict-reconfig checks a member makes before it
+//! proposes one.
+
+mod change;
+pub mod reconfig;
 
 use sha1::{Digest, Sha1};
 
 use crate::etcd::config::InitialMember;
 use crate::etcd::proto::etcdserverpb::{AlarmMember, AlarmType, Member};
 use crate::etcd::proto::rustcdpb::ClusterSnapshot;
+
+pub use change::{Change, MembershipError};
 
 /// etcd's member ID: the first 8 bytes (big-endian) of SHA-1 over the sorted peer URLs
 /// concatenated, followed by the cluster token (and, for members added at runtime,
@@ -48,6 +57,8 @@ pub struct Membership {
     pub members: Vec<Member>,
     pub cluster_version: String,
     pub alarms: Vec<AlarmMember>,
+    /// Members removed from the cluster (never re-admitted).
+    pub removed: Vec<u64>,
 }
 
 impl Membership {
@@ -70,7 +81,15 @@ impl Membership {
             members,
             cluster_version: String::new(),
             alarms: Vec::new(),
+            removed: Vec::new(),
         }
+    }
+
+    /// Raft's configuration for this member list: voters and learners.
+    pub fn conf_state(&self) -> raft::eraftpb::ConfState {
+        let voters: Vec<u64> = self.members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
+        let learners: Vec<u64> = self.members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
+        raft::eraftpb::ConfState::from((voters, learners))
     }
 
     /// Records a started member's name and client URLs (etcd publishes these through Raft).
@@ -129,6 +148,7 @@ impl Membership {
             members: self.members.clone(),
             cluster_version: self.cluster_version.clone(),
             alarms: self.alarms.clone(),
+            removed: self.removed.clone(),
         }
     }
 
@@ -138,6 +158,7 @@ impl Membership {
             members: s.members,
             cluster_version: s.cluster_version,
             alarms: s.alarms,
+            removed: s.removed,
         }
     }
 }

@@ -8,6 +8,25 @@
 
 mod sender;
 mod service;
+mod snapshot;
 
-pub use sender::PeerTransport;
+pub use sender::{Connectivity, PeerTransport, RemovedHook, SnapshotReport, REMOVED_MARK};
 pub use service::PeerService;
+
+use std::time::Duration;
+
+use crate::etcd::proto::rustcdpb::{peer_client::PeerClient, MembersRequest, MembersResponse};
+
+/// Asks the member at peer URL `url` for the cluster as it knows it.
+pub async fn fetch_members(url: &str, timeout: Duration) -> Result<MembersResponse, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("{url}: {e}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let channel = endpoint.connect().await.map_err(|e| format!("{url}: {e}"))?;
+    let resp = PeerClient::new(channel)
+        .members(MembersRequest {})
+        .await
+        .map_err(|e| format!("{url}: {}", e.message()))?;
+    Ok(resp.into_inner())
+}

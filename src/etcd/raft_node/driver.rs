@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use prost::Message as _;
-use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
-use raft::{RawNode, StateRole};
+use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
 use super::status::RaftStatus;
 use super::storage::NodeStorage;
-use crate::etcd::apply::{Applied, ApplyResult, StateMachine};
+use crate::etcd::apply::{decode_conf_change, Applied, ApplyResult, StateMachine};
+use crate::etcd::membership::Change;
 use crate::etcd::peer::PeerTransport;
 use crate::etcd::storage::{SnapshotFiles, Wal};
 
@@ -29,6 +30,11 @@ pub enum RaftError {
     Stopped,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// Raft takes one configuration change at a time.
+    #[error("etcdserver: another membership change is in progress; retry when it has been applied")]
+    ConfChangePending,
 }
 
 type Waiter = oneshot::Sender<Result<ApplyResult, RaftError>>;
@@ -44,6 +50,23 @@ enum Input {
     },
     Snapshot {
         tx: oneshot::Sender<Result<(), String>>,
+    },
+    ProposeConfChange {
+        cc: ConfChange,
+        id: u64,
+        tx: Waiter,
+    },
+    /// On the leader: (learner's matched index, leader's matched index), None if `id` has no progress.
+    Progress {
+        id: u64,
+        tx: oneshot::Sender<Result<Option<(u64, u64)>, RaftError>>,
+    },
+    TransferLeader {
+        to: u64,
+    },
+    ReportSnapshot {
+        to: u64,
+        ok: bool,
     },
     /// A Raft message from a peer.
     Step(Box<Message>),
@@ -65,6 +88,8 @@ pub struct DriverHooks {
     pub on_role_change: Box<dyn Fn(bool) + Send>,
     /// Called after a snapshot from the leader replaced the state machine.
     pub on_restore: Box<dyn Fn() + Send>,
+    /// Called when this member has applied its own removal from the cluster.
+    pub on_removed: Box<dyn Fn() + Send>,
 }
 
 /// Settings for the driver thread.
@@ -104,6 +129,25 @@ impl RaftHandle {
         rx.await.map_err(|_| RaftError::Stopped)?
     }
 
+    /// Proposes a membership change (raft `ConfChange` for proposal `id`) and waits until it is applied.
+    pub async fn propose_conf_change(&self, id: u64, cc: ConfChange) -> Result<ApplyResult, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::ProposeConfChange { cc, id, tx }).await?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// On the leader: how far `id`'s log matches the leader's (learner match, leader match).
+    pub async fn progress(&self, id: u64) -> Result<Option<(u64, u64)>, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Progress { id, tx }).await?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Asks the leader to hand leadership to `to` (raft leadership transfer).
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), RaftError> {
+        self.send(Input::TransferLeader { to }).await
+    }
+
     /// Forces a state machine snapshot (and WAL release) now.
     pub async fn snapshot(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
@@ -117,6 +161,11 @@ impl RaftHandle {
         if self.tx.try_send(Input::Step(Box::new(msg))).is_err() {
             tracing::debug!("raft driver busy; dropped a peer message");
         }
+    }
+
+    /// Tells Raft whether a snapshot reached `to`.
+    pub fn report_snapshot(&self, to: u64, ok: bool) {
+        let _ = self.tx.try_send(Input::ReportSnapshot { to, ok });
     }
 
     /// Asks the driver thread to stop after finishing the current round.
@@ -177,6 +226,8 @@ pub fn spawn(
     let (tx, rx) = mpsc::sync_channel(16 * 1024);
     let last_snapshot_index = sm.read().applied_index;
     status.set_applied(last_snapshot_index);
+    let me = node.raft.id;
+    status.set_learner(sm.read().membership.member(me).is_some_and(|m| m.is_learner));
     let mut driver = Driver {
         node,
         wal: disk.wal,
@@ -203,7 +254,15 @@ pub fn spawn(
 
 impl Driver {
     fn run(&mut self) {
-        if self.cfg.campaign_if_single && self.node.raft.prs().conf().voters().ids().len() == 1 {
+        // Apply what is committed already (a new cluster's bootstrap configuration entries)
+        // so that Raft knows its voters before deciding whether to campaign.
+        if let Err(e) = self.on_ready() {
+            tracing::error!(error = %e, "raft storage failure; stopping the raft loop");
+            self.fail_all();
+            return;
+        }
+        let voters = self.node.raft.prs().conf().voters().ids();
+        if self.cfg.campaign_if_single && voters.len() == 1 && voters.contains(self.node.raft.id) {
             if let Err(e) = self.node.campaign() {
                 tracing::error!(error = %e, "campaign failed");
             }
@@ -273,6 +332,52 @@ impl Driver {
             Input::Snapshot { tx } => {
                 let r = self.take_snapshot().map_err(|e| e.to_string());
                 let _ = tx.send(r);
+                false
+            }
+            Input::ProposeConfChange { cc, id, tx } => {
+                if self.node.raft.leader_id == 0 {
+                    let _ = tx.send(Err(RaftError::NoLeader));
+                    return false;
+                }
+                if self.node.raft.state == StateRole::Leader && self.node.raft.has_pending_conf() {
+                    let _ = tx.send(Err(RaftError::ConfChangePending));
+                    return false;
+                }
+                match self.node.propose_conf_change(Vec::new(), cc) {
+                    Ok(()) => {
+                        self.waiters.insert(id, tx);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "configuration change dropped");
+                        let _ = tx.send(Err(RaftError::NoLeader));
+                    }
+                }
+                false
+            }
+            Input::Progress { id, tx } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let _ = tx.send(Err(RaftError::NotLeader));
+                    return false;
+                }
+                let prs = self.node.raft.prs();
+                let me = self.node.raft.id;
+                let r = prs
+                    .get(id)
+                    .map(|p| (p.matched, prs.get(me).map(|l| l.matched).unwrap_or(0)));
+                let _ = tx.send(Ok(r));
+                false
+            }
+            Input::TransferLeader { to } => {
+                self.node.transfer_leader(to);
+                false
+            }
+            Input::ReportSnapshot { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(to, status);
                 false
             }
             Input::Step(msg) => {
@@ -388,23 +493,36 @@ impl Driver {
         let now = Instant::now();
         let mut results: Vec<Applied> = Vec::with_capacity(entries.len());
         let n = entries.len() as u64;
-        {
-            let mut sm = self.sm.write();
-            for e in &entries {
-                match e.get_entry_type() {
-                    EntryType::EntryNormal => {
-                        if let Some(applied) = sm.apply_entry(e.index, e.term, &e.data, now) {
-                            results.push(applied);
-                        }
-                    }
-                    _ => {
-                        // Configuration changes arrive with multi-member support; record the index.
-                        sm.apply_entry(e.index, e.term, &[], now);
+        // One write lock for a run of normal entries; configuration changes take their own.
+        let sm = self.sm.clone();
+        let mut guard = Some(sm.write());
+        for e in &entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    let g = guard.get_or_insert_with(|| sm.write());
+                    if let Some(applied) = g.apply_entry(e.index, e.term, &e.data, now) {
+                        results.push(applied);
                     }
                 }
+                EntryType::EntryConfChange => {
+                    guard = None;
+                    if let Some(applied) = self.apply_conf_change(e) {
+                        results.push(applied);
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    tracing::error!(
+                        index = e.index,
+                        "skipping a joint-consensus entry (rustcd never proposes them)"
+                    );
+                    guard
+                        .get_or_insert_with(|| sm.write())
+                        .apply_entry(e.index, e.term, &[], now);
+                }
             }
-            self.status.set_applied(sm.applied_index);
         }
+        drop(guard);
+        self.status.set_applied(self.sm.read().applied_index);
         (self.hooks.on_applied)(n);
         for a in results {
             if !a.events.is_empty() {
@@ -414,6 +532,55 @@ impl Driver {
                 let _ = w.send(Ok(a.result));
             }
         }
+    }
+
+    /// Applies one configuration change entry to the member list, Raft's configuration and
+    /// the peer transport (in that order; a refused change touches none of them).
+    fn apply_conf_change(&mut self, e: &Entry) -> Option<Applied> {
+        if e.index <= self.sm.read().applied_index {
+            return None;
+        }
+        let (cc, proposal_id, change) = match decode_conf_change(&e.data) {
+            Ok(d) => d,
+            Err(err) => {
+                tracing::error!(index = e.index, error = %err, "skipping an undecodable configuration change");
+                self.sm.write().apply_entry(e.index, e.term, &[], Instant::now());
+                return None;
+            }
+        };
+        let result = self.sm.write().apply_membership_change(e.index, e.term, &change);
+        match &result {
+            Ok(_) => {
+                if !matches!(change, Change::Update { .. }) {
+                    match self.node.apply_conf_change(&cc) {
+                        Ok(cs) => self.node.mut_store().mem.wl().set_conf_state(cs),
+                        Err(err) => {
+                            tracing::error!(index = e.index, error = %err, "raft refused a configuration change")
+                        }
+                    }
+                }
+                let me = self.node.raft.id;
+                match &change {
+                    Change::Remove(id) if *id == me => {
+                        tracing::warn!("this member has been permanently removed from the cluster");
+                        (self.hooks.on_removed)();
+                    }
+                    Change::Remove(id) => self.transport.remove(*id),
+                    Change::Add(m) => self.transport.upsert(m.id, &m.peer_ur_ls),
+                    Change::Update { id, peer_urls } => self.transport.upsert(*id, peer_urls),
+                    Change::Promote(_) => {}
+                }
+                self.refresh_learner();
+                tracing::info!(index = e.index, %change, "applied a membership change");
+            }
+            Err(err) => tracing::info!(index = e.index, %change, error = %err, "refused a membership change"),
+        }
+        Some(Applied {
+            proposal_id,
+            result,
+            events: Vec::new(),
+            revision: 0,
+        })
     }
 
     /// Installs a snapshot sent by the leader: state machine, raft log start, snapshot
@@ -441,9 +608,26 @@ impl Driver {
         }
         self.last_snapshot_index = index;
         self.status.set_applied(index);
+        let (members, removed) = {
+            let sm = self.sm.read();
+            (sm.membership.members.clone(), sm.membership.removed.clone())
+        };
+        for m in members {
+            self.transport.upsert(m.id, &m.peer_ur_ls);
+        }
+        for id in removed {
+            self.transport.remove(id);
+        }
+        self.refresh_learner();
         (self.hooks.on_restore)();
         tracing::info!(index, term, "installed a snapshot from the leader");
         Ok(())
+    }
+
+    fn refresh_learner(&self) {
+        let me = self.node.raft.id;
+        let learner = self.sm.read().membership.member(me).is_some_and(|m| m.is_learner);
+        self.status.set_learner(learner);
     }
 
     fn send(&mut self, msgs: Vec<Message>) {
@@ -512,11 +696,11 @@ impl Driver {
 }
 
 /// Builds an empty raft snapshot carrying only metadata (what MemStorage needs on restart).
-pub fn snapshot_metadata(index: u64, term: u64, voters: Vec<u64>) -> Snapshot {
+pub fn snapshot_metadata(index: u64, term: u64, conf_state: ConfState) -> Snapshot {
     let mut s = Snapshot::default();
     let md = s.mut_metadata();
     md.index = index;
     md.term = term;
-    md.mut_conf_state().voters = voters;
+    md.set_conf_state(conf_state);
     s
 }

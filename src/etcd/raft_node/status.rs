@@ -10,6 +10,7 @@ pub struct RaftStatus {
     commit_index: AtomicU64,
     applied_index: AtomicU64,
     is_leader: AtomicBool,
+    is_learner: AtomicBool,
     leader_changes: AtomicU64,
 }
 
@@ -28,6 +29,13 @@ impl RaftStatus {
     }
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
+    }
+    /// Whether this member is a learner (it then serves only Status and serializable reads).
+    pub fn is_learner(&self) -> bool {
+        self.is_learner.load(Ordering::Acquire)
+    }
+    pub(crate) fn set_learner(&self, learner: bool) {
+        self.is_learner.store(learner, Ordering::Release);
     }
     pub fn leader_changes(&self) -> u64 {
         self.leader_changes.load(Ordering::Acquire)

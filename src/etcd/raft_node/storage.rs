@@ -52,7 +52,7 @@ impl Storage for NodeStorage {
         if sm.applied_index < request_index {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        let conf_state = self.mem.initial_state()?.conf_state;
+        let conf_state = sm.membership.conf_state();
         let mut snap = Snapshot::default();
         snap.set_data(sm.to_snapshot().encode_to_vec().into());
         let md = snap.mut_metadata();

@@ -8,20 +8,22 @@ use std::time::Instant;
 use crate::etcd::raft_node::NodeStorage;
 use parking_lot::RwLock;
 use prost::Message as _;
-use raft::eraftpb::ConfState;
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, EntryType, HardState};
 use raft::storage::MemStorage;
 use raft::{Config as RaftConfig, RawNode};
 
+use super::discovery::JoinInfo;
 use super::watch_source::{Headers, StoreHistory};
 use super::{EtcdServer, IdGenerator};
-use crate::etcd::apply::{RestoreError, StateMachine};
+use crate::etcd::apply::{encode_conf_change, RestoreError, StateMachine};
 use crate::etcd::auth::TokenStore;
 use crate::etcd::config::{ClusterState, ServerConfig};
 use crate::etcd::lease::min_lease_ttl;
-use crate::etcd::membership::{self, Membership};
+use crate::etcd::membership::{self, Change, Membership};
 use crate::etcd::metrics::Metrics;
-use crate::etcd::peer::PeerTransport;
-use crate::etcd::proto::rustcdpb::{StateSnapshot, WalMetadata};
+use crate::etcd::peer::{Connectivity, PeerTransport};
+use crate::etcd::proto::rustcdpb::{ClusterSnapshot, StateSnapshot, WalMetadata};
 use crate::etcd::raft_node::{self, raft_logger, DriverConfig, DriverHooks, Durable, RaftStatus};
 use crate::etcd::storage::{snapshot_file_name, DataDir, SnapshotFiles, StorageError, Wal};
 use crate::etcd::watch::WatchHub;
@@ -40,6 +42,8 @@ pub enum BootstrapError {
     Metadata(String, String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    Join(String),
     #[error("WAL in {dir} does not continue the newest snapshot: expected entry {expected}, found {found}")]
     WalGap { dir: String, expected: u64, found: u64 },
     #[error("raft: {0}")]
@@ -55,7 +59,7 @@ pub struct Started {
 }
 
 /// Opens the data directory and starts the member.
-pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, BootstrapError> {
+pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>, join: Option<JoinInfo>) -> Result<Started, BootstrapError> {
     let dirs = DataDir::new(&cfg.data_dir, cfg.wal_dir.as_deref());
     dirs.create()?;
     dirs.check_version()?;
@@ -69,29 +73,29 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
     let min_ttl = min_lease_ttl(cfg.heartbeat, cfg.election_timeout);
 
     let fresh = contents.metadata.is_none();
+    let mut contents = contents;
     let meta = match &contents.metadata {
         Some(bytes) => WalMetadata::decode(bytes.as_slice())
             .map_err(|e| BootstrapError::Metadata(dirs.wal_dir().display().to_string(), e.to_string()))?,
         None => {
-            if cfg.initial_cluster_state == ClusterState::Existing {
-                return Err(BootstrapError::Unsupported(
-                    "--initial-cluster-state=existing (joining a running cluster) needs multi-member support, which this rustcd does not have yet".into(),
-                ));
-            }
-            let m = Membership::bootstrap(&cfg.initial_cluster, &cfg.initial_cluster_token);
-            let me = membership::member_id(&cfg.initial_advertise_peer_urls, &cfg.initial_cluster_token, None);
-            let meta = WalMetadata {
-                member_id: me,
-                cluster_id: m.cluster_id,
-                bootstrap: Some(m.to_snapshot()),
-            };
+            let (meta, entries, hs) = fresh_member(&cfg, join)?;
             wal.set_metadata(&meta.encode_to_vec())?;
+            if !entries.is_empty() {
+                wal.append(&entries, Some(&hs))?;
+            }
             wal.sync()?;
             tracing::info!(
-                member_id = format!("{me:x}"),
-                cluster_id = format!("{:x}", m.cluster_id),
-                "bootstrapped a new cluster"
+                member_id = format!("{:x}", meta.member_id),
+                cluster_id = format!("{:x}", meta.cluster_id),
+                "{}",
+                if entries.is_empty() {
+                    "joining a running cluster"
+                } else {
+                    "bootstrapped a new cluster"
+                }
             );
+            contents.entries = entries;
+            contents.hard_state = hs;
             meta
         }
     };
@@ -101,8 +105,13 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
             "restarting member from its data directory (bootstrap flags are ignored)"
         );
     }
-    let bootstrap_membership = Membership::from_snapshot(meta.bootstrap.clone().unwrap_or_default());
-    let mut sm = StateMachine::new(bootstrap_membership, meta.member_id, min_ttl, cfg.quota_backend_bytes);
+    // The member list comes from the newest snapshot and the log (a new cluster's log starts
+    // with one configuration change per initial member, as etcd's does).
+    let empty = Membership {
+        cluster_id: meta.cluster_id,
+        ..Default::default()
+    };
+    let mut sm = StateMachine::new(empty, meta.member_id, min_ttl, cfg.quota_backend_bytes);
 
     let storage = match &newest {
         Some(snap) => {
@@ -126,11 +135,11 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
             storage.wl().apply_snapshot(raft_node::snapshot_metadata(
                 snap.index,
                 snap.term,
-                voters(&sm.membership),
+                sm.membership.conf_state(),
             ))?;
             storage
         }
-        None => MemStorage::new_with_conf_state(ConfState::from((voters(&sm.membership), vec![]))),
+        None => MemStorage::new(),
     };
     let snap_index = sm.applied_index;
     let entries: Vec<_> = contents.entries.into_iter().filter(|e| e.index > snap_index).collect();
@@ -169,6 +178,10 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
     let node = RawNode::new(&raft_cfg, storage, &raft_logger())?;
 
     let status = Arc::new(RaftStatus::default());
+    let removed = Arc::new(tokio::sync::Notify::new());
+    // The transport reports snapshot outcomes to the driver, which starts after it.
+    let handle_slot: Arc<std::sync::OnceLock<raft_node::RaftHandle>> = Arc::default();
+    let connectivity = Arc::new(Connectivity::default());
     let watch = Arc::new(WatchHub::new(
         Arc::new(StoreHistory(sm.clone())),
         Arc::new(Headers {
@@ -189,6 +202,10 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
             on_fsync: Box::new(move |d| m1.wal_fsync.observe(d.as_secs_f64())),
             on_applied: Box::new(move |n| m2.proposals_applied.inc_by(n as f64)),
             on_restore: Box::new(move || hub.restore()),
+            on_removed: {
+                let removed = removed.clone();
+                Box::new(move || removed.notify_one())
+            },
             on_role_change: Box::new(move |leader| {
                 m3.is_leader.set(if leader { 1.0 } else { 0.0 });
                 m3.leader_changes.inc();
@@ -204,11 +221,14 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         lease_promote_extend: cfg.election_timeout,
         catch_up_entries: cfg.snapshot_catchup_entries,
     };
-    let peers: HashMap<u64, Vec<String>> = sm
-        .read()
-        .membership
-        .members
+    // Peers known before the log is applied: the members this member was created with, and
+    // those of the newest snapshot. Applied configuration changes keep the set current.
+    let peers: HashMap<u64, Vec<String>> = meta
+        .bootstrap
         .iter()
+        .flat_map(|b| b.members.iter())
+        .chain(sm.read().membership.members.iter())
+        .filter(|m| !sm.read().membership.removed.contains(&m.id))
         .map(|m| (m.id, m.peer_ur_ls.clone()))
         .collect();
     let transport = PeerTransport::start(
@@ -216,6 +236,19 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         meta.cluster_id,
         meta.member_id,
         &peers,
+        connectivity.clone(),
+        {
+            let removed = removed.clone();
+            Arc::new(move || removed.notify_one())
+        },
+        {
+            let handle = handle_slot.clone();
+            Arc::new(move |to, ok| {
+                if let Some(h) = handle.get() {
+                    h.report_snapshot(to, ok);
+                }
+            })
+        },
     );
     let (raft, driver) = raft_node::spawn(
         node,
@@ -226,6 +259,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         status,
         transport,
     )?;
+    let _ = handle_slot.set(raft.clone());
     let server = Arc::new(EtcdServer {
         member_id: meta.member_id,
         cluster_id: meta.cluster_id,
@@ -237,11 +271,63 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>) -> Result<Started, Bootst
         sm,
         started_at: now,
         leader_link: Default::default(),
+        removed,
+        connectivity,
         cfg,
     });
     Ok(Started { server, driver })
 }
 
-fn voters(m: &Membership) -> Vec<u64> {
-    m.members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect()
+/// A fresh member's WAL metadata, and for a new cluster the log's first entries: one
+/// AddNode configuration change per initial member at term 1, all committed (etcd's
+/// `StartNode` writes the same), so every member, and every member that joins later and
+/// replays the log, derives the same configuration.
+fn fresh_member(
+    cfg: &ServerConfig,
+    join: Option<JoinInfo>,
+) -> Result<(WalMetadata, Vec<Entry>, HardState), BootstrapError> {
+    if let Some(j) = join {
+        let meta = WalMetadata {
+            member_id: j.member_id,
+            cluster_id: j.cluster_id,
+            bootstrap: Some(ClusterSnapshot {
+                cluster_id: j.cluster_id,
+                members: j.members,
+                ..Default::default()
+            }),
+        };
+        return Ok((meta, Vec::new(), HardState::default()));
+    }
+    if cfg.initial_cluster_state == ClusterState::Existing {
+        return Err(BootstrapError::Join(
+            "--initial-cluster-state=existing: the running cluster was not asked for its members".into(),
+        ));
+    }
+    let m = Membership::bootstrap(&cfg.initial_cluster, &cfg.initial_cluster_token);
+    let me = membership::member_id(&cfg.initial_advertise_peer_urls, &cfg.initial_cluster_token, None);
+    let mut entries = Vec::with_capacity(m.members.len());
+    for (i, member) in m.members.iter().enumerate() {
+        let cc = encode_conf_change(0, &Change::Add(member.clone()));
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryConfChange);
+        e.term = 1;
+        e.index = i as u64 + 1;
+        e.data = cc
+            .write_to_bytes()
+            .map_err(|e| BootstrapError::Join(e.to_string()))?
+            .into();
+        entries.push(e);
+    }
+    let hs = HardState {
+        term: 1,
+        vote: 0,
+        commit: entries.len() as u64,
+        ..Default::default()
+    };
+    let meta = WalMetadata {
+        member_id: me,
+        cluster_id: m.cluster_id,
+        bootstrap: Some(m.to_snapshot()),
+    };
+    Ok((meta, entries, hs))
 }

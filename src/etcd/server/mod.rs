@@ -5,8 +5,10 @@
 
 pub mod background;
 mod bootstrap;
+pub mod discovery;
 mod ids;
 mod leader_link;
+mod members;
 mod watch_source;
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use prost::Message as _;
 pub use bootstrap::{start, BootstrapError, Started};
 pub use ids::IdGenerator;
 pub use leader_link::LeaderLink;
+pub use members::MemberError;
 
 use crate::etcd::apply::{ApplyError, ApplyOutput, StateMachine};
 use crate::etcd::auth::TokenStore;
@@ -68,6 +71,10 @@ pub struct EtcdServer {
     pub started_at: Instant,
     /// Forwarding channel to the leader (followers forward lease keep-alives to it).
     pub leader_link: LeaderLink,
+    /// Notified when this member has been removed from the cluster (it then stops).
+    pub removed: Arc<tokio::sync::Notify>,
+    /// Which peers this member's transport reaches (for etcd's strict reconfig checks).
+    pub connectivity: Arc<crate::etcd::peer::Connectivity>,
 }
 
 impl EtcdServer {
