@@ -82,6 +82,7 @@ pub struct Member {
 }
 
 pub struct Cluster {
+    pub kind: Kind,
     pub members: Vec<Member>,
     pub extra: Vec<String>,
     tmp: tempfile::TempDir,
@@ -93,6 +94,11 @@ impl Cluster {
     }
 
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_kind(Kind::Rustcd, n, extra)
+    }
+
+    /// `n` members of `kind` (rustcd, or Debian's etcd as the reference) bootstrapped together.
+    pub fn start_kind(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut members = Vec::new();
         for i in 0..n {
@@ -107,6 +113,7 @@ impl Cluster {
             m.initial = initial.clone();
         }
         let mut c = Cluster {
+            kind,
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tmp,
@@ -120,7 +127,7 @@ impl Cluster {
     pub fn spawn(&mut self, i: usize) {
         let m = &mut self.members[i];
         let log = std::fs::File::create(m.dir.with_extension("log")).expect("log file");
-        let child = Command::new(Kind::Rustcd.binary())
+        let child = Command::new(self.kind.binary())
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.dir)
             .args(["--listen-client-urls", &m.client, "--advertise-client-urls", &m.client])

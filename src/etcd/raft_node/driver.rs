@@ -18,6 +18,27 @@ use crate::etcd::membership::Change;
 use crate::etcd::peer::PeerTransport;
 use crate::etcd::storage::{SnapshotFiles, Wal};
 
+/// A ReadIndex request unanswered for this long is sent again (etcd retries after 500 ms).
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+
+/// ReadIndex context: this member's ID and a counter. The leader keeps pending requests by
+/// context, so contexts must be unique across the members that forward reads to it.
+fn read_context(member: u64, n: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(16);
+    ctx.extend_from_slice(&member.to_be_bytes());
+    ctx.extend_from_slice(&n.to_be_bytes());
+    ctx
+}
+
+/// The counter of a context made by [`read_context`] for `member`.
+fn parse_read_context(member: u64, ctx: &[u8]) -> Option<u64> {
+    let (id, n) = ctx.split_at_checked(8)?;
+    if id != member.to_be_bytes() || n.len() != 8 {
+        return None;
+    }
+    Some(u64::from_be_bytes(n.try_into().ok()?))
+}
+
 /// Upper bound of proposals taken into one Ready (one fsync).
 const MAX_BATCH: usize = 4096;
 
@@ -38,6 +59,7 @@ pub enum RaftError {
 }
 
 type Waiter = oneshot::Sender<Result<ApplyResult, RaftError>>;
+type ReadWaiter = oneshot::Sender<Result<u64, RaftError>>;
 
 enum Input {
     Propose {
@@ -199,7 +221,8 @@ struct Driver {
     rx: Receiver<Input>,
     waiters: HashMap<u64, Waiter>,
     pending_reads: Vec<oneshot::Sender<Result<u64, RaftError>>>,
-    reads_in_flight: HashMap<u64, Vec<oneshot::Sender<Result<u64, RaftError>>>>,
+    /// ReadIndex requests sent, by context: when sent and who waits.
+    reads_in_flight: HashMap<u64, (Instant, Vec<ReadWaiter>)>,
     reads_waiting_apply: Vec<(u64, oneshot::Sender<Result<u64, RaftError>>)>,
     read_ctx: u64,
     last_snapshot_index: u64,
@@ -390,18 +413,33 @@ impl Driver {
         }
     }
 
+    /// Sends one ReadIndex request for every read waiting, and re-sends requests that got no
+    /// answer within [`READ_INDEX_RETRY`] (the message or the leader may have been lost).
     fn issue_read_index(&mut self) {
-        if self.pending_reads.is_empty() {
-            return;
-        }
         if self.node.raft.leader_id == 0 {
             return; // wait for a leader; callers time out on their side
         }
+        let now = Instant::now();
+        let stale: Vec<u64> = self
+            .reads_in_flight
+            .iter()
+            .filter(|(_, (sent, _))| now.duration_since(*sent) >= READ_INDEX_RETRY)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in stale {
+            if let Some((_, waiters)) = self.reads_in_flight.remove(&ctx) {
+                tracing::debug!(ctx, "no answer to a ReadIndex request; retrying");
+                self.pending_reads.extend(waiters);
+            }
+        }
+        if self.pending_reads.is_empty() {
+            return;
+        }
         self.read_ctx += 1;
         let ctx = self.read_ctx;
-        self.node.read_index(ctx.to_be_bytes().to_vec());
+        self.node.read_index(read_context(self.node.raft.id, ctx));
         let waiters = std::mem::take(&mut self.pending_reads);
-        self.reads_in_flight.insert(ctx, waiters);
+        self.reads_in_flight.insert(ctx, (now, waiters));
     }
 
     fn on_ready(&mut self) -> Result<(), crate::etcd::storage::StorageError> {
@@ -433,11 +471,10 @@ impl Driver {
             self.install_snapshot(ready.snapshot().clone())?;
         }
         for rs in ready.take_read_states() {
-            let mut ctx = [0u8; 8];
-            if rs.request_ctx.len() == 8 {
-                ctx.copy_from_slice(&rs.request_ctx);
-            }
-            if let Some(waiters) = self.reads_in_flight.remove(&u64::from_be_bytes(ctx)) {
+            let Some(ctx) = parse_read_context(self.node.raft.id, &rs.request_ctx) else {
+                continue;
+            };
+            if let Some((_, waiters)) = self.reads_in_flight.remove(&ctx) {
                 for w in waiters {
                     self.reads_waiting_apply.push((rs.index, w));
                 }
@@ -684,7 +721,7 @@ impl Driver {
         for w in self.pending_reads.drain(..) {
             let _ = w.send(Err(RaftError::Stopped));
         }
-        for (_, ws) in self.reads_in_flight.drain() {
+        for (_, (_, ws)) in self.reads_in_flight.drain() {
             for w in ws {
                 let _ = w.send(Err(RaftError::Stopped));
             }
@@ -703,4 +740,18 @@ pub fn snapshot_metadata(index: u64, term: u64, conf_state: ConfState) -> Snapsh
     md.term = term;
     md.set_conf_state(conf_state);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_contexts_are_unique_per_member() {
+        let a = read_context(1, 7);
+        assert_ne!(a, read_context(2, 7));
+        assert_eq!(parse_read_context(1, &a), Some(7));
+        assert_eq!(parse_read_context(2, &a), None);
+        assert_eq!(parse_read_context(1, &a[..12]), None);
+    }
 }
