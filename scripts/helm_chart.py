@@ -2,7 +2,7 @@
 """Lints and renders a Helm chart with Helm's own Go library (the helm-sdkpy wheel); no helm binary needed.
 
   helm_chart.py lint   CHART [--values JSON]
-  helm_chart.py render CHART [--values JSON] [--release NAME] [--namespace NS]
+  helm_chart.py render CHART [--values JSON] [--release NAME] [--namespace NS] [--kube-version 1.32]
   helm_chart.py install CHART [--values JSON] [--release NAME] [--namespace NS] [--timeout SECONDS]
   helm_chart.py uninstall CHART [--release NAME] [--namespace NS] [--timeout SECONDS]
 
@@ -89,7 +89,7 @@ RESOURCES = [
     ("rustcd.io", "v1alpha1", "etcdclusters", "EtcdCluster", True),
 ]
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"}
+DEFAULT_KUBE_VERSION = "1.32"
 
 
 def group_version(group: str, version: str) -> str:
@@ -99,7 +99,9 @@ def group_version(group: str, version: str) -> str:
 class FakeApiServer:
     """An in-memory Kubernetes API server: enough of discovery and CRUD for Helm's install action."""
 
-    def __init__(self) -> None:
+    def __init__(self, kube_version: str = DEFAULT_KUBE_VERSION) -> None:
+        major, minor = kube_version.split(".")[:2]
+        self.version = {"major": major, "minor": minor, "gitVersion": f"v{major}.{minor}.0", "platform": "linux/amd64"}
         self.objects: dict[tuple[str, str, str, str], dict] = {}  # (gv, plural, namespace, name) -> object
         self.created: list[dict] = []
         self.lock = threading.Lock()
@@ -172,10 +174,9 @@ class FakeApiServer:
         with self.lock:
             return self.crud(method, gv, resource, namespace, name, query, body)
 
-    @staticmethod
-    def discovery(parts: list[str]) -> dict | None:
+    def discovery(self, parts: list[str]) -> dict | None:
         if parts == ["version"]:
-            return KUBE_VERSION
+            return self.version
         if parts == ["api"]:
             return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
         if parts == ["apis"]:
@@ -335,8 +336,8 @@ def lint(chart: str, values: dict) -> dict:
     return {"messages": messages, "errors": len(result.get("Errors") or [])}
 
 
-def render(chart: str, values: dict, release: str, namespace: str) -> dict:
-    with FakeApiServer() as api, tempfile.TemporaryDirectory(prefix="helm-render-") as tmp:
+def render(chart: str, values: dict, release: str, namespace: str, kube_version: str) -> dict:
+    with FakeApiServer(kube_version) as api, tempfile.TemporaryDirectory(prefix="helm-render-") as tmp:
         kubeconfig = os.path.join(tmp, "kubeconfig")
         with open(kubeconfig, "w", encoding="utf-8") as f:
             f.write(api.kubeconfig(namespace))
@@ -377,6 +378,7 @@ def main() -> int:
     parser.add_argument("--release", default="rustcd-operator")
     parser.add_argument("--namespace", default="rustcd-system")
     parser.add_argument("--timeout", type=int, default=300)
+    parser.add_argument("--kube-version", default=DEFAULT_KUBE_VERSION, help="render: the fake API server's version")
     args = parser.parse_args()
     values = json.loads(args.values)
     if not isinstance(values, dict):
@@ -388,7 +390,7 @@ def main() -> int:
         if args.action == "lint":
             out = lint(args.chart, values)
         elif args.action == "render":
-            out = render(args.chart, values, args.release, args.namespace)
+            out = render(args.chart, values, args.release, args.namespace, args.kube_version)
         elif args.action == "install":
             out = install(args.chart, values, args.release, args.namespace, args.timeout)
         else:

@@ -45,6 +45,11 @@ fn python() -> PathBuf {
 
 /// Runs `scripts/helm_chart.py ACTION` on the chart: its JSON output, or its error text.
 fn helm(action: &str, values: &Value) -> Result<Value, String> {
+    helm_with(action, values, &[])
+}
+
+/// [`helm`] with more arguments for the script.
+fn helm_with(action: &str, values: &Value, extra: &[&str]) -> Result<Value, String> {
     let out = Command::new(python())
         .arg(format!("{ROOT}/scripts/helm_chart.py"))
         .args([action, &format!("{ROOT}/charts/rustcd-operator")])
@@ -56,6 +61,7 @@ fn helm(action: &str, values: &Value) -> Result<Value, String> {
             "--namespace",
             NAMESPACE,
         ])
+        .args(extra)
         .output()
         .expect("run scripts/helm_chart.py");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -66,7 +72,7 @@ fn helm(action: &str, values: &Value) -> Result<Value, String> {
     }
 }
 
-/// Lint messages of `severity` or worse.
+/// What `helm lint` reports beyond INFO (as "SEVERITY" "path"), and a line for a non-zero error count.
 fn lint_findings(values: &Value) -> Vec<String> {
     let result = helm("lint", values).unwrap_or_else(|e| panic!("helm lint could not run: {e}"));
     let mut findings: Vec<String> = result["messages"]
@@ -306,6 +312,17 @@ fn values_the_schema_forbids_are_refused() {
             ),
         }
     }
+}
+
+#[test]
+fn chart_refuses_kubernetes_older_than_the_crd_needs() {
+    // The CRD's CEL rules use `fieldPath`, which Kubernetes has since 1.28.
+    let old = helm_with("render", &json!({}), &["--kube-version", "1.27"]);
+    match old {
+        Ok(_) => panic!("the chart installed on Kubernetes 1.27"),
+        Err(e) => assert!(e.contains("kubeVersion: >=1.28.0-0"), "{e}"),
+    }
+    assert!(helm_with("render", &json!({}), &["--kube-version", "1.28"]).is_ok());
 }
 
 #[test]
