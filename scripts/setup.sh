@@ -2,6 +2,8 @@
 # Installs what building and testing rustcd needs on a fresh Debian machine.
 #   scripts/setup.sh             protoc (to build rustcd)
 #   scripts/setup.sh --with-etcd also Debian's etcd 3.4 server and etcdctl (the test oracle)
+# Both also install Helm's Go library (the helm-sdkpy wheel, from PyPI) into .cache/helm-venv for the chart
+# tests (tests/helm_chart.rs, scripts/helm_chart.py); there is no helm binary.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -39,3 +41,15 @@ if pgrep -x etcd >/dev/null 2>&1 && pgrep -a -x etcd | grep -q -- '/var/lib/etcd
 fi
 
 command -v protoc >/dev/null || { echo "setup: protoc is still missing" >&2; exit 1; }
+
+# Helm's Go library for the chart tests. helm-sdkpy declares Python >= 3.12 but works on 3.11, hence
+# --ignore-requires-python. Pinned: scripts/helm_chart.py relies on its Install and Lint results.
+helm_venv="$(cd "$(dirname "$0")/.." && pwd)/.cache/helm-venv"
+helm_python="$helm_venv/bin/python"
+if ! "$helm_python" -c 'import helm_sdkpy, yaml' >/dev/null 2>&1; then
+  echo "setup: installing helm-sdkpy into .cache/helm-venv" >&2
+  python3 -m venv "$helm_venv"
+  "$helm_python" -m pip install --quiet --disable-pip-version-check --ignore-requires-python \
+    'helm-sdkpy==0.1.32' 'PyYAML>=6,<7'
+  "$helm_python" -c 'import helm_sdkpy, yaml' || { echo "setup: helm-sdkpy does not import" >&2; exit 1; }
+fi

@@ -1,7 +1,8 @@
 //! CustomResourceDefinition generation for `EtcdCluster`.
 //!
-//! `cargo run --bin crdgen > crds/etcdcluster.yaml` writes [`crd_yaml`]; a unit test fails when the
-//! committed file differs from what the types generate, so the file cannot drift from the code.
+//! `cargo run --bin crdgen -- --write` writes [`crd_yaml`] to every path of [`CRD_PATHS`] (the CRD itself and
+//! the Helm chart's copy); a unit test fails when a committed file differs from what the types generate, so
+//! neither file can drift from the code.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -11,8 +12,15 @@ use super::spec::EtcdCluster;
 /// Path of the generated CRD, relative to the repository root.
 pub const CRD_PATH: &str = "crds/etcdcluster.yaml";
 
-/// Command that regenerates [`CRD_PATH`].
-pub const REGENERATE_COMMAND: &str = "cargo run --bin crdgen > crds/etcdcluster.yaml";
+/// Path of the Helm chart's copy of the CRD (Helm installs `crds/` before the templates), relative to the
+/// repository root.
+pub const CHART_CRD_PATH: &str = "charts/rustcd-operator/crds/etcdcluster.yaml";
+
+/// Every committed copy of the generated CRD; all are byte-identical to [`crd_yaml`].
+pub const CRD_PATHS: [&str; 2] = [CRD_PATH, CHART_CRD_PATH];
+
+/// Command that regenerates every file of [`CRD_PATHS`].
+pub const REGENERATE_COMMAND: &str = "cargo run --bin crdgen -- --write";
 
 /// The CustomResourceDefinition of `etcdclusters.rustcd.io`.
 pub fn crd() -> CustomResourceDefinition {

@@ -6,7 +6,11 @@ use super::*;
 use crate::controller::spec::{STORAGE_IMMUTABLE_RULE, TLS_EXCLUSIVE_RULE, VERSION_PATTERN};
 
 fn committed() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CRD_PATH);
+    committed_at(CRD_PATH)
+}
+
+fn committed_at(relative: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|err| panic!("cannot read {}: {err}; run `{REGENERATE_COMMAND}`", path.display()))
 }
@@ -27,16 +31,19 @@ fn schema(crd: &Value) -> &Value {
     at(crd, &["spec", "versions", "0", "schema", "openAPIV3Schema"])
 }
 
+/// The CRD and the Helm chart's copy of it are both exactly what the types generate.
 #[test]
-fn committed_crd_is_up_to_date() {
+fn committed_crds_are_up_to_date() {
     let generated = crd_yaml().expect("serialize CRD");
-    let committed = committed();
-    if generated != committed {
-        let line = generated.lines().zip(committed.lines()).position(|(a, b)| a != b);
-        panic!(
-            "{CRD_PATH} is stale (first difference at line {}): run `{REGENERATE_COMMAND}` and commit it",
-            line.map_or_else(|| "end".to_string(), |l| (l + 1).to_string())
-        );
+    for path in CRD_PATHS {
+        let committed = committed_at(path);
+        if generated != committed {
+            let line = generated.lines().zip(committed.lines()).position(|(a, b)| a != b);
+            panic!(
+                "{path} is stale (first difference at line {}): run `{REGENERATE_COMMAND}` and commit it",
+                line.map_or_else(|| "end".to_string(), |l| (l + 1).to_string())
+            );
+        }
     }
 }
 

@@ -1,0 +1,212 @@
+//! End-to-end test of the operator on a real Kubernetes cluster (kind, k3d or real), the scenario users run:
+//! install the chart, apply `examples/etcdcluster.yaml`, wait for `Available`, `etcdctl member list` through
+//! the client Service, scale 3 -> 5 -> 3, delete a pod and watch it rejoin, then remove everything.
+//!
+//! Runs only where `KUBECONFIG` points at a reachable cluster; otherwise it prints
+//! `e2e: skipped: <why>` and passes. The image (`E2E_IMAGE`, default `rustcd:latest`) must already be on the
+//! nodes: building and loading it is the caller's job (`scripts/build-image.sh`, then e.g.
+//! `kind load docker-image rustcd:latest`). See tests/e2e/README.md.
+
+mod etcd;
+mod helm;
+mod kubectl;
+mod setup;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use etcd::{etcdctl, settled_members};
+use kubectl::{get_json, kubectl, kubectl_with_input, log, wait_until};
+use setup::Config;
+
+/// Name of the EtcdCluster in `examples/etcdcluster.yaml`.
+const CLUSTER: &str = "example";
+/// How long one step (start, one scaling, a rejoin) may take.
+const STEP: Duration = Duration::from_secs(300);
+
+#[test]
+fn operator_runs_scales_and_heals_an_etcd_cluster() {
+    if let Some(reason) = setup::skip_reason() {
+        log(&format!("skipped: {reason}"));
+        return;
+    }
+    let config = Config::from_env();
+    log(&format!("namespace {}, image {}", config.namespace, config.image));
+    let _cleanup = Cleanup(&config);
+    let ns = config.namespace.as_str();
+
+    helm::install_operator(&config).unwrap_or_else(|e| panic!("installing the chart failed: {e}"));
+    log("operator installed");
+    apply_example(&config);
+    kubectl(&[
+        "wait",
+        "-n",
+        ns,
+        &format!("etcdcluster/{CLUSTER}"),
+        "--for=condition=Available",
+        "--timeout=300s",
+    ])
+    .unwrap_or_else(|e| panic!("the cluster did not become Available: {e}"));
+    let service = wait_until("client Service", STEP, || client_service(ns));
+    wait_for_members(&config, &service, 3);
+    etcdctl(&config.etcdctl, ns, &service, &["put", "e2e/key", ns]).unwrap_or_else(|e| panic!("put: {e}"));
+
+    for replicas in [5, 3] {
+        kubectl(&[
+            "scale",
+            "-n",
+            ns,
+            &format!("etcdcluster/{CLUSTER}"),
+            &format!("--replicas={replicas}"),
+        ])
+        .unwrap_or_else(|e| panic!("kubectl scale: {e}"));
+        wait_for_members(&config, &service, replicas);
+    }
+
+    // A deleted pod comes back (StatefulSet), keeps its volume and rejoins as the same member.
+    let before = wait_for_members(&config, &service, 3);
+    let pod = pods(ns).unwrap_or_else(|e| panic!("{e}"))[0].clone();
+    let (name, uid) = (
+        pod["metadata"]["name"].as_str().unwrap_or_default(),
+        pod["metadata"]["uid"].clone(),
+    );
+    kubectl(&["delete", "pod", "-n", ns, name, "--wait=true", "--timeout=120s"]).unwrap_or_else(|e| panic!("{e}"));
+    log(&format!("deleted pod {name}"));
+    wait_until(&format!("pod {name} replaced and Ready"), STEP, || {
+        let pod = get_json(ns, &["pod", name])?;
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        if pod["metadata"]["uid"] != uid && ready {
+            Ok(())
+        } else {
+            Err(format!("pod {name} not replaced or not Ready yet"))
+        }
+    });
+    let after = wait_for_members(&config, &service, 3);
+    let ids = |members: &[etcd::Member]| {
+        let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(&after),
+        ids(&before),
+        "the member set changed when a pod was replaced"
+    );
+
+    let value = etcdctl(&config.etcdctl, ns, &service, &["get", "e2e/key", "--print-value-only"])
+        .unwrap_or_else(|e| panic!("get: {e}"));
+    assert_eq!(value.trim(), ns, "the key written before scaling is gone");
+    log("passed");
+}
+
+/// Applies `examples/etcdcluster.yaml` in the run's namespace, with the run's image.
+fn apply_example(config: &Config) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/etcdcluster.yaml");
+    let text = std::fs::read_to_string(path).expect("read examples/etcdcluster.yaml");
+    let mut cluster: Value = serde_norway::from_str(&text).expect("examples/etcdcluster.yaml is YAML");
+    cluster["spec"]["image"] = Value::from(config.image.clone());
+    kubectl_with_input(
+        &["apply", "-n", &config.namespace, "-f", "-"],
+        Some(&cluster.to_string()),
+    )
+    .unwrap_or_else(|e| panic!("applying the example failed: {e}"));
+    log("examples/etcdcluster.yaml applied");
+}
+
+/// The cluster's client Service: the Service the EtcdCluster owns that has a cluster IP and port 2379.
+fn client_service(ns: &str) -> Result<String, String> {
+    let services = get_json(ns, &["services"])?;
+    services["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| {
+            let owned = s["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["kind"] == "EtcdCluster" && o["name"] == CLUSTER));
+            let headless = s["spec"]["clusterIP"] == "None";
+            let client_port = s["spec"]["ports"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["port"] == 2379));
+            owned && !headless && client_port
+        })
+        .and_then(|s| s["metadata"]["name"].as_str().map(str::to_string))
+        .ok_or_else(|| format!("no client Service owned by etcdcluster/{CLUSTER} yet"))
+}
+
+/// The cluster's pods, by the selector the EtcdCluster publishes for the scale subresource, sorted by name.
+fn pods(ns: &str) -> Result<Vec<Value>, String> {
+    let cluster = get_json(ns, &["etcdcluster", CLUSTER])?;
+    let selector = cluster["status"]["selector"]
+        .as_str()
+        .ok_or("the EtcdCluster has no status.selector")?;
+    let list = get_json(ns, &["pods", "-l", selector])?;
+    let mut pods = list["items"].as_array().cloned().unwrap_or_default();
+    pods.sort_by_key(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_string());
+    Ok(pods)
+}
+
+/// Waits until `etcdctl member list` shows `replicas` started voters and the status agrees; the members.
+fn wait_for_members(config: &Config, service: &str, replicas: usize) -> Vec<etcd::Member> {
+    let ns = config.namespace.as_str();
+    wait_until(&format!("{replicas} started voters"), STEP, || {
+        let members = settled_members(&config.etcdctl, ns, service, replicas)?;
+        let status = get_json(ns, &["etcdcluster", CLUSTER])?["status"].clone();
+        let ready = status["readyReplicas"].as_u64().unwrap_or(0);
+        let pod_count = pods(ns)?.len();
+        if ready == replicas as u64 && pod_count == replicas {
+            Ok(members)
+        } else {
+            Err(format!(
+                "status.readyReplicas {ready}, {pod_count} pods, want {replicas}"
+            ))
+        }
+    })
+}
+
+/// Removes what the run created, however it ends; on a failure, first prints what the cluster looked like.
+struct Cleanup<'a>(&'a Config);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let ns = self.0.namespace.as_str();
+        if std::thread::panicking() {
+            for args in [
+                &[
+                    "get",
+                    "-n",
+                    ns,
+                    "etcdcluster,statefulset,pod,service,pdb,pvc",
+                    "-o",
+                    "wide",
+                ][..],
+                &["describe", "-n", ns, "etcdcluster", CLUSTER][..],
+                &["get", "-n", ns, "events", "--sort-by=.lastTimestamp"][..],
+                &["logs", "-n", ns, "deployment/rustcd-operator", "--tail=200"][..],
+            ] {
+                let out = kubectl(args).unwrap_or_else(|e| e);
+                log(&format!("kubectl {}:\n{out}", args.join(" ")));
+            }
+        }
+        if self.0.keep {
+            log(&format!("E2E_KEEP=1: namespace {ns} kept"));
+            return;
+        }
+        // The cluster goes first, while the operator still runs to handle it; then the operator; then the rest.
+        let cluster = format!("etcdcluster/{CLUSTER}");
+        let deleted = kubectl(&["delete", "-n", ns, &cluster, "--ignore-not-found", "--timeout=120s"]);
+        report("delete the EtcdCluster", deleted.map(drop));
+        report("uninstall the chart", helm::uninstall_operator(self.0));
+        let deleted = kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--timeout=180s"]);
+        report("delete the namespace", deleted.map(drop));
+    }
+}
+
+fn report(what: &str, result: Result<(), String>) {
+    if let Err(e) = result {
+        log(&format!("cleanup: cannot {what}: {e}"));
+    }
+}
