@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod linearizability;
 mod normalize;
+pub mod workload;
 
 #[allow(unused_imports)] // not every test binary uses the normaliser
 pub use normalize::*;
