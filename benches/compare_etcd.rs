@@ -7,7 +7,11 @@
 //! clients, and single-client put. Reports ops/s, p50/p99 latency and the
 //! server's max RSS, side by side with the rustcd/etcd ratio.
 //!
-//! Knobs (env): BENCH_OPS (50000), BENCH_CLIENTS (100), BENCH_CONNS (10),
+//! With BENCH_MEMBERS=3 each side is a 3-member cluster (static bootstrap on loopback) and the
+//! client connections are spread over its members, as etcd's own benchmark tool does with
+//! several endpoints; RSS is then the largest member's.
+//!
+//! Knobs (env): BENCH_MEMBERS (1), BENCH_OPS (50000), BENCH_CLIENTS (100), BENCH_CONNS (10),
 //! BENCH_SINGLE_OPS (5000), BENCH_KEYS (10000), BENCH_VALUE_SIZE (256),
 //! BENCH_TIME_LIMIT_SECS per workload (60), BENCH_SERVERS (etcd,rustcd), BENCH_EXTRA_FLAGS,
 //! ETCD_BIN, RUSTCD_BIN (default: the package's rustcd binary).
@@ -21,10 +25,44 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use rand::{Rng, SeedableRng};
+use support::cluster::Cluster;
 use support::{Kind, Server};
+
+/// What is benchmarked: one member, or a cluster.
+enum Target {
+    Single(Server),
+    Cluster(Cluster),
+}
+
+impl Target {
+    fn start(kind: Kind, members: usize, extra: &[&str]) -> Result<Target, String> {
+        if members == 1 {
+            return Server::try_start(kind, extra).map(Target::Single);
+        }
+        let c = Cluster::start_kind(kind, members, extra);
+        c.leader(Duration::from_secs(30))
+            .ok_or_else(|| format!("{} elected no leader", kind.name()))?;
+        Ok(Target::Cluster(c))
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        match self {
+            Target::Single(s) => vec![s.endpoint()],
+            Target::Cluster(c) => c.members.iter().map(|m| m.client.clone()).collect(),
+        }
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        match self {
+            Target::Single(s) => s.rss_kib(),
+            Target::Cluster(c) => c.rss_kib(),
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 struct Config {
+    members: usize,
     ops: u64,
     clients: usize,
     conns: usize,
@@ -43,6 +81,7 @@ impl Config {
     fn from_env() -> Config {
         let servers = std::env::var("BENCH_SERVERS").unwrap_or_else(|_| "etcd,rustcd".into());
         Config {
+            members: env_num("BENCH_MEMBERS", 1).max(1),
             ops: env_num("BENCH_OPS", 50_000),
             clients: env_num("BENCH_CLIENTS", 100).max(1),
             conns: env_num("BENCH_CONNS", 10).max(1),
@@ -111,7 +150,7 @@ async fn connect(ep: &str) -> anyhow::Result<Client> {
 /// Runs `total` ops of `w` spread over `clients` tasks sharing `conns`
 /// connections, bounded by `time_limit`.
 async fn run_workload(
-    ep: &str,
+    eps: &[String],
     w: Workload,
     total: u64,
     clients: usize,
@@ -119,8 +158,8 @@ async fn run_workload(
     cfg: &Config,
 ) -> anyhow::Result<Stats> {
     let mut connections = Vec::new();
-    for _ in 0..conns.min(clients) {
-        connections.push(connect(ep).await?);
+    for i in 0..conns.min(clients) {
+        connections.push(connect(&eps[i % eps.len()]).await?);
     }
     let remaining = Arc::new(AtomicU64::new(total));
     let deadline = Instant::now() + cfg.time_limit;
@@ -231,7 +270,7 @@ fn bench_server(rt: &tokio::runtime::Runtime, kind: Kind, cfg: &Config) -> Serve
     // BENCH_EXTRA_FLAGS: extra server flags for both servers (e.g. --unsafe-no-fsync for experiments).
     let extra = std::env::var("BENCH_EXTRA_FLAGS").unwrap_or_default();
     let extra: Vec<&str> = extra.split_whitespace().collect();
-    let server = match Server::try_start(kind, &extra) {
+    let server = match Target::start(kind, cfg.members, &extra) {
         Ok(s) => s,
         Err(e) => {
             let first = e
@@ -247,12 +286,12 @@ fn bench_server(rt: &tokio::runtime::Runtime, kind: Kind, cfg: &Config) -> Serve
             };
         }
     };
-    let ep = server.endpoint();
+    let eps = server.endpoints();
     let mut max_rss = server.rss_kib();
     let mut rows = Vec::new();
     // prefill every key once (not measured) so ranges hit existing keys
     let prefill = rt.block_on(async {
-        let mut c = connect(&ep).await?;
+        let mut c = connect(&eps[0]).await?;
         let value = vec![b'p'; cfg.value_size];
         let mut handles = Vec::new();
         let per = cfg.keys.div_ceil(cfg.clients as u64);
@@ -278,7 +317,7 @@ fn bench_server(rt: &tokio::runtime::Runtime, kind: Kind, cfg: &Config) -> Serve
     }
     for (name, w, total, clients, conns) in workloads(cfg) {
         let r = rt
-            .block_on(run_workload(&ep, w, total, clients, conns, cfg))
+            .block_on(run_workload(&eps, w, total, clients, conns, cfg))
             .map_err(|e| format!("{e:#}"));
         max_rss = max_rss.max(server.rss_kib());
         match &r {

@@ -64,6 +64,24 @@ impl Cluster {
         self.members[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// The largest resident set size among the running members (KiB).
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.members
+            .iter()
+            .filter_map(|m| m.child.as_ref())
+            .filter_map(|c| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", c.id())).ok()?;
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+    }
+
     /// The member's log so far.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.members[i].dir.with_extension("log")).unwrap_or_default()
