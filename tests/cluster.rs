@@ -153,3 +153,50 @@ fn follower_behind_the_leaders_log_catches_up_from_a_snapshot() {
         "no snapshot was received and installed:\n{log}"
     );
 }
+
+/// The remaining TTL of `lease` as `lease timetolive` prints it.
+fn remaining_ttl(ep: &str, lease: &str) -> Option<i64> {
+    let o = etcdctl(ep, &["lease", "timetolive", lease]);
+    let at = o.stdout.find("remaining(")? + "remaining(".len();
+    o.stdout[at..].split('s').next()?.parse().ok()
+}
+
+#[test]
+fn leases_survive_a_leader_change_without_reset_or_early_expiry() {
+    if support::etcdctl_bin().is_none() {
+        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+        return;
+    }
+    let mut c = Cluster::start(3);
+    let leader = c.leader(Duration::from_secs(20)).expect("a leader is elected");
+    let survivor = (leader + 1) % 3;
+    let ep = c.members[survivor].client.clone();
+    let long = etcdctl(&ep, &["lease", "grant", "60"]);
+    let long = long.stdout.split_whitespace().nth(1).expect("lease id").to_string();
+    let short = etcdctl(&ep, &["lease", "grant", "5"]);
+    let short = short.stdout.split_whitespace().nth(1).expect("lease id").to_string();
+    assert_eq!(etcdctl(&ep, &["put", "short-lived", "x", "--lease", &short]).status, 0);
+    let granted = Instant::now();
+    c.kill9(leader);
+    let next = c.leader(Duration::from_secs(15)).expect("a new leader");
+    assert_ne!(next, leader);
+    // The new leader keeps the remaining TTL (plus an election timeout), never resets it.
+    let ttl = remaining_ttl(&ep, &long).expect("timetolive answers");
+    assert!((50..=62).contains(&ttl), "long lease TTL after the leader change: {ttl}");
+    // No early expiry: the 5 s lease outlives its TTL minus what has passed.
+    if granted.elapsed() < Duration::from_secs(4) {
+        let o = etcdctl(&ep, &["get", "short-lived", "--print-value-only"]);
+        assert_eq!(o.stdout.trim(), "x", "lease expired early: {o:?}");
+    }
+    // And it does expire on the new leader.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let o = etcdctl(&ep, &["get", "short-lived", "--print-value-only"]);
+        if o.status == 0 && o.stdout.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the short lease never expired after the leader change");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(granted.elapsed() >= Duration::from_secs(5), "expired before its TTL");
+}
