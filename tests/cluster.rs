@@ -182,7 +182,10 @@ fn leases_survive_a_leader_change_without_reset_or_early_expiry() {
     assert_ne!(next, leader);
     // The new leader keeps the remaining TTL (plus an election timeout), never resets it.
     let ttl = remaining_ttl(&ep, &long).expect("timetolive answers");
-    assert!((50..=62).contains(&ttl), "long lease TTL after the leader change: {ttl}");
+    assert!(
+        (50..=62).contains(&ttl),
+        "long lease TTL after the leader change: {ttl}"
+    );
     // No early expiry: the 5 s lease outlives its TTL minus what has passed.
     if granted.elapsed() < Duration::from_secs(4) {
         let o = etcdctl(&ep, &["get", "short-lived", "--print-value-only"]);
@@ -195,7 +198,10 @@ fn leases_survive_a_leader_change_without_reset_or_early_expiry() {
         if o.status == 0 && o.stdout.trim().is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "the short lease never expired after the leader change");
+        assert!(
+            Instant::now() < deadline,
+            "the short lease never expired after the leader change"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(granted.elapsed() >= Duration::from_secs(5), "expired before its TTL");

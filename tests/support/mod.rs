@@ -19,8 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod client_pair;
 pub mod cluster;
 pub mod docker;
+pub mod etcdctl_pair;
 pub mod linearizability;
 mod normalize;
 pub mod workload;

@@ -58,6 +58,8 @@ mod rewrite;
 mod stream;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stream;
 
 use std::time::Duration;
 
