@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use prost::Message as _;
-use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
@@ -220,6 +220,8 @@ struct Driver {
     cfg: DriverConfig,
     rx: Receiver<Input>,
     waiters: HashMap<u64, Waiter>,
+    /// Proposals taken this round, proposed together by `flush_proposals`.
+    proposals: Vec<(u64, Vec<u8>, Waiter)>,
     pending_reads: Vec<oneshot::Sender<Result<u64, RaftError>>>,
     /// ReadIndex requests sent, by context: when sent and who waits.
     reads_in_flight: HashMap<u64, (Instant, Vec<ReadWaiter>)>,
@@ -261,6 +263,7 @@ pub fn spawn(
         cfg,
         rx,
         waiters: HashMap::new(),
+        proposals: Vec::new(),
         pending_reads: Vec::new(),
         reads_in_flight: HashMap::new(),
         reads_waiting_apply: Vec::new(),
@@ -312,6 +315,7 @@ impl Driver {
                     }
                 }
             }
+            self.flush_proposals();
             if Instant::now() >= next_tick {
                 self.node.tick();
                 next_tick = Instant::now() + self.cfg.tick;
@@ -337,15 +341,7 @@ impl Driver {
                     let _ = tx.send(Err(RaftError::NoLeader));
                     return false;
                 }
-                match self.node.propose(Vec::new(), data) {
-                    Ok(()) => {
-                        self.waiters.insert(id, tx);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "proposal dropped");
-                        let _ = tx.send(Err(RaftError::NoLeader));
-                    }
-                }
+                self.proposals.push((id, data, tx));
                 false
             }
             Input::Read { tx } => {
@@ -415,6 +411,38 @@ impl Driver {
 
     /// Sends one ReadIndex request for every read waiting, and re-sends requests that got no
     /// answer within [`READ_INDEX_RETRY`] (the message or the leader may have been lost).
+    /// Hands every proposal taken in this round to Raft as one MsgPropose: the leader appends
+    /// them together and replicates them in one append per follower; a follower forwards them
+    /// to the leader in one message.
+    fn flush_proposals(&mut self) {
+        if self.proposals.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.proposals);
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.node.raft.id;
+        let mut waiters = Vec::with_capacity(batch.len());
+        let mut entries = Vec::with_capacity(batch.len());
+        for (id, data, tx) in batch {
+            entries.push(Entry {
+                data: data.into(),
+                ..Default::default()
+            });
+            waiters.push((id, tx));
+        }
+        m.set_entries(entries.into());
+        match self.node.raft.step(m) {
+            Ok(()) => self.waiters.extend(waiters),
+            Err(e) => {
+                tracing::debug!(error = %e, n = waiters.len(), "proposals dropped");
+                for (_, tx) in waiters {
+                    let _ = tx.send(Err(RaftError::NoLeader));
+                }
+            }
+        }
+    }
+
     fn issue_read_index(&mut self) {
         if self.node.raft.leader_id == 0 {
             return; // wait for a leader; callers time out on their side
@@ -715,6 +743,9 @@ impl Driver {
     }
 
     fn fail_all(&mut self) {
+        for (_, _, w) in self.proposals.drain(..) {
+            let _ = w.send(Err(RaftError::Stopped));
+        }
         for (_, w) in self.waiters.drain() {
             let _ = w.send(Err(RaftError::Stopped));
         }
