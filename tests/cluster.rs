@@ -136,11 +136,15 @@ fn follower_behind_the_leaders_log_catches_up_from_a_snapshot() {
     });
     c.spawn(lagging);
     let ep = c.members[lagging].client.clone();
-    let o = eventually(
-        &ep,
-        &["get", "k299", "--print-value-only", "--consistency=s"],
-        Duration::from_secs(20),
-    );
+    // A serializable read answers from the member's own state: poll until it has the data.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let o = loop {
+        let o = etcdctl(&ep, &["get", "k299", "--print-value-only", "--consistency=s"]);
+        if o.stdout.trim().starts_with("v299-") || Instant::now() > deadline {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         o.stdout.trim().starts_with("v299-"),
         "lagging member did not catch up: {o:?}"
