@@ -70,27 +70,7 @@ fn three_members_bootstrap_replicate_and_survive_leader_loss() {
         Duration::from_secs(20),
     );
     assert_eq!(o.stdout.trim(), "v2", "{o:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let o = etcdctl(&c.endpoints(), &["endpoint", "hashkv", "-w", "json"]);
-        let hashes: Vec<Option<u64>> = o
-            .stdout
-            .split("\"hash\":")
-            .skip(1)
-            .map(|s| {
-                s.chars()
-                    .take_while(|c| c.is_ascii_digit())
-                    .collect::<String>()
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        if hashes.len() == 3 && hashes.iter().all(|h| h.is_some() && *h == hashes[0]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "HashKV differs across members: {o:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    support::wait_hashkv_converged(&c.endpoints(), 3, Duration::from_secs(10));
 }
 
 #[test]

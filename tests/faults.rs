@@ -13,25 +13,11 @@ use std::time::{Duration, Instant};
 use support::cluster::Cluster;
 use support::linearizability::Output;
 use support::workload::{assert_linearizable, summarize_history, Workload};
-use support::{etcdctl, etcdctl_until_ok as eventually};
+use support::etcdctl_until_ok as eventually;
 
-/// Waits until every running member reports the same HashKV.
+/// Waits until every member reports the same HashKV.
 fn converged(c: &Cluster) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = etcdctl(&c.endpoints(), &["endpoint", "hashkv", "-w", "json"]);
-        let hashes: Vec<&str> = o
-            .stdout
-            .split("\"hash\":")
-            .skip(1)
-            .map(|s| &s[..s.find(['}', ',']).unwrap_or(s.len())])
-            .collect();
-        if o.status == 0 && hashes.len() == c.members.len() && hashes.iter().all(|h| *h == hashes[0]) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "members did not converge: {o:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    support::wait_hashkv_converged(&c.endpoints(), c.members.len(), Duration::from_secs(30));
 }
 
 fn five_member_run(seed: u64) {

@@ -71,22 +71,8 @@ fn remove(c: &mut Cluster, i: usize) {
 
 /// Waits until every running member reports the same HashKV.
 fn converged(c: &Cluster) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = etcdctl(&c.endpoints(), &["endpoint", "hashkv", "-w", "json"]);
-        let hashes: Vec<&str> = o
-            .stdout
-            .split("\"hash\":")
-            .skip(1)
-            .map(|s| &s[..s.find(['}', ',']).unwrap_or(s.len())])
-            .collect();
-        let running = c.members.iter().filter(|m| m.child.is_some()).count();
-        if o.status == 0 && hashes.len() == running && hashes.iter().all(|h| *h == hashes[0]) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "members did not converge: {o:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let running = c.members.iter().filter(|m| m.child.is_some()).count();
+    support::wait_hashkv_converged(&c.endpoints(), running, Duration::from_secs(20));
 }
 
 /// Writes `w<n>` keys through `endpoint` until stopped; returns the acknowledged ones.

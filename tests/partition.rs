@@ -71,25 +71,7 @@ fn check_minority(c: &DockerCluster, cut: usize) {
 }
 
 fn converged(c: &DockerCluster) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let eps = c.endpoints().join(",");
-        let o = etcdctl(&eps, &["endpoint", "hashkv", "-w", "json"]);
-        let hashes: Vec<&str> = o
-            .stdout
-            .split("\"hash\":")
-            .skip(1)
-            .map(|s| &s[..s.find(['}', ',']).unwrap_or(s.len())])
-            .collect();
-        if o.status == 0 && hashes.len() == c.containers.len() && hashes.iter().all(|h| *h == hashes[0]) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "members did not converge after healing: {o:?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    support::wait_hashkv_converged(&c.endpoints().join(","), c.containers.len(), Duration::from_secs(30));
 }
 
 fn partition_run(seed: u64) {

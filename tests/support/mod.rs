@@ -542,3 +542,25 @@ impl Drop for Background {
         }
     }
 }
+
+/// Waits until `n` members behind `endpoints` (comma-separated) report the same HashKV.
+pub fn wait_hashkv_converged(endpoints: &str, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let o = etcdctl(endpoints, &["endpoint", "hashkv", "-w", "json"]);
+        let hashes: Vec<&str> = o
+            .stdout
+            .split("\"hash\":")
+            .skip(1)
+            .map(|s| &s[..s.find(['}', ',']).unwrap_or(s.len())])
+            .collect();
+        if o.status == 0 && hashes.len() == n && hashes.iter().all(|h| *h == hashes[0]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members did not converge (HashKV differs): {o:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
