@@ -295,7 +295,13 @@ impl Driver {
         }
         let mut next_tick = Instant::now() + self.cfg.tick;
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            // Raft may have work left from the last round (e.g. entries committed by
+            // advancing it): then only collect what is already queued, without waiting.
+            let timeout = if self.node.has_ready() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             let first = match self.rx.recv_timeout(timeout) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,
