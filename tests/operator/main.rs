@@ -1,0 +1,5 @@
+//! The operator against a fake API server: the fake itself, leader election, and the full reconcile
+//! loop with real rustcd members in Docker containers standing in for the pods.
+
+mod fake_api;
+mod fake_api_tests;
