@@ -11,6 +11,7 @@ mod store;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -29,6 +30,7 @@ use store::{error, Key, Resource, Store};
 /// A running fake API server; stops when dropped.
 pub struct FakeApiServer {
     pub addr: SocketAddr,
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
 
@@ -41,16 +43,25 @@ impl Drop for FakeApiServer {
 impl FakeApiServer {
     /// Starts on a free loopback port.
     pub async fn start() -> FakeApiServer {
-        let state = Arc::new(Mutex::new(Store::new()));
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new()),
+            down: AtomicBool::new(false),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake API server");
         let addr = listener.local_addr().expect("local addr");
-        let app = Router::new().fallback(handle).with_state(state);
+        let app = Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeApiServer { addr, task }
+        FakeApiServer { addr, shared, task }
+    }
+
+    /// From now on every request fails with 503 (an API server that is down; open connections stay
+    /// open, as they would behind a load balancer).
+    pub fn stop(&self) {
+        self.shared.down.store(true, Ordering::SeqCst);
     }
 
     /// A kube client for this server.
@@ -58,6 +69,12 @@ impl FakeApiServer {
         let url = format!("http://{}", self.addr).parse().expect("url");
         kube::Client::try_from(kube::Config::new(url)).expect("kube client")
     }
+}
+
+/// What the handlers share.
+struct Shared {
+    store: Mutex<Store>,
+    down: AtomicBool,
 }
 
 /// A parsed request path.
@@ -165,21 +182,24 @@ impl Filter {
 }
 
 async fn handle(
-    State(state): State<Arc<Mutex<Store>>>,
+    State(shared): State<Arc<Shared>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if shared.down.load(Ordering::SeqCst) {
+        return status_response(&error(503, "ServiceUnavailable", "the API server is down"));
+    }
     let Some(target) = parse_path(uri.path()) else {
         return status_response(&error(404, "NotFound", format!("no route for {}", uri.path())));
     };
     let q = query(&uri);
     if method == Method::GET && target.name.is_none() && q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return watch(state, target, &q);
+        return watch(&shared.store, target, &q);
     }
     let result = {
-        let mut store = state.lock();
+        let mut store = shared.store.lock();
         dispatch(&mut store, &method, &target, &q, &headers, &body)
     };
     match result {
@@ -324,14 +344,14 @@ fn patch_object(
 
 /// Streams watch events: a replay of the log after `resourceVersion` (or ADDED for every current object
 /// when it is absent or "0"), then live events, each a JSON line.
-fn watch(state: Arc<Mutex<Store>>, target: Target, q: &BTreeMap<String, String>) -> Response {
+fn watch(store: &Mutex<Store>, target: Target, q: &BTreeMap<String, String>) -> Response {
     let filter = Filter::of(q);
     let since: Option<u64> = q
         .get("resourceVersion")
         .and_then(|rv| rv.parse().ok())
         .filter(|rv| *rv > 0);
     let (backlog, live, last) = {
-        let store = state.lock();
+        let store = store.lock();
         let live = store.subscribe();
         let backlog: Vec<String> = match since {
             Some(rv) => store

@@ -1,0 +1,167 @@
+//! The full-loop harness: fake API server + in-process operator (+ fake kubelet and Docker members).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use rustcd::controller::metrics::Metrics;
+use rustcd::controller::spec::StorageSpec;
+use rustcd::controller::{run, Context, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, Settings};
+use tokio::task::JoinHandle;
+
+use crate::docker::{self, Sandbox};
+use crate::fake_api::FakeApiServer;
+use crate::kubelet::FakeKubelet;
+
+pub const NS: &str = "ns";
+
+pub struct Harness {
+    _server: FakeApiServer,
+    pub client: Client,
+    pub image: String,
+    operator: Option<JoinHandle<()>>,
+    // Dropped in this order: kubelet stops creating containers, then the sandbox removes them.
+    pub kubelet: Option<FakeKubelet>,
+    pub sandbox: Option<Sandbox>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.crash_operator();
+        self.kubelet.take();
+        self.sandbox.take();
+    }
+}
+
+impl Harness {
+    /// API server only: pods never start.
+    pub async fn without_pods() -> Harness {
+        let server = FakeApiServer::start().await;
+        Harness {
+            client: server.client(),
+            _server: server,
+            image: "rustcd:test".into(),
+            operator: None,
+            kubelet: None,
+            sandbox: None,
+        }
+    }
+
+    /// API server, Docker sandbox and fake kubelet; `None` (after printing why) without Docker.
+    pub async fn with_members(test: &str) -> Option<Harness> {
+        if let Some(reason) = docker::unavailable() {
+            eprintln!("SKIP: {reason}");
+            return None;
+        }
+        let mut h = Harness::without_pods().await;
+        let test = test.to_string();
+        let sandbox = tokio::task::spawn_blocking(move || Sandbox::create(&test))
+            .await
+            .expect("sandbox");
+        h.image = sandbox.image.clone();
+        h.kubelet = Some(FakeKubelet::start(h.client.clone(), NS, &sandbox.tag, &sandbox.label()));
+        h.sandbox = Some(sandbox);
+        Some(h)
+    }
+
+    /// Starts an operator (a new process would do the same: nothing survives but the API's state).
+    pub fn start_operator(&mut self) {
+        assert!(self.operator.is_none(), "one operator at a time");
+        let settings = Settings {
+            busy_requeue: Duration::from_millis(300),
+            idle_requeue: Duration::from_secs(2),
+            error_requeue: Duration::from_millis(500),
+            instance: Some("test-operator".into()),
+            ..Settings::new(&self.image)
+        };
+        let ctx = Arc::new(Context::new(
+            self.client.clone(),
+            settings,
+            Metrics::new().expect("metrics"),
+        ));
+        self.operator = Some(tokio::spawn(run(ctx, std::future::pending())));
+    }
+
+    /// Stops the operator abruptly, wherever it is (a crash: reconciles in flight are dropped).
+    pub fn crash_operator(&mut self) {
+        if let Some(task) = self.operator.take() {
+            task.abort();
+        }
+    }
+
+    pub fn clusters(&self) -> Api<EtcdCluster> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub async fn create_cluster(&self, name: &str, replicas: i32, storage: bool) -> EtcdCluster {
+        let spec = EtcdClusterSpec {
+            replicas,
+            storage: storage.then(|| StorageSpec {
+                size: k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+                storage_class_name: None,
+            }),
+            ..EtcdClusterSpec::default()
+        };
+        self.clusters()
+            .create(&PostParams::default(), &EtcdCluster::new(name, spec))
+            .await
+            .expect("create EtcdCluster")
+    }
+
+    /// Waits until the cluster's status satisfies `done`; panics with the last status after `within`.
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        within: Duration,
+        done: impl Fn(&EtcdClusterStatus) -> bool,
+    ) -> EtcdCluster {
+        let api = self.clusters();
+        let done = &done;
+        let found = eventually(within, || {
+            let api = api.clone();
+            async move {
+                let cluster = api.get(name).await.ok()?;
+                done(cluster.status.as_ref()?).then_some(cluster)
+            }
+        })
+        .await;
+        match found {
+            Some(cluster) => cluster,
+            None => {
+                let last = api.get(name).await.ok().and_then(|c| c.status);
+                panic!("status not reached in {within:?}; last: {last:#?}")
+            }
+        }
+    }
+
+    /// (reason, note) of every Event the operator published.
+    pub async fn events(&self) -> Vec<(String, String)> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), NS);
+        let mut list: Vec<Event> = events.list(&ListParams::default()).await.expect("events").items;
+        list.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+        list.into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, for at most `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
