@@ -25,6 +25,12 @@ pub fn unavailable() -> Option<String> {
     (!ok).then(|| format!("Docker Engine not reachable (docker info: {})", out.trim()))
 }
 
+/// The binary the member image runs: `RUSTCD_BIN` if set (as in the other test suites), else the
+/// package's own `rustcd`.
+fn member_binary() -> std::ffi::OsString {
+    std::env::var_os("RUSTCD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_rustcd").into())
+}
+
 /// build-image.sh writes its rootfs into the repository: one build at a time.
 static IMAGE_BUILD: Mutex<()> = Mutex::new(());
 
@@ -49,7 +55,7 @@ impl Sandbox {
             let root = env!("CARGO_MANIFEST_DIR");
             let build = Command::new(format!("{root}/scripts/build-image.sh"))
                 .args(["--tag", &image])
-                .env("RUSTCD_BIN", env!("CARGO_BIN_EXE_rustcd"))
+                .env("RUSTCD_BIN", member_binary())
                 .output()
                 .expect("run build-image.sh");
             assert!(build.status.success(), "image build failed: {build:?}");

@@ -1,5 +1,6 @@
 //! The full-loop harness: fake API server + in-process operator (+ fake kubelet and Docker members).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,14 +138,35 @@ impl Harness {
         }
     }
 
-    /// (reason, note) of every Event the operator published.
-    pub async fn events(&self) -> Vec<(String, String)> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), NS);
-        let mut list: Vec<Event> = events.list(&ListParams::default()).await.expect("events").items;
-        list.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
-        list.into_iter()
-            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+    /// How often the operator reported each executed step (Normal Events by reason; an Event repeated
+    /// within the recorder's cache window is one object with a `series.count`, as on a real cluster).
+    pub async fn event_counts(&self) -> BTreeMap<String, i32> {
+        let mut counts = BTreeMap::new();
+        for e in self.events_of_type("Normal").await {
+            let n = e.series.map_or(1, |s| s.count);
+            *counts.entry(e.reason.unwrap_or_default()).or_insert(0) += n;
+        }
+        counts
+    }
+
+    /// Notes of the Warning Events (failed steps).
+    pub async fn warnings(&self) -> Vec<String> {
+        self.events_of_type("Warning")
+            .await
+            .into_iter()
+            .map(|e| e.note.unwrap_or_default())
             .collect()
+    }
+
+    async fn events_of_type(&self, type_: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), NS);
+        let list = events.list(&ListParams::default()).await.expect("events").items;
+        list.into_iter().filter(|e| e.type_.as_deref() == Some(type_)).collect()
+    }
+
+    /// Occurrences of Event `reason`.
+    pub async fn events_of(&self, reason: &str) -> i32 {
+        self.event_counts().await.get(reason).copied().unwrap_or(0)
     }
 }
 

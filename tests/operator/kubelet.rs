@@ -105,6 +105,15 @@ fn environment(pod: &Pod, container: &Container) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The readiness probe's path: the template's, unless `OPERATOR_TEST_READINESS_PATH` overrides it (to
+/// run these tests with `RUSTCD_BIN=/usr/bin/etcd`: etcd 3.4 has `/health` but no `/readyz`).
+fn readiness_path(template: Option<&str>) -> String {
+    std::env::var("OPERATOR_TEST_READINESS_PATH")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| template.unwrap_or("/").to_string())
+}
+
 /// HTTP GET `path` on `ip:port`; true for a 2xx answer within a second.
 async fn probe(ip: IpAddr, port: u16, path: &str) -> bool {
     let attempt = async {
@@ -306,7 +315,7 @@ impl Node {
                     k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => u16::try_from(*p).unwrap_or(0),
                     k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(_) => 0,
                 };
-                probe(ip, port, get.path.as_deref().unwrap_or("/")).await
+                probe(ip, port, &readiness_path(get.path.as_deref())).await
             }
             (Some(_), None) => true,
             (None, _) => false,
