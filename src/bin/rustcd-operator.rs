@@ -123,6 +123,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let me = identity();
+    let election = match (cli.leader_elect, cli.leader_election_namespace.as_deref()) {
+        (false, _) => None,
+        (true, Some(namespace)) if !namespace.is_empty() => {
+            Some(ElectionConfig::new(namespace, &cli.leader_election_id, &me))
+        }
+        (true, _) => bail!("--leader-elect needs --leader-election-namespace (or POD_NAMESPACE)"),
+    };
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client (in-cluster config or KUBECONFIG)")?;
@@ -134,17 +141,7 @@ async fn main() -> anyhow::Result<()> {
         signalled(&stop_rx),
     ));
 
-    let elector = if cli.leader_elect {
-        let Some(namespace) = cli.leader_election_namespace.clone().filter(|n| !n.is_empty()) else {
-            bail!("--leader-elect needs --leader-election-namespace (or POD_NAMESPACE)");
-        };
-        Some(Arc::new(LeaderElector::new(
-            client.clone(),
-            ElectionConfig::new(&namespace, &cli.leader_election_id, &me),
-        )))
-    } else {
-        None
-    };
+    let elector = election.map(|config| Arc::new(LeaderElector::new(client.clone(), config)));
     let mut settings = Settings::new(&cli.image);
     settings.namespace = Some(cli.watch_namespace.clone()).filter(|n| !n.is_empty());
     settings.instance = Some(me.clone());

@@ -107,10 +107,30 @@ fn is_membership_step(step: &Step) -> bool {
     !matches!(step, Step::None | Step::Wait { .. })
 }
 
+/// Publishes an Event about `cluster`; a failure to publish is logged, never fatal.
+async fn publish(ctx: &Context, cluster: &EtcdCluster, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing an event failed");
+    }
+}
+
 async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let id = Identity::of(cluster)?;
     let spec = &cluster.spec;
-    spec.validate().map_err(|e| Error::InvalidObject(e.to_string()))?;
+    if let Err(invalid) = spec.validate() {
+        // The API server should have refused it (the CRD carries the same rules); nothing to do until
+        // the spec changes.
+        tracing::warn!(cluster = %id.name, namespace = %id.namespace, error = %invalid, "invalid spec");
+        publish(ctx, cluster, EventType::Warning, "InvalidSpec", invalid.to_string()).await;
+        return Ok(Action::await_change());
+    }
     let previous = cluster.status.clone().unwrap_or_default();
     let obs = observe(&ctx.client, &id, spec.storage.is_some()).await?;
     let assessment = assess(&id, &obs, &previous.member_volumes, previous.cluster_id.is_some());
@@ -147,22 +167,12 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
         assessment: &assessment,
     };
     let executed = executor.execute(&step).await;
-    let reference = cluster.object_ref(&());
     if is_membership_step(&step) {
         let (type_, note) = match &executed {
             Ok(()) => (EventType::Normal, step.to_string()),
             Err(e) => (EventType::Warning, format!("{step} failed: {e}")),
         };
-        let event = Event {
-            type_,
-            reason: step.reason().to_string(),
-            note: Some(note),
-            action: "Reconcile".to_string(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, "publishing an event failed");
-        }
+        publish(ctx, cluster, type_, step.reason(), note).await;
         if executed.is_ok() {
             ctx.metrics.step(step.reason());
         }

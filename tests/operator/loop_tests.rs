@@ -332,3 +332,23 @@ async fn a_crash_right_after_member_add_resumes() {
     h.wait_status("demo", Duration::from_secs(120), running_with(2)).await;
     assert_eq!(h.events_of("AddingLearner").await, 1, "{:?}", h.event_counts().await);
 }
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_and_not_acted_on() {
+    // The fake API server has no CRD schema validation, so it accepts what a real one would refuse.
+    let mut h = Harness::without_pods().await;
+    h.create_cluster("bad", 12, false).await;
+    h.start_operator();
+    let warned = eventually(CONVERGE, || async {
+        h.warnings()
+            .await
+            .into_iter()
+            .find(|note| note.contains("spec.replicas"))
+    })
+    .await;
+    assert!(warned.is_some(), "an InvalidSpec warning names the field");
+    assert!(
+        statefulset(&h, "bad").await.is_none(),
+        "nothing is created for an invalid spec"
+    );
+}
