@@ -31,6 +31,23 @@ use super::observe::Observation;
 use super::planner::Step;
 use super::spec::{EtcdClusterSpec, PvcRetentionPolicy};
 
+/// Holds back a step whose precondition on the Kubernetes side is not met yet: a learner is only added
+/// for an ordinal above the StatefulSet once the pod of that ordinal's previous member is gone (after a
+/// scale-down the StatefulSet deletes surplus pods asynchronously; growing it back over a pod that is
+/// still there would leave the old member's container, not a fresh one, on the ordinal).
+pub fn gate(step: Step, obs: &Observation) -> Step {
+    match step {
+        Step::AddLearner { ordinal }
+            if ordinal >= obs.statefulset_replicas().unwrap_or(0) && obs.pods.contains_key(&ordinal) =>
+        {
+            Step::Wait {
+                reason: format!("the pod of ordinal {ordinal} from a removed member is still terminating"),
+            }
+        }
+        step => step,
+    }
+}
+
 /// Server-side applies `object` as the operator's field manager (forcing ownership of its fields).
 pub async fn apply<K>(api: &Api<K>, object: &K) -> Result<(), Error>
 where
@@ -195,5 +212,36 @@ impl Executor<'_> {
             delete_if_present(&self.api::<Pod>(), &self.id.pod_name(ordinal)).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::StatefulSetSpec;
+
+    use super::*;
+    use crate::controller::observe::PodFacts;
+
+    #[test]
+    fn a_learner_waits_for_the_old_pod_of_its_ordinal() {
+        let mut obs = Observation {
+            statefulset: Some(StatefulSet {
+                spec: Some(StatefulSetSpec {
+                    replicas: Some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        obs.pods.insert(0, PodFacts::default());
+        let add = Step::AddLearner { ordinal: 1 };
+        assert_eq!(gate(add.clone(), &obs), add);
+        obs.pods.insert(1, PodFacts::default());
+        assert!(matches!(gate(add, &obs), Step::Wait { .. }));
+        // Inside the StatefulSet the pod is expected (the second half of a replacement).
+        let inside = Step::AddLearner { ordinal: 0 };
+        assert_eq!(gate(inside.clone(), &obs), inside);
+        assert_eq!(gate(Step::None, &obs), Step::None);
     }
 }

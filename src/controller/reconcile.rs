@@ -21,7 +21,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::assess::assess;
 use super::error::Error;
-use super::execute::{apply, Executor};
+use super::execute::{apply, gate, Executor};
 use super::metrics::Metrics;
 use super::names::{Identity, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY};
 use super::objects::{client_service, peer_service, pod_disruption_budget};
@@ -134,7 +134,10 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
     let previous = cluster.status.clone().unwrap_or_default();
     let obs = observe(&ctx.client, &id, spec.storage.is_some()).await?;
     let assessment = assess(&id, &obs, &previous.member_volumes, previous.cluster_id.is_some());
-    let step = next_step(&Desired::from_spec(&id.name, spec), &assessment.observed);
+    let step = gate(
+        next_step(&Desired::from_spec(&id.name, spec), &assessment.observed),
+        &obs,
+    );
     tracing::info!(cluster = %id.name, namespace = %id.namespace, %step, "reconcile");
 
     let ns = &id.namespace;

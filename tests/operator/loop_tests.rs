@@ -352,3 +352,56 @@ async fn an_invalid_spec_is_reported_and_not_acted_on() {
         "nothing is created for an invalid spec"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs MemberAdd in the server (main branch)"]
+async fn pvcs_of_removed_members_are_retained_or_deleted_as_the_spec_says() {
+    let Some(mut h) = Harness::with_members("pvc").await else {
+        return;
+    };
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(h.client.clone(), NS);
+    let clusters = h.clusters();
+    let scale = |name: &'static str, n: i32| {
+        let clusters = clusters.clone();
+        async move {
+            let patch = json!({"spec": {"replicas": n}});
+            clusters
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+        }
+    };
+    h.create_cluster("keep", 2, true).await;
+    h.create_cluster("drop", 2, true).await;
+    h.clusters()
+        .patch(
+            "drop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pvcRetentionPolicy": "Delete"}})),
+        )
+        .await
+        .unwrap();
+    h.start_operator();
+    let within = Duration::from_secs(120);
+    h.wait_status("keep", within, running_with(2)).await;
+    h.wait_status("drop", within, running_with(2)).await;
+    let retained = claims.get("data-keep-1").await.unwrap().uid();
+    scale("keep", 1).await;
+    scale("drop", 1).await;
+    h.wait_status("keep", within, running_with(1)).await;
+    h.wait_status("drop", within, running_with(1)).await;
+    let deleted = eventually(CONVERGE, || async {
+        claims.get_opt("data-drop-1").await.unwrap().is_none().then_some(())
+    });
+    assert!(deleted.await.is_some(), "Delete: the removed member's claim goes");
+    assert_eq!(
+        claims.get("data-keep-1").await.unwrap().uid(),
+        retained,
+        "Retain: the claim stays"
+    );
+    // Scaling up again reuses the ordinal on a fresh claim: the stale data never joins the cluster.
+    scale("keep", 2).await;
+    h.wait_status("keep", within, running_with(2)).await;
+    let fresh = claims.get("data-keep-1").await.unwrap().uid();
+    assert_ne!(fresh, retained);
+}
