@@ -8,21 +8,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{etcdctl, etcdctl_until_ok as eventually, Kind};
-
-fn docker(args: &[&str]) -> (bool, String) {
-    match Command::new("docker").args(args).output() {
-        Ok(o) => (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        ),
-        Err(e) => (false, e.to_string()),
-    }
-}
+use support::{docker, etcdctl, etcdctl_until_ok as eventually, Kind};
 
 /// Removes the test's containers, network and image however the test ends.
 struct Cleanup {

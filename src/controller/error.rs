@@ -18,6 +18,9 @@ pub enum Error {
     /// No member could be reached to execute a membership step.
     #[error("no reachable member to {0}")]
     NoEndpoint(String),
+    /// A precondition on the Kubernetes side did not come true in time (retried on the next reconcile).
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// The object is not one the API server would hand out (missing namespace or uid), or its spec
     /// breaks the CRD's validation rules.
     #[error("invalid object: {0}")]
@@ -34,6 +37,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Etcd { .. } => "etcd",
             Error::NoEndpoint(_) => "no_endpoint",
+            Error::Timeout(_) => "timeout",
             Error::InvalidObject(_) => "invalid_object",
             Error::Serialize(_) => "serialize",
         }

@@ -8,12 +8,17 @@
 //!   member (and a learner right after it was added).
 //! - A pod must never start a member on data that belongs to no current member. So when a learner is
 //!   added for an ordinal whose pod already exists (the second half of a replacement, or a re-add after
-//!   a crash), the pod is deleted right after the MemberAdd (with its PVC when `spec.storage` is set):
-//!   the StatefulSet recreates it from the updated template on a fresh volume.
+//!   a crash), the pod is deleted first (with its PVC when `spec.storage` is set) and the MemberAdd
+//!   only follows once that pod is gone: the StatefulSet recreates it from the updated template on a
+//!   fresh volume, and no incarnation holding old data can join as the new learner (a member that joins
+//!   and then loses its log makes the leader panic-prone: etcd's `tocommit out of range`). Until the
+//!   MemberAdd the new pod fails to join and is restarted by its restart policy.
 //! - A PVC retained from a removed member (`pvcRetentionPolicy: Retain`) is deleted before a learner is
 //!   added for its ordinal, so the new member starts empty (Retain keeps the data of removed members
 //!   for inspection until the ordinal is reused). With `Delete`, claims of ordinals the StatefulSet
 //!   shrank past are deleted right after the shrink.
+
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -30,6 +35,9 @@ use super::objects::{statefulset, ClusterState, Membership, StatefulSetPlan};
 use super::observe::Observation;
 use super::planner::Step;
 use super::spec::{EtcdClusterSpec, PvcRetentionPolicy};
+
+/// How long replacing a pod may wait for the old pod to terminate.
+pub const POD_REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Holds back a step whose precondition on the Kubernetes side is not met yet: a learner is only added
 /// for an ordinal above the StatefulSet once the pod of that ordinal's previous member is gone (after a
@@ -189,29 +197,51 @@ impl Executor<'_> {
 
     async fn add_learner(&self, ordinal: u32) -> Result<(), Error> {
         let sts_replicas = self.obs.statefulset_replicas().unwrap_or(0);
-        let pod_exists = ordinal < sts_replicas;
-        let has_claim = self.obs.claims.contains(&ordinal);
-        let claims = self.api::<PersistentVolumeClaim>();
-        if !pod_exists && has_claim {
-            delete_if_present(&claims, &self.id.pvc_name(ordinal)).await?;
-        }
-        self.membership_client("add a learner")?
-            .add_learner(&self.id.peer_url(ordinal))
-            .await?;
         let mut membership = self.current_membership();
         membership.state = ClusterState::Existing;
         if !membership.ordinals.contains(&ordinal) {
             membership.ordinals.push(ordinal);
             membership.ordinals.sort_unstable();
         }
+        // The template first: the pod that joins as this learner must start with it.
         self.apply_statefulset(sts_replicas, membership).await?;
-        if pod_exists {
-            if has_claim {
-                delete_if_present(&claims, &self.id.pvc_name(ordinal)).await?;
-            }
-            delete_if_present(&self.api::<Pod>(), &self.id.pod_name(ordinal)).await?;
+        let claims = self.api::<PersistentVolumeClaim>();
+        if ordinal < sts_replicas {
+            // The pod exists and holds data of no current member: replace it (and its claim) before the
+            // learner exists, so no incarnation with stale or foreign data can ever join as it.
+            self.replace_pod(ordinal).await?;
+        } else if self.obs.claims.contains(&ordinal) {
+            delete_if_present(&claims, &self.id.pvc_name(ordinal)).await?;
         }
+        self.membership_client("add a learner")?
+            .add_learner(&self.id.peer_url(ordinal))
+            .await?;
         Ok(())
+    }
+
+    /// Deletes pod `ordinal` (and its PVC) and waits until the pod is gone or recreated, for at most
+    /// [`POD_REPLACEMENT_TIMEOUT`].
+    async fn replace_pod(&self, ordinal: u32) -> Result<(), Error> {
+        let pods = self.api::<Pod>();
+        let name = self.id.pod_name(ordinal);
+        if self.obs.claims.contains(&ordinal) {
+            delete_if_present(&self.api::<PersistentVolumeClaim>(), &self.id.pvc_name(ordinal)).await?;
+        }
+        let Some(old) = pods.get_opt(&name).await?.and_then(|p| p.metadata.uid) else {
+            return Ok(());
+        };
+        delete_if_present(&pods, &name).await?;
+        let deadline = tokio::time::Instant::now() + POD_REPLACEMENT_TIMEOUT;
+        loop {
+            let current = pods.get_opt(&name).await?;
+            if current.is_none_or(|p| p.metadata.uid.as_deref() != Some(old.as_str())) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!("pod {name} still terminating")));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 

@@ -37,7 +37,7 @@ impl Metrics {
         let errors = IntCounterVec::new(
             Opts::new(
                 "rustcd_operator_reconcile_errors_total",
-                "Failed reconciles by where they failed (kube, etcd, no_endpoint, invalid_object, serialize).",
+                "Failed reconciles by where they failed (kube, etcd, no_endpoint, timeout, invalid_object, serialize).",
             ),
             &["error"],
         )?;

@@ -4,20 +4,7 @@
 use std::process::Command;
 use std::sync::Mutex;
 
-/// Runs `docker args...`; returns success and stdout+stderr.
-pub fn docker(args: &[&str]) -> (bool, String) {
-    match Command::new("docker").args(args).output() {
-        Ok(o) => (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        ),
-        Err(e) => (false, e.to_string()),
-    }
-}
+pub use crate::support::docker;
 
 /// Why the Docker tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {

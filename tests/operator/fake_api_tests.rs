@@ -331,3 +331,44 @@ async fn kube_runtime_watcher_lists_then_watches() {
         .unwrap();
     assert!(matches!(next, watcher::Event::Apply(o) if o.name_any() == "new"));
 }
+
+#[tokio::test]
+async fn bound_pods_are_deleted_gracefully() {
+    use k8s_openapi::api::core::v1::{Pod, PodSpec};
+    let server = FakeApiServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(server.client(), "ns");
+    let pod = |name: &str, node: Option<&str>| Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: node.map(str::to_string),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    pods.create(&PostParams::default(), &pod("bound", Some("node")))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("pending", None))
+        .await
+        .unwrap();
+    pods.delete("pending", &DeleteParams::default()).await.unwrap();
+    assert!(
+        pods.get_opt("pending").await.unwrap().is_none(),
+        "an unscheduled pod goes at once"
+    );
+    pods.delete("bound", &DeleteParams::default()).await.unwrap();
+    let terminating = pods.get("bound").await.unwrap();
+    assert!(
+        terminating.metadata.deletion_timestamp.is_some(),
+        "a bound pod waits for its kubelet"
+    );
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    pods.delete("bound", &now).await.unwrap();
+    assert!(pods.get_opt("bound").await.unwrap().is_none());
+}

@@ -112,6 +112,19 @@ impl Harness {
             .expect("create EtcdCluster")
     }
 
+    /// Sets `spec.replicas` of cluster `name`.
+    pub async fn scale(&self, name: &str, replicas: i32) {
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        self.clusters()
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await
+            .expect("scale");
+    }
+
     /// Waits until the cluster's status satisfies `done`; panics with the last status after `within`.
     pub async fn wait_status(
         &self,

@@ -7,7 +7,10 @@
 //! - runs one Docker container per pod (keyed by pod UID, so a deleted and recreated pod gets a new
 //!   container) on the test's private network with the alias `<pod>.<service>.<ns>.svc`, expanding
 //!   `$(VAR)` in the arguments from the downward-API environment; a PVC is a Docker volume named after
-//!   the PVC's UID, an emptyDir lives and dies with the container;
+//!   the PVC's UID, an emptyDir lives and dies with the container; an exited container is restarted
+//!   (restartPolicy Always);
+//! - stops the containers of terminating pods (`deletionTimestamp` set) and then deletes those pods with
+//!   grace 0, so a pod object outlives its container as on a real node;
 //! - removes containers whose pod is gone, and writes `status.podIP` and the Ready condition (the
 //!   template's readiness probe, an HTTP GET against the container's IP) into each pod's status.
 
@@ -146,7 +149,26 @@ impl Node {
             self.reconcile_statefulset(sts, &pods).await?;
         }
         let pods = self.pods().list(&ListParams::default()).await?.items;
-        let live: BTreeSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+        // Terminating pods: stop the containers, then let the API server remove the object.
+        for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+            if let Some(container) = pod.uid().and_then(|uid| self.running.remove(&uid)) {
+                blocking_docker(vec!["rm".into(), "-f".into(), container.clone()]).await;
+                self.containers.retain(|_, c| c != &container);
+            }
+            let now = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            };
+            match self.pods().delete(&pod.name_any(), &now).await {
+                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let live: BTreeSet<String> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.uid())
+            .collect();
         for (uid, container) in self.running.clone() {
             if !live.contains(&uid) {
                 blocking_docker(vec!["rm".into(), "-f".into(), container.clone()]).await;
@@ -154,7 +176,7 @@ impl Node {
                 self.containers.retain(|_, c| c != &container);
             }
         }
-        for pod in &pods {
+        for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
             let Some(sts) = sets
                 .iter()
                 .find(|s| pod.labels().get("statefulset.kubernetes.io/pod-name").is_some() && owned_by(pod, s))
@@ -170,7 +192,10 @@ impl Node {
         let name = sts.name_any();
         let spec = sts.spec.clone().unwrap_or_default();
         let replicas = u32::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
-        for pod in pods.iter().filter(|p| owned_by(p, sts)) {
+        for pod in pods
+            .iter()
+            .filter(|p| owned_by(p, sts) && p.metadata.deletion_timestamp.is_none())
+        {
             let ordinal = pod.name_any().rsplit_once('-').and_then(|(_, k)| k.parse::<u32>().ok());
             if ordinal.is_none_or(|k| k >= replicas) {
                 match self.pods().delete(&pod.name_any(), &DeleteParams::default()).await {
@@ -212,6 +237,8 @@ impl Node {
             let mut pod_spec = template.spec.unwrap_or_default();
             pod_spec.hostname = Some(pod_name.clone());
             pod_spec.subdomain = spec.service_name.clone();
+            // Scheduled at once, to the one fake node.
+            pod_spec.node_name = Some("fake-node".into());
             let pod = Pod {
                 metadata: ObjectMeta {
                     name: Some(pod_name),
@@ -255,6 +282,9 @@ impl Node {
                 container_name.clone(),
                 "--label".into(),
                 self.label.clone(),
+                // restartPolicy: Always (Docker's backoff: 100 ms, doubling).
+                "--restart".into(),
+                "always".into(),
                 "--network".into(),
                 self.network.clone(),
                 "--hostname".into(),

@@ -110,14 +110,7 @@ async fn bootstrap_creates_the_owned_objects_and_reports_creating() {
     );
 
     // A spec change bumps the generation; the status follows it.
-    h.clusters()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 5}})),
-        )
-        .await
-        .unwrap();
+    h.scale("demo", 5).await;
     h.wait_status("demo", CONVERGE, |s| s.observed_generation == Some(2))
         .await;
     let pdb = Api::<PodDisruptionBudget>::namespaced(h.client.clone(), NS)
@@ -208,8 +201,6 @@ async fn a_restarted_operator_resumes_without_bootstrapping_again() {
     assert_eq!(h.events_of("Bootstrapping").await, 1);
 }
 
-const NEEDS_MEMBERSHIP: &str = "needs MemberAdd in the server (main branch)";
-
 #[tokio::test]
 #[ignore = "needs MemberAdd in the server (main branch)"]
 async fn scale_up_one_to_three_then_down_to_one() {
@@ -219,20 +210,13 @@ async fn scale_up_one_to_three_then_down_to_one() {
     h.create_cluster("demo", 1, false).await;
     h.start_operator();
     let one = h.wait_status("demo", CONVERGE, running_with(1)).await.status.unwrap();
-    h.clusters()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 3}})),
-        )
-        .await
-        .unwrap();
+    h.scale("demo", 3).await;
     let three = h
         .wait_status("demo", Duration::from_secs(120), running_with(3))
         .await
         .status
         .unwrap();
-    assert_eq!(three.cluster_id, one.cluster_id, "{NEEDS_MEMBERSHIP}");
+    assert_eq!(three.cluster_id, one.cluster_id);
     let names: Vec<&str> = three.members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names.len(), 3);
     for k in 0..3 {
@@ -242,14 +226,7 @@ async fn scale_up_one_to_three_then_down_to_one() {
     for step in ["AddingLearner", "GrowingStatefulSet", "PromotingLearner"] {
         assert_eq!(counts.get(step), Some(&2), "{counts:?} {:?}", h.warnings().await);
     }
-    h.clusters()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 1}})),
-        )
-        .await
-        .unwrap();
+    h.scale("demo", 1).await;
     let back = h
         .wait_status("demo", Duration::from_secs(120), running_with(1))
         .await
@@ -314,14 +291,7 @@ async fn a_crash_right_after_member_add_resumes() {
     h.create_cluster("demo", 1, false).await;
     h.start_operator();
     h.wait_status("demo", CONVERGE, running_with(1)).await;
-    h.clusters()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 2}})),
-        )
-        .await
-        .unwrap();
+    h.scale("demo", 2).await;
     eventually(CONVERGE, || async {
         (h.events_of("AddingLearner").await > 0).then_some(())
     })
@@ -360,17 +330,6 @@ async fn pvcs_of_removed_members_are_retained_or_deleted_as_the_spec_says() {
         return;
     };
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(h.client.clone(), NS);
-    let clusters = h.clusters();
-    let scale = |name: &'static str, n: i32| {
-        let clusters = clusters.clone();
-        async move {
-            let patch = json!({"spec": {"replicas": n}});
-            clusters
-                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .unwrap();
-        }
-    };
     h.create_cluster("keep", 2, true).await;
     h.create_cluster("drop", 2, true).await;
     h.clusters()
@@ -386,8 +345,8 @@ async fn pvcs_of_removed_members_are_retained_or_deleted_as_the_spec_says() {
     h.wait_status("keep", within, running_with(2)).await;
     h.wait_status("drop", within, running_with(2)).await;
     let retained = claims.get("data-keep-1").await.unwrap().uid();
-    scale("keep", 1).await;
-    scale("drop", 1).await;
+    h.scale("keep", 1).await;
+    h.scale("drop", 1).await;
     h.wait_status("keep", within, running_with(1)).await;
     h.wait_status("drop", within, running_with(1)).await;
     let deleted = eventually(CONVERGE, || async {
@@ -400,7 +359,7 @@ async fn pvcs_of_removed_members_are_retained_or_deleted_as_the_spec_says() {
         "Retain: the claim stays"
     );
     // Scaling up again reuses the ordinal on a fresh claim: the stale data never joins the cluster.
-    scale("keep", 2).await;
+    h.scale("keep", 2).await;
     h.wait_status("keep", within, running_with(2)).await;
     let fresh = claims.get("data-keep-1").await.unwrap().uid();
     assert_ne!(fresh, retained);

@@ -9,3 +9,5 @@ mod fake_api_tests;
 mod harness;
 mod kubelet;
 mod loop_tests;
+#[path = "../support/mod.rs"]
+mod support;

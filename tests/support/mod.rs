@@ -92,6 +92,21 @@ pub fn print_skip(reason: &str) {
     let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
 }
 
+/// Runs `docker args...`; returns whether it succeeded and its stdout followed by its stderr.
+pub fn docker(args: &[&str]) -> (bool, String) {
+    match Command::new("docker").args(args).output() {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bind to port 0 and take what the OS gave).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

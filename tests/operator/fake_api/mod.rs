@@ -3,8 +3,9 @@
 //! `/apis/<group>/<version>/...` paths): create, get, list and watch (label and field selectors,
 //! resourceVersion replay), update with resourceVersion preconditions (409 Conflict), merge, JSON and
 //! (as merge) strategic-merge patches, server-side apply with field managers and `force`, the status
-//! subresource, delete. Not implemented: discovery, admission, defaulting, garbage collection,
-//! graceful deletion (a DELETE removes the object at once), `managedFields` in responses, bookmarks.
+//! subresource, delete (graceful for pods bound to a node: they stay, with a `deletionTimestamp`, until
+//! their kubelet deletes them with grace 0). Not implemented: discovery, admission, defaulting, garbage
+//! collection, `managedFields` in responses, bookmarks.
 
 mod patch;
 mod store;
@@ -25,7 +26,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 pub use patch::PatchError;
-use store::{error, Key, Resource, Store};
+use store::{error, not_found, Key, Resource, Store};
 
 /// A running fake API server; stops when dropped.
 pub struct FakeApiServer {
@@ -228,13 +229,6 @@ fn dispatch(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(StatusCode, Value), PatchError> {
-    let not_found = |key: &Key| {
-        error(
-            404,
-            "NotFound",
-            format!("{} {:?} not found", key.resource.plural, key.name),
-        )
-    };
     match (method, &target.name) {
         (&Method::GET, None) => {
             let filter = Filter::of(q);
@@ -275,7 +269,14 @@ fn dispatch(
                 .map(|o| (StatusCode::OK, o))
         }
         (&Method::PATCH, Some(name)) => patch_object(store, target, name, q, headers, body),
-        (&Method::DELETE, Some(name)) => store.delete(&key_of(target, name)).map(|o| (StatusCode::OK, o)),
+        (&Method::DELETE, Some(name)) => {
+            // DeleteOptions come in the body (kube) or the query (kubectl).
+            let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let grace = options["gracePeriodSeconds"]
+                .as_u64()
+                .or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+            store.delete(&key_of(target, name), grace).map(|o| (StatusCode::OK, o))
+        }
         _ => Err(error(405, "MethodNotAllowed", format!("{method} not supported here"))),
     }
 }
@@ -313,13 +314,7 @@ fn patch_object(
                 skeleton["metadata"]["name"] = json!(name);
                 store.create(key.clone(), skeleton)?
             }
-            None => {
-                return Err(error(
-                    404,
-                    "NotFound",
-                    format!("{} {name:?} not found", key.resource.plural),
-                ))
-            }
+            None => return Err(not_found(&key)),
         };
         let mut managers = store.managers(&key, &target.subresource);
         patch::server_side_apply(&mut object, &patch, manager, force, &mut managers)?;
@@ -327,8 +322,7 @@ fn patch_object(
         let updated = store.update(&key, object, &target.subresource, None)?;
         return Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, updated));
     }
-    let mut object =
-        existing.ok_or_else(|| error(404, "NotFound", format!("{} {name:?} not found", key.resource.plural)))?;
+    let mut object = existing.ok_or_else(|| not_found(&key))?;
     match content_type.as_str() {
         "application/json-patch+json" => patch::json_patch(&mut object, &patch)?,
         "application/merge-patch+json" | "application/strategic-merge-patch+json" => {

@@ -3,7 +3,7 @@
 //! registry applies on writes: uid/creationTimestamp/generation on create, 409 on a stale
 //! resourceVersion, generation bumped only when something besides metadata and status changed, status
 //! changes only through the status subresource, and no write (no new resourceVersion, no event) when
-//! an update changes nothing.
+//! an update changes nothing; graceful deletion of pods that are bound to a node.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +80,15 @@ pub fn error(code: u16, reason: &'static str, message: impl Into<String>) -> Pat
         reason,
         message: message.into(),
     }
+}
+
+/// 404 for `key`, worded as the API server words it.
+pub fn not_found(key: &Key) -> PatchError {
+    error(
+        404,
+        "NotFound",
+        format!("{} {:?} not found", key.resource.plural, key.name),
+    )
 }
 
 fn now() -> String {
@@ -214,13 +223,7 @@ impl Store {
         subresource: &str,
         expected_rv: Option<&str>,
     ) -> Result<Value, PatchError> {
-        let stored = self.objects.get(key).ok_or_else(|| {
-            error(
-                404,
-                "NotFound",
-                format!("{} {:?} not found", key.resource.plural, key.name),
-            )
-        })?;
+        let stored = self.objects.get(key).ok_or_else(|| not_found(key))?;
         let old = stored.object.clone();
         let current_rv = old["metadata"]["resourceVersion"]
             .as_str()
@@ -284,14 +287,28 @@ impl Store {
         }
     }
 
-    pub fn delete(&mut self, key: &Key) -> Result<Value, PatchError> {
-        let stored = self.objects.remove(key).ok_or_else(|| {
-            error(
-                404,
-                "NotFound",
-                format!("{} {:?} not found", key.resource.plural, key.name),
-            )
-        })?;
+    /// Deletes `key`. A pod bound to a node is deleted gracefully unless `grace_seconds` is 0: it gets
+    /// a `deletionTimestamp` and stays until its kubelet (having stopped its containers) deletes it
+    /// again with grace 0, as on a real cluster.
+    pub fn delete(&mut self, key: &Key, grace_seconds: Option<u64>) -> Result<Value, PatchError> {
+        let current = self.objects.get(key).ok_or_else(|| not_found(key))?.object.clone();
+        let bound = current["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+        if key.resource.plural == "pods" && bound && grace_seconds != Some(0) {
+            if current["metadata"].get("deletionTimestamp").is_some() {
+                return Ok(current);
+            }
+            let mut terminating = current;
+            terminating["metadata"]["deletionTimestamp"] = json!(now());
+            terminating["metadata"]["deletionGracePeriodSeconds"] = json!(grace_seconds.unwrap_or(30));
+            self.revision += 1;
+            terminating["metadata"]["resourceVersion"] = json!(self.revision.to_string());
+            if let Some(stored) = self.objects.get_mut(key) {
+                stored.object = terminating.clone();
+            }
+            self.record(key.clone(), "MODIFIED", terminating.clone());
+            return Ok(terminating);
+        }
+        let stored = self.objects.remove(key).ok_or_else(|| not_found(key))?;
         self.revision += 1;
         let mut object = stored.object;
         object["metadata"]["resourceVersion"] = json!(self.revision.to_string());
