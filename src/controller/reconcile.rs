@@ -138,7 +138,11 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
         next_step(&Desired::from_spec(&id.name, spec), &assessment.observed),
         &obs,
     );
-    tracing::info!(cluster = %id.name, namespace = %id.namespace, %step, "reconcile");
+    if step == Step::None {
+        tracing::debug!(cluster = %id.name, namespace = %id.namespace, "converged");
+    } else {
+        tracing::info!(cluster = %id.name, namespace = %id.namespace, %step, "reconcile");
+    }
 
     let ns = &id.namespace;
     apply(&Api::<Service>::namespaced(ctx.client.clone(), ns), &peer_service(&id)).await?;
