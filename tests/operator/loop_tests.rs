@@ -201,15 +201,24 @@ async fn a_restarted_operator_resumes_without_bootstrapping_again() {
     assert_eq!(h.events_of("Bootstrapping").await, 1);
 }
 
+/// A converged cluster `demo` of `replicas` members under a running operator; `None` without Docker.
+async fn running_demo(test: &str, replicas: i32) -> Option<(Harness, EtcdClusterStatus)> {
+    let mut h = Harness::with_members(test).await?;
+    h.create_cluster("demo", replicas, false).await;
+    h.start_operator();
+    let voters = usize::try_from(replicas).unwrap_or(0);
+    let cluster = h
+        .wait_status("demo", Duration::from_secs(120), running_with(voters))
+        .await;
+    Some((h, cluster.status.expect("wait_status returns a cluster with a status")))
+}
+
 #[tokio::test]
 #[ignore = "needs MemberAdd in the server (main branch)"]
 async fn scale_up_one_to_three_then_down_to_one() {
-    let Some(mut h) = Harness::with_members("scale").await else {
+    let Some((h, one)) = running_demo("scale", 1).await else {
         return;
     };
-    h.create_cluster("demo", 1, false).await;
-    h.start_operator();
-    let one = h.wait_status("demo", CONVERGE, running_with(1)).await.status.unwrap();
     h.scale("demo", 3).await;
     let three = h
         .wait_status("demo", Duration::from_secs(120), running_with(3))
@@ -245,16 +254,9 @@ async fn scale_up_one_to_three_then_down_to_one() {
 #[tokio::test]
 #[ignore = "needs MemberAdd in the server (main branch)"]
 async fn a_member_that_lost_its_data_is_replaced() {
-    let Some(mut h) = Harness::with_members("loss").await else {
+    let Some((h, before)) = running_demo("loss", 3).await else {
         return;
     };
-    h.create_cluster("demo", 3, false).await;
-    h.start_operator();
-    let before = h
-        .wait_status("demo", Duration::from_secs(120), running_with(3))
-        .await
-        .status
-        .unwrap();
     let lost = before
         .members
         .iter()
@@ -285,12 +287,9 @@ async fn a_member_that_lost_its_data_is_replaced() {
 #[tokio::test]
 #[ignore = "needs MemberAdd in the server (main branch)"]
 async fn a_crash_right_after_member_add_resumes() {
-    let Some(mut h) = Harness::with_members("midstep").await else {
+    let Some((mut h, _one)) = running_demo("midstep", 1).await else {
         return;
     };
-    h.create_cluster("demo", 1, false).await;
-    h.start_operator();
-    h.wait_status("demo", CONVERGE, running_with(1)).await;
     h.scale("demo", 2).await;
     eventually(CONVERGE, || async {
         (h.events_of("AddingLearner").await > 0).then_some(())
