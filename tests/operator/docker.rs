@@ -79,11 +79,20 @@ impl Drop for Sandbox {
         if std::thread::panicking() {
             self.dump_logs();
         }
-        let containers = self.labelled(&["ps", "-a"]);
-        if !containers.is_empty() {
-            let mut args = vec!["rm", "-f", "-v"];
-            args.extend(containers.iter().map(String::as_str));
-            docker(&args);
+        // A `docker run` the fake kubelet started just before it stopped may still create a container:
+        // sweep again until the network could be removed.
+        for attempt in 0..5 {
+            let containers = self.labelled(&["ps", "-a"]);
+            if !containers.is_empty() {
+                let mut args = vec!["rm", "-f", "-v"];
+                args.extend(containers.iter().map(String::as_str));
+                docker(&args);
+            }
+            let (removed, _) = docker(&["network", "rm", &self.tag]);
+            if removed || attempt == 4 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
         }
         let volumes = self.labelled(&["volume", "ls"]);
         if !volumes.is_empty() {
@@ -91,7 +100,6 @@ impl Drop for Sandbox {
             args.extend(volumes.iter().map(String::as_str));
             docker(&args);
         }
-        docker(&["network", "rm", &self.tag]);
         docker(&["image", "rm", "-f", &self.image]);
     }
 }
