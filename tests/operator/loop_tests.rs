@@ -9,7 +9,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use rustcd::controller::status::{find_condition, Phase, CONDITION_AVAILABLE, CONDITION_PROGRESSING};
+use rustcd::controller::status::{
+    find_condition, Phase, CONDITION_AVAILABLE, CONDITION_DEGRADED, CONDITION_PROGRESSING,
+};
 use rustcd::controller::EtcdClusterStatus;
 use serde_json::json;
 
@@ -362,4 +364,38 @@ async fn pvcs_of_removed_members_are_retained_or_deleted_as_the_spec_says() {
     h.wait_status("keep", within, running_with(2)).await;
     let fresh = claims.get("data-keep-1").await.unwrap().uid();
     assert_ne!(fresh, retained);
+}
+
+#[tokio::test]
+async fn a_single_member_that_lost_its_data_is_reported_not_bootstrapped_again() {
+    let Some((h, before)) = running_demo("lost1", 1).await else {
+        return;
+    };
+    // The pod goes away with its emptyDir; the StatefulSet recreates it on a fresh volume.
+    Api::<Pod>::namespaced(h.client.clone(), NS)
+        .delete("demo-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let after = h
+        .wait_status("demo", CONVERGE, |s| {
+            let degraded = find_condition(&s.conditions, CONDITION_DEGRADED);
+            degraded.is_some_and(|c| c.status == "True" && (c.reason == "DataLost" || c.reason == "NoQuorum"))
+        })
+        .await
+        .status
+        .unwrap();
+    assert_ne!(after.phase, Phase::Running);
+    assert_eq!(after.cluster_id, before.cluster_id);
+    let sts = statefulset(&h, "demo").await.unwrap();
+    assert!(args(&sts).contains(&"--initial-cluster-state=existing".to_string()));
+    assert_eq!(
+        h.events_of("Bootstrapping").await,
+        1,
+        "the lost cluster is not created anew"
+    );
+    assert_eq!(
+        h.events_of("ReplacingMember").await,
+        0,
+        "the last voter is never removed"
+    );
 }
