@@ -56,6 +56,26 @@ pub fn gate(step: Step, obs: &Observation) -> Step {
     }
 }
 
+/// The membership pods created from now on start with: every listed member, or, when no member
+/// answered, what the StatefulSet's template already says (a bootstrap when there is none).
+pub fn current_membership(id: &Identity, obs: &Observation, assessment: &Assessment) -> Membership {
+    match &obs.members {
+        Some(members) if !members.is_empty() => {
+            let mut ordinals: Vec<u32> = assessment.ordinals.values().copied().collect();
+            ordinals.sort_unstable();
+            Membership {
+                state: ClusterState::Existing,
+                ordinals,
+            }
+        }
+        _ => obs
+            .statefulset
+            .as_ref()
+            .and_then(|sts| Membership::from_statefulset(id, sts))
+            .unwrap_or_else(Membership::bootstrap),
+    }
+}
+
 /// Server-side applies `object` as the operator's field manager (forcing ownership of its fields).
 pub async fn apply<K>(api: &Api<K>, object: &K) -> Result<(), Error>
 where
@@ -104,25 +124,8 @@ impl Executor<'_> {
         Api::namespaced(self.client.clone(), &self.id.namespace)
     }
 
-    /// The membership pods created from now on start with: every listed member, or, when no member
-    /// answered, what the template already says.
     fn current_membership(&self) -> Membership {
-        match &self.obs.members {
-            Some(members) if !members.is_empty() => {
-                let mut ordinals: Vec<u32> = self.assessment.ordinals.values().copied().collect();
-                ordinals.sort_unstable();
-                Membership {
-                    state: ClusterState::Existing,
-                    ordinals,
-                }
-            }
-            _ => self
-                .obs
-                .statefulset
-                .as_ref()
-                .and_then(|sts| Membership::from_statefulset(self.id, sts))
-                .unwrap_or_else(Membership::bootstrap),
-        }
+        current_membership(self.id, self.obs, self.assessment)
     }
 
     async fn apply_statefulset(&self, replicas: u32, membership: Membership) -> Result<(), Error> {
@@ -273,5 +276,49 @@ mod tests {
         let inside = Step::AddLearner { ordinal: 0 };
         assert_eq!(gate(inside.clone(), &obs), inside);
         assert_eq!(gate(Step::None, &obs), Step::None);
+    }
+
+    #[test]
+    fn membership_comes_from_the_member_list_else_from_the_template() {
+        use crate::controller::names::test_identity;
+        use crate::controller::objects::StatefulSetPlan;
+        use crate::controller::spec::EtcdClusterSpec;
+        use crate::etcd::proto::etcdserverpb::Member;
+
+        let id = test_identity();
+        let nothing = Observation::default();
+        let assessment = Assessment::default();
+        assert_eq!(current_membership(&id, &nothing, &assessment), Membership::bootstrap());
+        let joined = Membership {
+            state: ClusterState::Existing,
+            ordinals: vec![0, 2],
+        };
+        let plan = StatefulSetPlan {
+            replicas: 3,
+            membership: joined.clone(),
+            image: "i".into(),
+        };
+        let silent = Observation {
+            statefulset: Some(statefulset(&id, &EtcdClusterSpec::default(), &plan)),
+            ..Default::default()
+        };
+        assert_eq!(
+            current_membership(&id, &silent, &assessment),
+            joined,
+            "kept from the template"
+        );
+        let listed = Observation {
+            members: Some(vec![Member::default(), Member::default()]),
+            ..silent
+        };
+        let assessment = Assessment {
+            ordinals: [(7, 1), (5, 0)].into_iter().collect(),
+            ..Default::default()
+        };
+        let expected = Membership {
+            state: ClusterState::Existing,
+            ordinals: vec![0, 1],
+        };
+        assert_eq!(current_membership(&id, &listed, &assessment), expected);
     }
 }
