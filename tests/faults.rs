@@ -11,9 +11,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cluster::Cluster;
+use support::etcdctl_until_ok as eventually;
 use support::linearizability::Output;
 use support::workload::{assert_linearizable, summarize_history, Workload};
-use support::etcdctl_until_ok as eventually;
 
 /// Waits until every member reports the same HashKV.
 fn converged(c: &Cluster) {

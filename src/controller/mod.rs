@@ -1,25 +1,60 @@
-//! The rustcd Kubernetes operator (work in progress).
+//! The rustcd Kubernetes operator: the `EtcdCluster` API, the membership planner and the reconcile loop
+//! that drives a StatefulSet of rustcd members toward the spec, one safe step at a time.
 //!
-//! What exists now:
-//! - [`spec`]: the `EtcdCluster` custom resource (`rustcd.io/v1alpha1`, namespaced, short name `etcd`):
-//!   its spec, defaults and a Rust mirror of the CRD's CEL validations.
-//! - [`status`]: the status subresource (members, leader, scale subresource fields, kstatus conditions).
-//! - [`crd`]: generation of the CustomResourceDefinition; `src/bin/crdgen.rs` prints it and
-//!   `crds/etcdcluster.yaml` is its committed output (a test keeps the two identical).
-//! - [`planner`]: the pure membership planner: given the desired replica count and what the operator
-//!   observed (MemberList, member health, StatefulSet and pods), it picks the one next safe step
-//!   (add a learner, grow the StatefulSet, promote, move the leader, remove, shrink, replace a member
-//!   that lost its data, wait, or nothing). It never does I/O.
+//! The map, in the order a reconcile runs through it (see `docs/ARCHITECTURE.md`, "How a reconcile
+//! flows"):
+//! - [`spec`], [`status`], [`crd`]: the `EtcdCluster` custom resource (`rustcd.io/v1alpha1`), its
+//!   status subresource (members, leader, scale fields, kstatus conditions, `memberVolumes`) and the
+//!   generated CRD (`crds/etcdcluster.yaml`, kept identical by a test).
+//! - [`reconcile`]: kube-runtime's `Controller` over `EtcdCluster`s, owning the StatefulSet, Services
+//!   and PodDisruptionBudget it creates and watching the member pods; [`reconcile::reconcile`] is one
+//!   pass, [`reconcile::run`] runs the loop until shutdown.
+//! - [`observe`]: reads the StatefulSet, pods and PVCs, and asks the members (dialed by `status.podIP`
+//!   on port 2379 through [`etcd_client`], the project's own generated tonic clients) for MemberList and
+//!   Status. The only place that reads state.
+//! - [`assess`]: pure; member health (a learner must have applied 90% of the leader's log), the leader,
+//!   data loss ([`volumes`]) and the planner's input.
+//! - [`planner`]: pure; the one next safe step (its module doc lists the rules and what the executor
+//!   must guarantee).
+//! - [`execute`]: runs that step with the kube client and the etcd client (its module doc says how the
+//!   planner's guarantees are met), behind [`execute::gate`], which holds back steps whose Kubernetes
+//!   side is not ready yet.
+//! - [`objects`]: pure builders spec -> StatefulSet, Services, PodDisruptionBudget, all
+//!   server-side applied with field manager `rustcd-operator`; [`names`] derives every name, label
+//!   and URL from one [`names::Identity`].
+//! - [`report`]: pure; the new status (phase, conditions, members, ...), written with server-side apply
+//!   on the status subresource only when it changed.
+//! - [`leader_election`]: a `coordination.k8s.io/v1` Lease, renewed and expired as client-go does.
+//! - [`metrics`]: reconcile counts, durations, errors and executed steps for `/metrics`.
 //!
-//! What comes next (not here yet): the reconcile loop that observes the cluster, calls the planner and
-//! executes its step with the kube client and the etcd client; a fake API server for its tests; the
-//! `rustcd-operator` binary; a Helm chart; and the TLS milestone that consumes `spec.tls`.
+//! Data loss is decided from API-server evidence only: [`volumes`] records, per ordinal, the UID of the
+//! volume a member started on (PVC UID with `spec.storage`, pod UID for an emptyDir) in
+//! `status.memberVolumes`; the same member on a different volume UID has lost its data. A PVC retained
+//! from a removed member (`pvcRetentionPolicy: Retain`) is deleted when its ordinal is reused, before
+//! the new member is added; with `Delete` it goes right after the StatefulSet shrinks.
+//!
+//! Not here yet: TLS (`spec.tls` is accepted but not consumed), version upgrades of running members
+//! (the StatefulSet uses `OnDelete`, so a new image reaches only pods created afterwards), backups.
 
+pub mod assess;
 pub mod crd;
+pub mod error;
+pub mod etcd_client;
+pub mod execute;
+pub mod leader_election;
+pub mod metrics;
+pub mod names;
+pub mod objects;
+pub mod observe;
 pub mod planner;
+pub mod reconcile;
+pub mod report;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 
+pub use error::Error;
 pub use planner::{next_step, Desired, Observed, ObservedMember, ObservedPod, Step};
+pub use reconcile::{run, Context, Settings};
 pub use spec::{EtcdCluster, EtcdClusterSpec};
 pub use status::EtcdClusterStatus;

@@ -1,6 +1,6 @@
 //! The membership planner: one safe step at a time from observed state to the desired member count.
 //!
-//! [`next_step`] is a pure function. The reconcile loop (a later milestone) observes the cluster, calls it,
+//! [`next_step`] is a pure function. The reconcile loop (`super::reconcile`) observes the cluster, calls it,
 //! executes the returned [`Step`] and comes back; because the decision depends only on what is observed
 //! now, an operator that crashes between two steps, or in the middle of one, resumes correctly.
 //!

@@ -77,6 +77,25 @@ pub struct EtcdClusterStatus {
     /// Label selector of the member pods, in string form (the scale subresource's `labelSelectorPath`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// Per ordinal, the volume a member started on: the evidence the operator uses to tell that a
+    /// member's data is gone (see `controller::volumes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["ordinal"]))]
+    pub member_volumes: Vec<VolumeRecord>,
+}
+
+/// The volume a started member's data lives on.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeRecord {
+    /// StatefulSet ordinal of the member's pod.
+    pub ordinal: u32,
+    /// Member ID in hex.
+    pub member_id: String,
+    /// UID of the PersistentVolumeClaim (with `spec.storage`) or of the pod (emptyDir) the member was
+    /// first seen running on.
+    #[serde(rename = "volumeUID")]
+    pub volume_uid: String,
 }
 
 /// One member as reported by MemberList, plus the health the operator measured.

@@ -1,0 +1,29 @@
+//! Pure builders: `EtcdCluster` spec (plus what the operator decided) -> Kubernetes object.
+//!
+//! Nothing here does I/O; the reconcile loop server-side-applies what these functions return, so the
+//! objects in the cluster converge to exactly these fields (fields the operator stops setting are
+//! removed by the API server, fields other managers set are left alone).
+
+mod services;
+mod statefulset;
+
+pub use services::{client_service, peer_service, pod_disruption_budget};
+pub use statefulset::{default_affinity, member_args, statefulset, ClusterState, Membership, StatefulSetPlan};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::names::Identity;
+
+/// Metadata of an object named `name` owned by the cluster: namespace, labels, controller reference.
+fn metadata(id: &Identity, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(id.namespace.clone()),
+        labels: Some(id.labels()),
+        owner_references: Some(vec![id.owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+//! The member StatefulSet, built purely from the spec, the identity and the membership to start with.
+//!
+//! `updateStrategy` is `OnDelete`: the template carries `--initial-cluster` and
+//! `--initial-cluster-state`, which change with every membership step, and a rolling restart of every
+//! member for each step would be both slow and risky. A template change therefore only reaches pods
+//! created afterwards (a new ordinal, or a pod the operator deleted to give a member a fresh volume);
+//! running members ignore those flags anyway once their data directory exists.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
+    Probe, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::controller::names::{
+    Identity, CLIENT_PORT, CONTAINER_NAME, DATA_DIR, DATA_MOUNT_PATH, DATA_VOLUME, PEER_PORT,
+};
+use crate::controller::spec::{AntiAffinity, EtcdClusterSpec, StorageSpec};
+
+/// `--initial-cluster-state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    /// The first member of a new cluster.
+    New,
+    /// A member joining a running cluster (every member after the first).
+    Existing,
+}
+
+impl ClusterState {
+    fn flag_value(self) -> &'static str {
+        match self {
+            ClusterState::New => "new",
+            ClusterState::Existing => "existing",
+        }
+    }
+}
+
+/// The membership a pod created from the template starts with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// `--initial-cluster-state`.
+    pub state: ClusterState,
+    /// Ordinals of the members `--initial-cluster` lists (the current MemberList, including a learner
+    /// that was just added).
+    pub ordinals: Vec<u32>,
+}
+
+impl Membership {
+    /// The membership of a new one-member cluster.
+    pub fn bootstrap() -> Self {
+        Membership {
+            state: ClusterState::New,
+            ordinals: vec![0],
+        }
+    }
+
+    /// `--initial-cluster` value: `<pod>=<peer url>` for each ordinal.
+    pub fn initial_cluster(&self, id: &Identity) -> String {
+        self.ordinals
+            .iter()
+            .map(|k| format!("{}={}", id.pod_name(*k), id.peer_url(*k)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Reads the membership back from a StatefulSet this module built (so a reconcile that cannot list
+    /// members keeps what the template says instead of guessing).
+    pub fn from_statefulset(id: &Identity, sts: &StatefulSet) -> Option<Membership> {
+        let args = sts
+            .spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .find(|c| c.name == CONTAINER_NAME)?
+            .args
+            .as_ref()?;
+        let value = |flag: &str| args.iter().find_map(|a| a.strip_prefix(flag)?.strip_prefix('='));
+        let state = match value("--initial-cluster-state")? {
+            "new" => ClusterState::New,
+            _ => ClusterState::Existing,
+        };
+        let ordinals = value("--initial-cluster")?
+            .split(',')
+            .filter_map(|entry| id.ordinal_of(entry.split('=').next()?))
+            .collect();
+        Some(Membership { state, ordinals })
+    }
+}
+
+/// What the operator wants of the StatefulSet besides the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatefulSetPlan {
+    /// `spec.replicas`.
+    pub replicas: u32,
+    /// Membership flags of the pod template.
+    pub membership: Membership,
+    /// The member image (see [`crate::controller::names::member_image`]).
+    pub image: String,
+}
+
+/// The container's arguments.
+pub fn member_args(id: &Identity, membership: &Membership) -> Vec<String> {
+    vec![
+        "--name=$(POD_NAME)".to_string(),
+        format!("--data-dir={DATA_DIR}"),
+        format!("--listen-peer-urls=http://0.0.0.0:{PEER_PORT}"),
+        format!("--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}"),
+        format!("--initial-advertise-peer-urls={}", id.peer_url_template()),
+        format!("--advertise-client-urls={}", id.client_url_template()),
+        format!("--initial-cluster={}", membership.initial_cluster(id)),
+        format!("--initial-cluster-state={}", membership.state.flag_value()),
+        format!("--initial-cluster-token={}", id.cluster_token()),
+    ]
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32, initial_delay: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(CLIENT_PORT),
+            ..HTTPGetAction::default()
+        }),
+        initial_delay_seconds: Some(initial_delay),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn container(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -> Container {
+    let port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        ..ContainerPort::default()
+    };
+    Container {
+        name: CONTAINER_NAME.to_string(),
+        image: Some(plan.image.clone()),
+        args: Some(member_args(id, &plan.membership)),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(vec![port("client", CLIENT_PORT), port("peer", PEER_PORT)]),
+        // Liveness is lenient (a member catching up from a snapshot is alive); readiness gates traffic.
+        liveness_probe: Some(http_probe("/livez", 10, 6, 10)),
+        readiness_probe: Some(http_probe("/readyz", 5, 3, 0)),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.to_string(),
+            mount_path: DATA_MOUNT_PATH.to_string(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    }
+}
+
+/// Pod anti-affinity between members of one cluster, as `spec.antiAffinity` asks.
+pub fn default_affinity(id: &Identity, anti_affinity: AntiAffinity) -> Option<Affinity> {
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(id.selector_labels()),
+            ..LabelSelector::default()
+        }),
+        topology_key: "kubernetes.io/hostname".to_string(),
+        ..PodAffinityTerm::default()
+    };
+    let anti = match anti_affinity {
+        AntiAffinity::Disabled => return None,
+        AntiAffinity::Preferred => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: term,
+            }]),
+            ..PodAntiAffinity::default()
+        },
+        AntiAffinity::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..PodAntiAffinity::default()
+        },
+    };
+    Some(Affinity {
+        pod_anti_affinity: Some(anti),
+        ..Affinity::default()
+    })
+}
+
+fn volume_claim(storage: &StorageSpec) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_string()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), storage.size.clone())])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+fn pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -> PodTemplateSpec {
+    let overrides = spec.pod.clone().unwrap_or_default();
+    // The operator's own labels win over the user's.
+    let mut labels = overrides.labels.clone().unwrap_or_default();
+    labels.extend(id.labels());
+    let volumes = match spec.storage {
+        Some(_) => None,
+        None => Some(vec![Volume {
+            name: DATA_VOLUME.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]),
+    };
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            annotations: overrides.annotations.clone(),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(id, spec, plan)],
+            volumes,
+            affinity: overrides
+                .affinity
+                .clone()
+                .or_else(|| default_affinity(id, spec.anti_affinity)),
+            node_selector: overrides.node_selector.clone(),
+            tolerations: overrides.tolerations.clone(),
+            priority_class_name: overrides.priority_class_name.clone(),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// The StatefulSet `<name>` running the members.
+pub fn statefulset(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -> StatefulSet {
+    StatefulSet {
+        metadata: super::metadata(id, &id.client_service()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(i32::try_from(plan.replicas).unwrap_or(i32::MAX)),
+            service_name: Some(id.peer_service()),
+            pod_management_policy: Some("Parallel".to_string()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_string()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(id.selector_labels()),
+                ..LabelSelector::default()
+            },
+            template: pod_template(id, spec, plan),
+            volume_claim_templates: spec.storage.as_ref().map(|s| vec![volume_claim(s)]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}

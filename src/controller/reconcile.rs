@@ -1,0 +1,248 @@
+//! The reconcile loop: kube-runtime's `Controller` over `EtcdCluster`s, owning the objects it creates.
+//!
+//! [`reconcile`] is one pass: observe, assess, plan one step, keep the Services and the
+//! PodDisruptionBudget applied, execute the step, record an Event, write the status. It requeues
+//! quickly while the cluster is not converged and slowly (a health check) once it is.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Future, StreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::assess::assess;
+use super::error::Error;
+use super::execute::{apply, gate, Executor};
+use super::metrics::Metrics;
+use super::names::{Identity, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY};
+use super::objects::{client_service, peer_service, pod_disruption_budget};
+use super::observe::observe;
+use super::planner::{next_step, Desired, Step};
+use super::report::build_status;
+use super::spec::EtcdCluster;
+
+/// Settings of the reconcile loop.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Member image when `spec.image` is unset (`--image`).
+    pub default_image: String,
+    /// Namespace to watch; `None` watches all.
+    pub namespace: Option<String>,
+    /// Requeue delay while the cluster moves toward its spec.
+    pub busy_requeue: Duration,
+    /// Requeue delay once converged (periodic health check).
+    pub idle_requeue: Duration,
+    /// Delay after a failed reconcile.
+    pub error_requeue: Duration,
+    /// Name of this replica for Events' `reportingInstance`.
+    pub instance: Option<String>,
+}
+
+impl Settings {
+    /// Production delays with `default_image`.
+    pub fn new(default_image: &str) -> Settings {
+        Settings {
+            default_image: default_image.to_string(),
+            namespace: None,
+            busy_requeue: Duration::from_secs(5),
+            idle_requeue: Duration::from_secs(60),
+            error_requeue: Duration::from_secs(10),
+            instance: None,
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// Kube client.
+    pub client: Client,
+    /// Settings.
+    pub settings: Settings,
+    /// Event recorder (events.k8s.io/v1).
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: Client, settings: Settings, metrics: Metrics) -> Context {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: settings.instance.clone(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+        }
+    }
+}
+
+/// One reconcile of `cluster`.
+pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&cluster, &ctx).await;
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    result
+}
+
+/// Requeue after a failure (the failure is logged by [`run`]).
+pub fn error_policy(_cluster: Arc<EtcdCluster>, _error: &Error, ctx: Arc<Context>) -> Action {
+    Action::requeue(ctx.settings.error_requeue)
+}
+
+fn is_membership_step(step: &Step) -> bool {
+    !matches!(step, Step::None | Step::Wait { .. })
+}
+
+/// Publishes an Event about `cluster`; a failure to publish is logged, never fatal.
+async fn publish(ctx: &Context, cluster: &EtcdCluster, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing an event failed");
+    }
+}
+
+async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
+    let id = Identity::of(cluster)?;
+    let spec = &cluster.spec;
+    if let Err(invalid) = spec.validate() {
+        // The API server should have refused it (the CRD carries the same rules); nothing to do until
+        // the spec changes.
+        tracing::warn!(cluster = %id.name, namespace = %id.namespace, error = %invalid, "invalid spec");
+        publish(ctx, cluster, EventType::Warning, "InvalidSpec", invalid.to_string()).await;
+        return Ok(Action::await_change());
+    }
+    let previous = cluster.status.clone().unwrap_or_default();
+    let obs = observe(&ctx.client, &id, spec.storage.is_some()).await?;
+    let assessment = assess(&id, &obs, &previous.member_volumes, previous.cluster_id.is_some());
+    let step = gate(
+        next_step(&Desired::from_spec(&id.name, spec), &assessment.observed),
+        &obs,
+    );
+    if step == Step::None {
+        tracing::debug!(cluster = %id.name, namespace = %id.namespace, "converged");
+    } else {
+        tracing::info!(cluster = %id.name, namespace = %id.namespace, %step, "reconcile");
+    }
+
+    let ns = &id.namespace;
+    apply(&Api::<Service>::namespaced(ctx.client.clone(), ns), &peer_service(&id)).await?;
+    apply(
+        &Api::<Service>::namespaced(ctx.client.clone(), ns),
+        &client_service(&id),
+    )
+    .await?;
+    let voters = assessment
+        .observed
+        .members
+        .iter()
+        .flatten()
+        .filter(|m| !m.is_learner)
+        .count();
+    let budget_for = voters.max(usize::try_from(spec.replicas).unwrap_or(1));
+    apply(
+        &Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), ns),
+        &pod_disruption_budget(&id, budget_for),
+    )
+    .await?;
+
+    let executor = Executor {
+        client: &ctx.client,
+        id: &id,
+        spec,
+        default_image: &ctx.settings.default_image,
+        obs: &obs,
+        assessment: &assessment,
+    };
+    let executed = executor.execute(&step).await;
+    if is_membership_step(&step) {
+        let (type_, note) = match &executed {
+            Ok(()) => (EventType::Normal, step.to_string()),
+            Err(e) => (EventType::Warning, format!("{step} failed: {e}")),
+        };
+        publish(ctx, cluster, type_, step.reason(), note).await;
+        if executed.is_ok() {
+            ctx.metrics.step(step.reason());
+        }
+    }
+
+    let status = build_status(
+        &id,
+        cluster.meta().generation,
+        &previous,
+        &assessment,
+        &step,
+        Time(k8s_openapi::chrono::Utc::now()),
+    );
+    if cluster.status.as_ref() != Some(&status) {
+        let patch = serde_json::json!({
+            "apiVersion": EtcdCluster::api_version(&()),
+            "kind": EtcdCluster::kind(&()),
+            "status": status,
+        });
+        Api::<EtcdCluster>::namespaced(ctx.client.clone(), ns)
+            .patch_status(
+                &id.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+    }
+    executed?;
+    Ok(match step {
+        Step::None => Action::requeue(ctx.settings.idle_requeue),
+        _ => Action::requeue(ctx.settings.busy_requeue),
+    })
+}
+
+/// Runs the controller until `shutdown` completes (then finishes the reconciles in flight).
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = ctx.settings.namespace.as_deref();
+    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
+    Controller::new(api::<EtcdCluster>(&client, ns), watcher::Config::default())
+        .owns(api::<StatefulSet>(&client, ns), managed.clone())
+        .owns(api::<Service>(&client, ns), managed.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), managed.clone())
+        .watches(api::<Pod>(&client, ns), managed, |pod: Pod| {
+            let cluster = pod.labels().get(LABEL_INSTANCE)?.clone();
+            Some(ObjectRef::<EtcdCluster>::new(&cluster).within(&pod.namespace()?))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}

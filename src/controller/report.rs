@@ -1,0 +1,141 @@
+//! The status the operator reports: built purely from the assessment and the chosen step, then written
+//! with server-side apply on the status subresource (so an unchanged status is no write at all).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::assess::Assessment;
+use super::names::Identity;
+use super::planner::{quorum, Step};
+use super::status::{
+    condition, set_condition, EtcdClusterStatus, MemberStatus, Phase, CONDITION_AVAILABLE, CONDITION_DEGRADED,
+    CONDITION_PROGRESSING, CONDITION_RECONCILING, CONDITION_STALLED,
+};
+
+/// How the cluster is doing, in the terms of the conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Health {
+    voters: usize,
+    healthy_voters: usize,
+    has_leader: bool,
+    data_lost: bool,
+}
+
+impl Health {
+    fn of(a: &Assessment) -> Health {
+        let members = a.observed.members.as_deref().unwrap_or_default();
+        let voters = members.iter().filter(|m| !m.is_learner);
+        Health {
+            voters: voters.clone().count(),
+            healthy_voters: voters.filter(|m| m.healthy).count(),
+            has_leader: a.leader.is_some(),
+            data_lost: a.observed.pods.iter().any(|p| p.data_lost),
+        }
+    }
+
+    fn quorate(&self) -> bool {
+        self.voters > 0 && self.healthy_voters >= quorum(self.voters)
+    }
+}
+
+/// The coarse phase for `step` given what was assessed.
+fn phase(a: &Assessment, health: Health, step: &Step) -> Phase {
+    if a.observed.members.as_ref().is_none_or(Vec::is_empty) {
+        return if a.observed.bootstrapped {
+            Phase::Failed
+        } else {
+            Phase::Creating
+        };
+    }
+    if !health.quorate() {
+        return Phase::Failed;
+    }
+    match step {
+        Step::None => Phase::Running,
+        _ if health.data_lost || health.healthy_voters < health.voters => Phase::Degraded,
+        _ => Phase::Scaling,
+    }
+}
+
+/// The new status: `previous` updated with this reconcile's findings (conditions keep their transition
+/// times while their status stays the same; the cluster ID is kept when no member answered).
+pub fn build_status(
+    id: &Identity,
+    generation: Option<i64>,
+    previous: &EtcdClusterStatus,
+    a: &Assessment,
+    step: &Step,
+    now: Time,
+) -> EtcdClusterStatus {
+    let health = Health::of(a);
+    let phase = phase(a, health, step);
+    let members: Vec<MemberStatus> = a
+        .observed
+        .members
+        .iter()
+        .flatten()
+        .map(|m| MemberStatus {
+            id: MemberStatus::format_id(m.id),
+            name: m.name.clone(),
+            peer_url: m.peer_url.clone(),
+            client_urls: Vec::new(),
+            is_learner: m.is_learner,
+            healthy: m.healthy,
+        })
+        .collect();
+    let leader = a.leader.and_then(|l| {
+        let ordinal = a.ordinals.get(&l)?;
+        Some(id.pod_name(*ordinal))
+    });
+    let mut conditions = previous.conditions.clone();
+    let progressing = !matches!(step, Step::None);
+    let available = health.has_leader && health.quorate();
+    let degraded = matches!(phase, Phase::Degraded | Phase::Failed);
+    let health_message = format!("{} of {} voters healthy", health.healthy_voters, health.voters);
+    let degraded_reason = match (phase, health.data_lost) {
+        (Phase::Failed, _) => "NoQuorum",
+        (_, true) => "DataLost",
+        (Phase::Degraded, false) => "UnhealthyMembers",
+        _ => "Healthy",
+    };
+    let mut set = |type_: &str, status: bool, reason: &str, message: &str| {
+        set_condition(
+            &mut conditions,
+            condition(type_, status, reason, message, generation, now.clone()),
+        );
+    };
+    set(
+        CONDITION_AVAILABLE,
+        available,
+        if available { "Quorum" } else { "NoQuorum" },
+        &health_message,
+    );
+    set(CONDITION_PROGRESSING, progressing, step.reason(), &step.to_string());
+    set(CONDITION_RECONCILING, progressing, step.reason(), &step.to_string());
+    set(CONDITION_DEGRADED, degraded, degraded_reason, &health_message);
+    set(
+        CONDITION_STALLED,
+        phase == Phase::Failed,
+        degraded_reason,
+        &format!("{health_message}: {step}"),
+    );
+    EtcdClusterStatus {
+        phase,
+        replicas: i32::try_from(a.observed.pods.len()).unwrap_or(i32::MAX),
+        ready_replicas: i32::try_from(health.healthy_voters).unwrap_or(i32::MAX),
+        members,
+        leader,
+        cluster_id: a
+            .cluster_id
+            .map(|c| format!("{c:x}"))
+            .or_else(|| previous.cluster_id.clone()),
+        current_version: a.version.clone().or_else(|| previous.current_version.clone()),
+        observed_generation: generation,
+        conditions,
+        selector: Some(id.selector_string()),
+        member_volumes: a.records.clone(),
+    }
+}
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;

@@ -1,0 +1,23 @@
+//! The operator against a fake API server: the fake itself, leader election, the binary, and the full
+//! reconcile loop with real rustcd members in Docker containers standing in for the pods (those tests
+//! print `SKIP:` and pass where Docker is unavailable).
+//!
+//! The membership tests (scale up and down, replace a member that lost its data, crash after
+//! MemberAdd, PVC retention) also pass with Debian's etcd 3.4 as the member, which serves `/health`
+//! instead of `/readyz`:
+//!
+//! ```text
+//! OPERATOR_TEST_READINESS_PATH=/health RUSTCD_BIN=/usr/bin/etcd cargo test --test operator
+//! ```
+
+mod binary_tests;
+mod docker;
+mod election_tests;
+mod fake_api;
+mod fake_api_tests;
+mod harness;
+mod kubelet;
+mod loop_tests;
+mod scale_tests;
+#[path = "../support/mod.rs"]
+mod support;
