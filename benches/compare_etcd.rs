@@ -9,7 +9,8 @@
 //!
 //! With BENCH_MEMBERS=3 each side is a 3-member cluster (static bootstrap on loopback) and the
 //! client connections are spread over its members, as etcd's own benchmark tool does with
-//! several endpoints; RSS is then the largest member's.
+//! several endpoints (the single-client workload talks to the leader); RSS is then the largest
+//! member's.
 //!
 //! Knobs (env): BENCH_MEMBERS (1), BENCH_OPS (50000), BENCH_CLIENTS (100), BENCH_CONNS (10),
 //! BENCH_SINGLE_OPS (5000), BENCH_KEYS (10000), BENCH_VALUE_SIZE (256),
@@ -45,10 +46,18 @@ impl Target {
         Ok(Target::Cluster(c))
     }
 
+    /// Client endpoints, the leader's first (single-client workloads use only the first, so
+    /// both servers are measured through their leader).
     fn endpoints(&self) -> Vec<String> {
         match self {
             Target::Single(s) => vec![s.endpoint()],
-            Target::Cluster(c) => c.members.iter().map(|m| m.client.clone()).collect(),
+            Target::Cluster(c) => {
+                let mut eps: Vec<String> = c.members.iter().map(|m| m.client.clone()).collect();
+                if let Some(leader) = c.leader(Duration::from_secs(10)) {
+                    eps.swap(0, leader);
+                }
+                eps
+            }
         }
     }
 
