@@ -6,38 +6,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use prost::Message as _;
-use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::eraftpb::{ConfChange, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
+mod membership;
+mod reads;
+mod snapshots;
+
+pub use snapshots::snapshot_metadata;
+
 use super::status::RaftStatus;
 use super::storage::NodeStorage;
-use crate::etcd::apply::{decode_conf_change, Applied, ApplyResult, StateMachine};
-use crate::etcd::membership::Change;
+use crate::etcd::apply::{Applied, ApplyResult, StateMachine};
 use crate::etcd::peer::PeerTransport;
 use crate::etcd::storage::{SnapshotFiles, Wal};
-
-/// A ReadIndex request unanswered for this long is sent again (etcd retries after 500 ms).
-const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
-
-/// ReadIndex context: this member's ID and a counter. The leader keeps pending requests by
-/// context, so contexts must be unique across the members that forward reads to it.
-fn read_context(member: u64, n: u64) -> Vec<u8> {
-    let mut ctx = Vec::with_capacity(16);
-    ctx.extend_from_slice(&member.to_be_bytes());
-    ctx.extend_from_slice(&n.to_be_bytes());
-    ctx
-}
-
-/// The counter of a context made by [`read_context`] for `member`.
-fn parse_read_context(member: u64, ctx: &[u8]) -> Option<u64> {
-    let (id, n) = ctx.split_at_checked(8)?;
-    if id != member.to_be_bytes() || n.len() != 8 {
-        return None;
-    }
-    Some(u64::from_be_bytes(n.try_into().ok()?))
-}
 
 /// Upper bound of proposals taken into one Ready (one fsync).
 const MAX_BATCH: usize = 4096;
@@ -449,33 +432,6 @@ impl Driver {
         }
     }
 
-    fn issue_read_index(&mut self) {
-        if self.node.raft.leader_id == 0 {
-            return; // wait for a leader; callers time out on their side
-        }
-        let now = Instant::now();
-        let stale: Vec<u64> = self
-            .reads_in_flight
-            .iter()
-            .filter(|(_, (sent, _))| now.duration_since(*sent) >= READ_INDEX_RETRY)
-            .map(|(ctx, _)| *ctx)
-            .collect();
-        for ctx in stale {
-            if let Some((_, waiters)) = self.reads_in_flight.remove(&ctx) {
-                tracing::debug!(ctx, "no answer to a ReadIndex request; retrying");
-                self.pending_reads.extend(waiters);
-            }
-        }
-        if self.pending_reads.is_empty() {
-            return;
-        }
-        self.read_ctx += 1;
-        let ctx = self.read_ctx;
-        self.node.read_index(read_context(self.node.raft.id, ctx));
-        let waiters = std::mem::take(&mut self.pending_reads);
-        self.reads_in_flight.insert(ctx, (now, waiters));
-    }
-
     fn on_ready(&mut self) -> Result<(), crate::etcd::storage::StorageError> {
         if !self.node.has_ready() {
             return Ok(());
@@ -504,16 +460,7 @@ impl Driver {
             // This follower fell behind the leader's log: replace the state machine.
             self.install_snapshot(ready.snapshot().clone())?;
         }
-        for rs in ready.take_read_states() {
-            let Some(ctx) = parse_read_context(self.node.raft.id, &rs.request_ctx) else {
-                continue;
-            };
-            if let Some((_, waiters)) = self.reads_in_flight.remove(&ctx) {
-                for w in waiters {
-                    self.reads_waiting_apply.push((rs.index, w));
-                }
-            }
-        }
+        self.confirm_reads(ready.take_read_states());
         let committed = ready.take_committed_entries();
         if !ready.entries().is_empty() || ready.hs().is_some() {
             self.wal.append(ready.entries(), ready.hs())?;
@@ -605,102 +552,6 @@ impl Driver {
         }
     }
 
-    /// Applies one configuration change entry to the member list, Raft's configuration and
-    /// the peer transport (in that order; a refused change touches none of them).
-    fn apply_conf_change(&mut self, e: &Entry) -> Option<Applied> {
-        if e.index <= self.sm.read().applied_index {
-            return None;
-        }
-        let (cc, proposal_id, change) = match decode_conf_change(&e.data) {
-            Ok(d) => d,
-            Err(err) => {
-                tracing::error!(index = e.index, error = %err, "skipping an undecodable configuration change");
-                self.sm.write().apply_entry(e.index, e.term, &[], Instant::now());
-                return None;
-            }
-        };
-        let result = self.sm.write().apply_membership_change(e.index, e.term, &change);
-        match &result {
-            Ok(_) => {
-                if !matches!(change, Change::Update { .. }) {
-                    match self.node.apply_conf_change(&cc) {
-                        Ok(cs) => self.node.mut_store().mem.wl().set_conf_state(cs),
-                        Err(err) => {
-                            tracing::error!(index = e.index, error = %err, "raft refused a configuration change")
-                        }
-                    }
-                }
-                let me = self.node.raft.id;
-                match &change {
-                    Change::Remove(id) if *id == me => {
-                        tracing::warn!("this member has been permanently removed from the cluster");
-                        (self.hooks.on_removed)();
-                    }
-                    Change::Remove(id) => self.transport.remove(*id),
-                    Change::Add(m) => self.transport.upsert(m.id, &m.peer_ur_ls),
-                    Change::Update { id, peer_urls } => self.transport.upsert(*id, peer_urls),
-                    Change::Promote(_) => {}
-                }
-                self.refresh_learner();
-                tracing::info!(index = e.index, %change, "applied a membership change");
-            }
-            Err(err) => tracing::info!(index = e.index, %change, error = %err, "refused a membership change"),
-        }
-        Some(Applied {
-            proposal_id,
-            result,
-            events: Vec::new(),
-            revision: 0,
-        })
-    }
-
-    /// Installs a snapshot sent by the leader: state machine, raft log start, snapshot
-    /// file and WAL marker, then lets watchers catch up from the new history.
-    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), crate::etcd::storage::StorageError> {
-        let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
-        let state = match crate::etcd::proto::rustcdpb::StateSnapshot::decode(snap.get_data()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(index, error = %e, "leader sent an undecodable snapshot; ignoring it");
-                return Ok(());
-            }
-        };
-        if let Err(e) = self.sm.write().restore(state, Instant::now()) {
-            tracing::error!(index, error = %e, "leader sent a snapshot this member cannot load; ignoring it");
-            return Ok(());
-        }
-        self.snapshots.save(index, term, snap.get_data())?;
-        self.wal.mark_snapshot(index, term)?;
-        self.wal.sync()?;
-        let mut meta_only = snap;
-        meta_only.set_data(Default::default());
-        if let Err(e) = self.node.mut_store().mem.wl().apply_snapshot(meta_only) {
-            tracing::error!(index, error = %e, "raft log could not take the snapshot");
-        }
-        self.last_snapshot_index = index;
-        self.status.set_applied(index);
-        let (members, removed) = {
-            let sm = self.sm.read();
-            (sm.membership.members.clone(), sm.membership.removed.clone())
-        };
-        for m in members {
-            self.transport.upsert(m.id, &m.peer_ur_ls);
-        }
-        for id in removed {
-            self.transport.remove(id);
-        }
-        self.refresh_learner();
-        (self.hooks.on_restore)();
-        tracing::info!(index, term, "installed a snapshot from the leader");
-        Ok(())
-    }
-
-    fn refresh_learner(&self) {
-        let me = self.node.raft.id;
-        let learner = self.sm.read().membership.member(me).is_some_and(|m| m.is_learner);
-        self.status.set_learner(learner);
-    }
-
     fn send(&mut self, msgs: Vec<Message>) {
         if msgs.is_empty() {
             return;
@@ -708,44 +559,6 @@ impl Driver {
         for peer in self.transport.send(msgs) {
             self.node.report_unreachable(peer);
         }
-    }
-
-    fn release_reads(&mut self) {
-        if self.reads_waiting_apply.is_empty() {
-            return;
-        }
-        let applied = self.status.applied_index();
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
-            .into_iter()
-            .partition(|(idx, _)| *idx <= applied);
-        self.reads_waiting_apply = waiting;
-        for (idx, w) in ready {
-            let _ = w.send(Ok(idx));
-        }
-    }
-
-    fn take_snapshot(&mut self) -> Result<(), crate::etcd::storage::StorageError> {
-        let (index, term, data) = {
-            let sm = self.sm.read();
-            (sm.applied_index, sm.applied_term, sm.to_snapshot().encode_to_vec())
-        };
-        if index == 0 || index == self.last_snapshot_index {
-            return Ok(());
-        }
-        self.snapshots.save(index, term, &data)?;
-        self.wal.mark_snapshot(index, term)?;
-        self.wal.sync()?;
-        self.wal.release_to(index)?;
-        self.snapshots.purge(self.cfg.max_snapshots)?;
-        let compact_to = index.saturating_sub(self.cfg.catch_up_entries);
-        if compact_to > 1 {
-            if let Err(e) = self.node.mut_store().mem.wl().compact(compact_to) {
-                tracing::warn!(error = %e, "raft log compaction skipped");
-            }
-        }
-        tracing::info!(index, term, bytes = data.len(), "saved snapshot");
-        self.last_snapshot_index = index;
-        Ok(())
     }
 
     fn fail_all(&mut self) {
@@ -766,29 +579,5 @@ impl Driver {
         for (_, w) in self.reads_waiting_apply.drain(..) {
             let _ = w.send(Err(RaftError::Stopped));
         }
-    }
-}
-
-/// Builds an empty raft snapshot carrying only metadata (what MemStorage needs on restart).
-pub fn snapshot_metadata(index: u64, term: u64, conf_state: ConfState) -> Snapshot {
-    let mut s = Snapshot::default();
-    let md = s.mut_metadata();
-    md.index = index;
-    md.term = term;
-    md.set_conf_state(conf_state);
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn read_contexts_are_unique_per_member() {
-        let a = read_context(1, 7);
-        assert_ne!(a, read_context(2, 7));
-        assert_eq!(parse_read_context(1, &a), Some(7));
-        assert_eq!(parse_read_context(2, &a), None);
-        assert_eq!(parse_read_context(1, &a[..12]), None);
     }
 }
