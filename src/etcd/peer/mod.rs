@@ -16,14 +16,18 @@ pub use service::PeerService;
 use std::time::Duration;
 
 use crate::etcd::proto::rustcdpb::{peer_client::PeerClient, MembersRequest, MembersResponse};
+use crate::etcd::tls::Dialer;
 
 /// Asks the member at peer URL `url` for the cluster as it knows it.
-pub async fn fetch_members(url: &str, timeout: Duration) -> Result<MembersResponse, String> {
+pub async fn fetch_members(url: &str, timeout: Duration, dialer: &Dialer) -> Result<MembersResponse, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("{url}: {e}"))?
         .connect_timeout(timeout)
         .timeout(timeout);
-    let channel = endpoint.connect().await.map_err(|e| format!("{url}: {e}"))?;
+    let channel = dialer
+        .connect(endpoint)
+        .await
+        .map_err(|e| format!("{url}: {}", crate::etcd::tls::client::error_chain(&e)))?;
     let resp = PeerClient::new(channel)
         .members(MembersRequest {})
         .await

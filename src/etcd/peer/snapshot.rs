@@ -76,7 +76,11 @@ async fn send_inner(ctx: &SenderContext, url: &str, msg: Message) -> Result<(), 
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let channel = ctx
+        .dialer
+        .connect(endpoint)
+        .await
+        .map_err(|e| crate::etcd::tls::client::error_chain(&e))?;
     PeerClient::new(channel)
         .max_encoding_message_size(CHUNK_BYTES * 2)
         .snapshot(futures::stream::iter(chunks))
