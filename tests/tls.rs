@@ -29,6 +29,23 @@ fn ctl(endpoint: &str, tls: &[String], args: &[&str]) -> Output {
     etcdctl(endpoint, &all)
 }
 
+/// Whether `cond` holds within a few seconds (a server logs a rejection just after the
+/// client has seen it).
+fn eventually(cond: impl Fn() -> bool) -> bool {
+    eventually_for(Duration::from_secs(5), cond)
+}
+
+fn eventually_for(within: Duration, cond: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
 }
@@ -84,7 +101,8 @@ fn secure_three_member_cluster_works_like_etcd() {
 
     // put / get / watch through the https endpoints, on a follower and the leader.
     let endpoints = rustcd.endpoints();
-    let mut watch = Background::spawn(&endpoints, &[refs(&tls), vec!["watch", "k"]].concat(), None);
+    // From revision 1: the event is seen even if the watch starts after the put.
+    let mut watch = Background::spawn(&endpoints, &[refs(&tls), vec!["watch", "k", "--rev=1"]].concat(), None);
     let put = ctl(&rustcd.members[2].client, &tls, &["put", "k", "v1"]);
     assert_eq!((put.status, put.stdout.trim()), (0, "OK"), "{put:?}");
     let get = ctl(&rustcd.members[0].client, &tls, &["get", "k"]);
@@ -95,26 +113,40 @@ fn secure_three_member_cluster_works_like_etcd() {
         watch.stdout_so_far()
     );
     // /health is served over https too (same router).
-    let (_, health) = https_get(
-        port_of(&rustcd.members[1].client),
-        "127.0.0.1",
-        &pki,
-        Some(&pki.client),
-        "/health",
-    )
-    .expect("https /health");
-    assert!(health.contains("\"health\":\"true\""), "{health}");
+    let port = port_of(&rustcd.members[1].client);
+    let health = https_get(port, "127.0.0.1", &pki, Some(&pki.client), "/health").expect("https /health");
+    assert!(health.text.contains("\"health\":\"true\""), "{}", health.text);
+
+    // Followers forward lease keep-alives to the leader over its https client URL.
+    let leader = rustcd.leader(Duration::from_secs(10)).expect("leader");
+    let follower = &rustcd.members[(leader + 1) % 3].client;
+    let grant = ctl(follower, &tls, &["lease", "grant", "60"]);
+    let id = grant.stdout.split_whitespace().nth(1).unwrap_or_default().to_string();
+    assert_eq!(grant.status, 0, "{grant:?}");
+    let keep = ctl(follower, &tls, &["lease", "keep-alive", "--once", &id]);
+    assert!(keep.stdout.contains("keepalived with TTL(60)"), "{keep:?}");
+}
+
+/// What [`https_get`] saw.
+#[derive(Debug)]
+struct Reply {
+    /// The server's leaf certificate (DER).
+    leaf: Vec<u8>,
+    version: Option<rustls::ProtocolVersion>,
+    suite: Option<rustls::CipherSuite>,
+    /// The raw HTTP response.
+    text: String,
 }
 
 /// A rustls client: connects to 127.0.0.1:`port` verifying the server as `name`, sends a
-/// GET over HTTP/1.1 and returns the server's leaf certificate and the response.
+/// GET over HTTP/1.1 and returns what the server presented and answered.
 fn https_get(
     port: u16,
     name: &str,
     pki: &Pki,
     identity: Option<&(PathBuf, PathBuf)>,
     path: &str,
-) -> Result<(Vec<u8>, String), String> {
+) -> Result<Reply, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&pki.ca.cert).expect("CA file") {
@@ -148,6 +180,10 @@ fn https_get(
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
         .unwrap_or_default();
+    let (version, suite) = (
+        conn.protocol_version(),
+        conn.negotiated_cipher_suite().map(|s| s.suite()),
+    );
     let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
     write!(
         stream,
@@ -162,7 +198,12 @@ fn https_get(
             .map(|e| e.to_string())
             .unwrap_or_else(|| "connection closed".into()));
     }
-    Ok((leaf, String::from_utf8_lossy(&response).into_owned()))
+    Ok(Reply {
+        leaf,
+        version,
+        suite,
+        text: String::from_utf8_lossy(&response).into_owned(),
+    })
 }
 
 #[test]
@@ -201,7 +242,7 @@ fn bad_certificates_names_and_plaintext_are_refused() {
         );
         assert_ne!(o.status, 0, "{what}: the put was accepted: {o:?}");
         assert!(
-            c.log(0).contains(logged),
+            eventually(|| c.log(0).contains(logged)),
             "{what}: the member did not log {logged:?}: {}",
             c.log(0)
         );
@@ -221,7 +262,7 @@ fn bad_certificates_names_and_plaintext_are_refused() {
         "{}",
         stranger.stderr
     );
-    assert!(c.log(0).contains("rejected connection"), "{}", c.log(0));
+    assert!(eventually(|| c.log(0).contains("rejected connection")), "{}", c.log(0));
 
     let after = ctl(&ep, &good, &["get", "", "--prefix", "-w", "json"]).stdout;
     assert_eq!(mask_raft_term(&before), mask_raft_term(&after), "the store changed");
@@ -271,15 +312,19 @@ fn rotated_server_certificate_is_served_without_restart() {
     let pki = Pki::new();
     let c = secure(Kind::Rustcd, 1, &pki);
     let port = port_of(&c.members[0].client);
-    let (old_leaf, _) = https_get(port, "localhost", &pki, Some(&pki.client), "/health").expect("first");
+    let old_leaf = https_get(port, "localhost", &pki, Some(&pki.client), "/health")
+        .expect("first")
+        .leaf;
     // Re-issue the server certificate (new key) into the same files.
     let sans = ["127.0.0.1", "localhost"];
-    let (_, _, new_der) = pki
+    let new_der = pki
         .ca
-        .issue(pki.dir.path(), "server", "rotated", &sans, Usage::ServerAndClient, 30);
+        .issue(pki.dir.path(), "server", "rotated", &sans, Usage::ServerAndClient, 30)
+        .der;
     assert_ne!(old_leaf, new_der);
-    let (leaf, health) = https_get(port, "localhost", &pki, Some(&pki.client), "/health").expect("after rotation");
-    assert_eq!(leaf, new_der, "the new certificate is not served");
+    let reply = https_get(port, "localhost", &pki, Some(&pki.client), "/health").expect("after rotation");
+    assert_eq!(reply.leaf, new_der, "the new certificate is not served");
+    let health = reply.text;
     assert!(health.contains("\"health\":\"true\""), "{health}");
     let put = ctl(
         &c.members[0].client,
@@ -313,9 +358,72 @@ fn auth_attributes_requests_without_token_to_the_certificate_cn() {
     assert_eq!(o.status, 0, "{o:?}");
     // A certificate named "alice" has alice's (empty) permissions.
     let alice = pki.ca.issue(pki.dir.path(), "alice", "alice", &[], Usage::Client, 30);
-    let o = ctl(&ep, &pki.ctl_flags(&(alice.0, alice.1)), &["put", "k", "by-alice"]);
+    let o = ctl(&ep, &pki.ctl_flags(&alice.pair()), &["put", "k", "by-alice"]);
     assert_ne!(o.status, 0, "{o:?}");
     assert!(o.stderr.contains("permission denied"), "{o:?}");
     let o = ctl(&ep, &root, &["get", "k", "--print-value-only"]);
     assert_eq!(o.stdout.trim(), "by-root", "{o:?}");
+}
+
+#[test]
+fn versions_suites_crls_and_mixed_listeners() {
+    if let Some(r) = skip_reason() {
+        return print_skip(&r);
+    }
+    let pki = Pki::new();
+    let d = pki.dir.path();
+    let revoked = pki.ca.issue(d, "revoked-client", "root", &[], Usage::Client, 30);
+    let crl = pki.ca.revoke(d, "crl.pem", &[revoked.serial]);
+    let metrics_port = support::free_port();
+    let flags = [
+        format!("--listen-metrics-urls=https://127.0.0.1:{metrics_port}"),
+        format!("--cert-file={}", pki.server.0.display()),
+        format!("--key-file={}", pki.server.1.display()),
+        format!("--trusted-ca-file={}", pki.ca.cert.display()),
+        "--client-cert-auth".into(),
+        format!("--client-crl-file={}", crl.display()),
+        "--tls-max-version=TLS1.2".into(),
+        "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(),
+    ];
+    // Server::start waits for /health on the plain client URL: http and https side by side.
+    let s = support::Server::start(Kind::Rustcd, &refs(&flags));
+    let r = https_get(metrics_port, "127.0.0.1", &pki, Some(&pki.client), "/metrics").expect("https metrics");
+    assert!(r.text.contains("etcd_server_has_leader"), "{}", r.text);
+    assert_eq!(r.version, Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(
+        r.suite,
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+    );
+    assert!(https_get(metrics_port, "127.0.0.1", &pki, Some(&revoked.pair()), "/metrics").is_err());
+    assert!(
+        eventually(|| s.logs().contains("invalid peer certificate: Revoked")),
+        "{}",
+        s.logs()
+    );
+}
+
+#[test]
+fn auto_tls_cluster_serves_with_self_signed_certificates() {
+    if let Some(r) = skip_reason() {
+        return print_skip(&r);
+    }
+    let c = Cluster::start_secure(Kind::Rustcd, 3, &["--auto-tls", "--peer-auto-tls"], "https", &[]);
+    // etcdctl 3.4's --insecure-skip-tls-verify fails against etcd's own auto-TLS too, so
+    // trust each member's generated certificate explicitly.
+    let trust = |i: usize| {
+        vec![format!(
+            "--cacert={}",
+            c.members[i].dir.join("fixtures/client/cert.pem").display()
+        )]
+    };
+    let started = |o: &Output| o.stdout.matches(", started, ").count() == 3;
+    let list = |_: ()| ctl(&c.members[0].client, &trust(0), &["member", "list"]);
+    assert!(
+        eventually_for(Duration::from_secs(30), || started(&list(()))),
+        "{:?}",
+        list(())
+    );
+    let put = ctl(&c.members[1].client, &trust(1), &["put", "k", "v"]);
+    assert_eq!(put.status, 0, "{put:?}");
+    assert!(c.members[0].dir.join("fixtures/peer/cert.pem").is_file());
 }

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams,
+    SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -14,6 +15,21 @@ use time::{Duration, OffsetDateTime};
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
     pub cert: PathBuf,
+    next_serial: std::cell::Cell<u64>,
+}
+
+/// An issued certificate: its files, DER and serial number.
+pub struct Issued {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub der: Vec<u8>,
+    pub serial: u64,
+}
+
+impl Issued {
+    pub fn pair(&self) -> (PathBuf, PathBuf) {
+        (self.cert.clone(), self.key.clone())
+    }
 }
 
 fn name(cn: &str) -> DistinguishedName {
@@ -48,23 +64,46 @@ impl Ca {
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
         let cert = dir.join(format!("{file}.pem"));
         std::fs::write(&cert, issuer.pem()).expect("write CA");
-        Ca { issuer, cert }
+        Ca {
+            issuer,
+            cert,
+            next_serial: std::cell::Cell::new(1000),
+        }
+    }
+
+    /// A PEM CRL revoking `serials`, written to `dir/<file>`.
+    pub fn revoke(&self, dir: &Path, file: &str, serials: &[u64]) -> PathBuf {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::days(1),
+            next_update: now + Duration::days(30),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now - Duration::hours(1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).expect("CRL");
+        let path = dir.join(file);
+        std::fs::write(&path, crl.pem().expect("CRL pem")).expect("write CRL");
+        path
     }
 
     /// Issues a certificate for `cn` with `sans`, valid `days_valid` days from a day ago
     /// (negative: already expired); writes `dir/<file>.pem` and `dir/<file>-key.pem`.
-    /// Returns (cert path, key path, DER of the certificate).
-    pub fn issue(
-        &self,
-        dir: &Path,
-        file: &str,
-        cn: &str,
-        sans: &[&str],
-        usage: Usage,
-        days_valid: i64,
-    ) -> (PathBuf, PathBuf, Vec<u8>) {
+    pub fn issue(&self, dir: &Path, file: &str, cn: &str, sans: &[&str], usage: Usage, days_valid: i64) -> Issued {
         let mut params =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+        let serial = self.next_serial.get();
+        self.next_serial.set(serial + 1);
+        params.serial_number = Some(SerialNumber::from(serial));
         params.distinguished_name = name(cn);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = match usage {
@@ -84,7 +123,12 @@ impl Ca {
         let (cert_path, key_path) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}-key.pem")));
         std::fs::write(&cert_path, cert.pem()).expect("write cert");
         std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        (cert_path, key_path, cert.der().to_vec())
+        Issued {
+            cert: cert_path,
+            key: key_path,
+            der: cert.der().to_vec(),
+            serial,
+        }
     }
 }
 
@@ -101,8 +145,8 @@ pub struct Pki {
     pub other_ca_peer: (PathBuf, PathBuf),
 }
 
-fn pair(t: (PathBuf, PathBuf, Vec<u8>)) -> (PathBuf, PathBuf) {
-    (t.0, t.1)
+fn pair(t: Issued) -> (PathBuf, PathBuf) {
+    t.pair()
 }
 
 impl Pki {
