@@ -366,7 +366,7 @@ fn auth_attributes_requests_without_token_to_the_certificate_cn() {
 }
 
 #[test]
-fn versions_suites_crls_and_mixed_listeners() {
+fn versions_suites_crls_allowed_cn_and_mixed_listeners() {
     if let Some(r) = skip_reason() {
         return print_skip(&r);
     }
@@ -375,7 +375,16 @@ fn versions_suites_crls_and_mixed_listeners() {
     let revoked = pki.ca.issue(d, "revoked-client", "root", &[], Usage::Client, 30);
     let crl = pki.ca.revoke(d, "crl.pem", &[revoked.serial]);
     let metrics_port = support::free_port();
+    let peer = format!("https://127.0.0.1:{}", support::free_port());
     let flags = [
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=default={peer}"),
+        format!("--peer-cert-file={}", pki.peer.0.display()),
+        format!("--peer-key-file={}", pki.peer.1.display()),
+        format!("--peer-trusted-ca-file={}", pki.ca.cert.display()),
+        "--peer-client-cert-auth".into(),
+        "--peer-cert-allowed-cn=peer".into(),
         format!("--listen-metrics-urls=https://127.0.0.1:{metrics_port}"),
         format!("--cert-file={}", pki.server.0.display()),
         format!("--key-file={}", pki.server.1.display()),
@@ -400,6 +409,14 @@ fn versions_suites_crls_and_mixed_listeners() {
         "{}",
         s.logs()
     );
+    // --peer-cert-allowed-cn: a valid certificate with another CN is turned away.
+    let peer_port = port_of(&peer);
+    let r = https_get(peer_port, "127.0.0.1", &pki, Some(&pki.peer), "/");
+    assert!(r.is_ok(), "the allowed CN was refused: {r:?}");
+    assert!(https_get(peer_port, "127.0.0.1", &pki, Some(&pki.client), "/").is_err());
+    // (The JSON log escapes the quotes around the names.)
+    let refused = |l: &str| l.contains("client certificate CN") && l.contains("is not the allowed CN");
+    assert!(eventually(|| refused(&s.logs())), "{}", s.logs());
 }
 
 #[test]
