@@ -214,7 +214,9 @@ fn tls_config(f: &Flags, client: &[Url], peer: &[Url], metrics: &[Url]) -> Resul
             f.client_cert_auth,
             &f.client_crl_file,
             f.auto_tls,
-        ),
+        )
+        .with_allowed_hostname(&f.client_cert_allowed_hostname)
+        .map_err(ConfigError::Conflict)?,
         peer: TlsInfo::peer(
             &f.peer_cert_file,
             &f.peer_key_file,
@@ -223,7 +225,9 @@ fn tls_config(f: &Flags, client: &[Url], peer: &[Url], metrics: &[Url]) -> Resul
             &f.peer_crl_file,
             f.peer_auto_tls,
             &f.peer_cert_allowed_cn,
-        ),
+        )
+        .with_allowed_hostname(&f.peer_cert_allowed_hostname)
+        .map_err(ConfigError::Conflict)?,
         options,
         self_signed_cert_validity: f.self_signed_cert_validity,
     };
@@ -481,7 +485,7 @@ mod tests {
         assert!(e.to_string().contains("initial-cluster-state"), "{e}");
         let e = cfg(&["--auto-compaction-mode=revision", "--auto-compaction-retention=1h"]).unwrap_err();
         assert!(e.to_string().contains("revision mode"), "{e}");
-        let e = cfg(&["--peer-cert-allowed-hostname=x"]).unwrap_err();
+        let e = cfg(&["--discovery=https://discovery.example/x"]).unwrap_err();
         assert!(e.to_string().contains("not supported yet"), "{e}");
         let e = cfg(&["--listen-client-urls=http://127.0.0.1:1"]).unwrap_err();
         assert!(e.to_string().contains("advertise-client-urls"), "{e}");

@@ -107,6 +107,23 @@ pub fn check_allowed_cn(allowed: Option<&str>, cn: Option<&str>) -> Result<(), S
     }
 }
 
+/// `--client-cert-allowed-hostname` / `--peer-cert-allowed-hostname`: the client
+/// certificate must be valid for that host name (its subject alternative names, as Go's
+/// `VerifyHostname`).
+pub fn check_allowed_hostname(allowed: Option<&str>, leaf: Option<&[u8]>) -> Result<(), String> {
+    let Some(host) = allowed else { return Ok(()) };
+    let Some(der) = leaf else {
+        return Err(format!(
+            "no client certificate to check against the allowed hostname {host:?}"
+        ));
+    };
+    let der = rustls::pki_types::CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| format!("unreadable client certificate: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| format!("allowed hostname {host:?}: {e}"))?;
+    cert.verify_is_valid_for_subject_name(&name)
+        .map_err(|_| format!("client certificate is not valid for the allowed hostname {host:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +165,17 @@ mod tests {
         assert_eq!(common_name(&[0x30, 0x82, 0xff]), None);
         let der = cert_with(&[(DnType::CommonName, DnValue::Utf8String("root".into()))]);
         assert_eq!(common_name(&der[..der.len() / 2]), None);
+    }
+
+    #[test]
+    fn allowed_hostname_checks_the_subject_alternative_names() {
+        let der = cert_with(&[(DnType::CommonName, DnValue::Utf8String("m1".into()))]);
+        assert!(check_allowed_hostname(None, None).is_ok());
+        assert!(check_allowed_hostname(Some("localhost"), Some(&der)).is_ok());
+        let e = check_allowed_hostname(Some("m1.example"), Some(&der)).unwrap_err();
+        assert!(e.contains("not valid for the allowed hostname \"m1.example\""), "{e}");
+        assert!(check_allowed_hostname(Some("localhost"), None).is_err());
+        assert!(check_allowed_hostname(Some("localhost"), Some(&der[..10])).is_err());
     }
 
     #[test]

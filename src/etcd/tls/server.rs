@@ -12,7 +12,7 @@ use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::identity::{check_allowed_cn, common_name, ClientIdentity};
+use super::identity::{check_allowed_cn, check_allowed_hostname, common_name, ClientIdentity};
 use super::reload::ReloadingKey;
 use super::{files, TlsError, TlsInfo, TlsOptions, TlsVersion};
 use crate::etcd::authority;
@@ -81,6 +81,7 @@ pub fn server_config(info: &TlsInfo, opts: &TlsOptions) -> Result<rustls::Server
 pub struct ServerTls {
     acceptor: TlsAcceptor,
     allowed_cn: Option<String>,
+    allowed_hostname: Option<String>,
 }
 
 impl ServerTls {
@@ -90,6 +91,7 @@ impl ServerTls {
         Ok(Arc::new(ServerTls {
             acceptor: TlsAcceptor::from(Arc::new(cfg)),
             allowed_cn: info.allowed_cn.clone(),
+            allowed_hostname: info.allowed_hostname.clone(),
         }))
     }
 
@@ -106,13 +108,11 @@ impl ServerTls {
                 return;
             }
         };
-        let cn = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| common_name(leaf));
-        if let Err(e) = check_allowed_cn(self.allowed_cn.as_deref(), cn.as_deref()) {
+        let leaf = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+        let cn = leaf.and_then(|leaf| common_name(leaf));
+        let allowed = check_allowed_cn(self.allowed_cn.as_deref(), cn.as_deref())
+            .and_then(|()| check_allowed_hostname(self.allowed_hostname.as_deref(), leaf.map(|l| l.as_ref())));
+        if let Err(e) = allowed {
             tracing::warn!(remote = ?peer, error = %e, "rejected connection");
             return;
         }
