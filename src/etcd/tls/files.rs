@@ -26,16 +26,20 @@ fn bad(flag: &str, path: &Path, reason: impl Into<String>) -> TlsError {
     }
 }
 
-/// All certificates of a PEM file (a chain, leaf first, or a CA bundle); at least one.
-pub fn certs(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(flag, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+/// Every `label` block of PEM `data`; at least one.
+fn all_blocks<T: PemObject>(flag: &str, path: &Path, data: &[u8], label: &str) -> Result<Vec<T>, TlsError> {
+    let blocks = T::pem_slice_iter(data)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(flag, path, format!("invalid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad(flag, path, "no CERTIFICATE block found"));
+    if blocks.is_empty() {
+        return Err(bad(flag, path, format!("no {label} block found")));
     }
-    Ok(certs)
+    Ok(blocks)
+}
+
+/// All certificates of a PEM file (a chain, leaf first, or a CA bundle); at least one.
+pub fn certs(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    all_blocks(flag, path, &read(flag, path)?, "CERTIFICATE")
 }
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 RSA or SEC1 EC).
@@ -62,13 +66,7 @@ pub fn crls(flag: &str, path: &Path) -> Result<Vec<CertificateRevocationListDer<
     if data.first() == Some(&0x30) {
         return Ok(vec![CertificateRevocationListDer::from(data)]);
     }
-    let crls = CertificateRevocationListDer::pem_slice_iter(&data)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(flag, path, format!("invalid PEM: {e}")))?;
-    if crls.is_empty() {
-        return Err(bad(flag, path, "no X509 CRL block found"));
-    }
-    Ok(crls)
+    all_blocks(flag, path, &data, "X509 CRL")
 }
 
 /// A certificate chain and its key, checked to belong together.
