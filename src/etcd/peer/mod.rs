@@ -20,12 +20,8 @@ use crate::etcd::tls::Dialer;
 
 /// Asks the member at peer URL `url` for the cluster as it knows it.
 pub async fn fetch_members(url: &str, timeout: Duration, dialer: &Dialer) -> Result<MembersResponse, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("{url}: {e}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
     let channel = dialer
-        .connect(endpoint)
+        .connect(url, |e| e.connect_timeout(timeout).timeout(timeout))
         .await
         .map_err(|e| format!("{url}: {}", crate::etcd::tls::client::error_chain(&e)))?;
     let resp = PeerClient::new(channel)

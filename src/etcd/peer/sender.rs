@@ -174,14 +174,7 @@ async fn run_sender(ctx: SenderContext, peer: u64, urls: Vec<String>, mut rx: mp
             return;
         };
         attempt += 1;
-        let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(peer = format!("{peer:x}"), %url, error = %e, "invalid peer URL");
-                return;
-            }
-        };
-        let mut client = match ctx.dialer.connect(endpoint).await.map(PeerClient::new) {
+        let mut client = match ctx.dialer.connect(&url, |e| e).await.map(PeerClient::new) {
             Ok(c) => c,
             Err(e) => {
                 ctx.connectivity.down(peer);

@@ -2,7 +2,7 @@
 //! on the leader (lease keep-alive and time-to-live): followers forward them.
 
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::EtcdServer;
 use crate::etcd::tls::Dialer;
@@ -41,8 +41,7 @@ impl LeaderLink {
             .membership
             .member(leader)
             .and_then(|m| m.client_ur_ls.first().cloned())?;
-        let endpoint = Endpoint::from_shared(url.clone()).ok()?;
-        let ch = match self.dialer.connect(endpoint).await {
+        let ch = match self.dialer.connect(&url, |e| e).await {
             Ok(ch) => ch,
             Err(e) => {
                 let error = crate::etcd::tls::client::error_chain(&e);

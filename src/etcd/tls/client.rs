@@ -105,14 +105,25 @@ impl Dialer {
         })
     }
 
-    /// Connects `endpoint` (with its timeouts): plain for http, TLS for https.
-    pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
-        match (&self.tls, endpoint.uri().scheme_str()) {
-            (Some(tls), Some("https")) => {
+    /// Connects to `url` with the endpoint settings `configure` adds (timeouts): plain for
+    /// http, TLS for https.
+    ///
+    /// For https, tonic is handed the URL with an `http` scheme and this connector does the
+    /// TLS: tonic built with one of its own TLS features would otherwise insist on its own
+    /// TLS configuration for https URIs (feature unification can turn one on, e.g. a
+    /// dev-dependency on a TLS-enabled gRPC client).
+    pub async fn connect(
+        &self,
+        url: &str,
+        configure: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<Channel, tonic::transport::Error> {
+        match (&self.tls, url.strip_prefix("https://")) {
+            (Some(tls), Some(rest)) => {
+                let endpoint = configure(Endpoint::from_shared(format!("http://{rest}"))?);
                 let connector = TlsConnector { config: tls.clone() };
                 endpoint.connect_with_connector(connector).await
             }
-            _ => endpoint.connect().await,
+            _ => configure(Endpoint::from_shared(url.to_string())?).connect().await,
         }
     }
 }
