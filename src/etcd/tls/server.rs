@@ -43,14 +43,21 @@ pub fn versions(opts: &TlsOptions) -> Vec<&'static SupportedProtocolVersion> {
     .collect()
 }
 
+/// Whether a side's listeners demand a client certificate: with `--client-cert-auth`, and
+/// (as etcd's `TLSInfo.ServerConfig` does) whenever a trusted CA file is given. Only
+/// `--client-cert-auth` makes the certificate's CN a user for auth.
+pub fn requires_client_cert(info: &TlsInfo) -> bool {
+    info.client_cert_auth || info.trusted_ca_file.is_some()
+}
+
 /// The rustls server configuration of one side: its (reloading) certificate, ALPN `h2`
-/// and `http/1.1`, and with `--client-cert-auth` client certificates verified against
-/// `--trusted-ca-file` (and the CRL file, if any).
+/// and `http/1.1`, and client certificates verified against `--trusted-ca-file` (and the
+/// CRL file, if any) when [`requires_client_cert`].
 pub fn server_config(info: &TlsInfo, opts: &TlsOptions) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider(opts);
     let builder =
         rustls::ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions(opts))?;
-    let builder = if info.client_cert_auth {
+    let builder = if requires_client_cert(info) {
         let ca = info.trusted_ca_file.as_ref().ok_or_else(|| {
             TlsError::Config(format!(
                 "--{} needs --{}: the CA that signs the client certificates",
@@ -156,6 +163,17 @@ mod tests {
         assert!(suites.contains(&CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256));
         assert!(suites.contains(&CipherSuite::TLS13_AES_128_GCM_SHA256));
         assert!(!suites.contains(&CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384));
+    }
+
+    #[test]
+    fn a_trusted_ca_alone_demands_client_certificates_like_etcd() {
+        let mut info = TlsInfo::client("c.pem", "k.pem", "", false, "", false);
+        assert!(!requires_client_cert(&info));
+        info.trusted_ca_file = Some("ca.pem".into());
+        assert!(requires_client_cert(&info));
+        info.trusted_ca_file = None;
+        info.client_cert_auth = true;
+        assert!(requires_client_cert(&info));
     }
 
     #[test]
