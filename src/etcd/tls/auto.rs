@@ -44,9 +44,9 @@ pub fn generate(hosts: &[String], years: u32, client_auth: bool) -> Result<(Stri
 }
 
 fn write(path: &Path, data: &str, mode: u32) -> Result<(), TlsError> {
-    let io = |source| TlsError::Write {
+    let io = |error| TlsError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     std::fs::write(path, data).map_err(io)?;
     #[cfg(unix)]
@@ -74,9 +74,9 @@ pub fn ensure(info: &mut TlsInfo, data_dir: &Path, urls: &[Url], years: u32) -> 
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&dir).map_err(|source| TlsError::Write {
+        builder.create(&dir).map_err(|error| TlsError::Write {
             path: dir.clone(),
-            source,
+            error,
         })?;
         let (cert_pem, key_pem) = generate(&hosts(urls), years, side == "peer")?;
         write(&key, &key_pem, 0o600)?;

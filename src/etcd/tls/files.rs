@@ -11,10 +11,10 @@ use rustls::RootCertStore;
 use super::TlsError;
 
 fn read(flag: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         flag: flag.to_string(),
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 

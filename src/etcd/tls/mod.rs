@@ -31,11 +31,12 @@ pub use server::{serve, ServerTls};
 /// A TLS file or setting that cannot be used.
 #[derive(Debug, Error)]
 pub enum TlsError {
-    #[error("cannot read --{flag} {}: {source}", path.display())]
+    // The I/O error is part of the message, not a chained source (printed once).
+    #[error("cannot read --{flag} {}: {error}", path.display())]
     Read {
         flag: String,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("--{flag} {}: {reason}", path.display())]
     Parse {
@@ -43,8 +44,8 @@ pub enum TlsError {
         path: PathBuf,
         reason: String,
     },
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {error}", path.display())]
+    Write { path: PathBuf, error: std::io::Error },
     #[error("{0}")]
     Config(String),
     #[error("TLS: {0}")]
