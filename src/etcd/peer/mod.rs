@@ -27,6 +27,19 @@ pub async fn fetch_members(url: &str, timeout: Duration, dialer: &Dialer) -> Res
     let resp = PeerClient::new(channel)
         .members(MembersRequest {})
         .await
-        .map_err(|e| format!("{url}: {}", e.message()))?;
+        .map_err(|e| format!("{url}: {}", status_text(&e)))?;
     Ok(resp.into_inner())
+}
+
+/// A status's message followed by its sources: a peer that refuses our certificate (TLS 1.3
+/// reports that only after the handshake) shows up as the TLS alert, not just "canceled".
+pub fn status_text(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(source) => format!(
+            "{}: {}",
+            status.message(),
+            crate::etcd::tls::client::error_chain(source)
+        ),
+        None => status.message().to_string(),
+    }
 }

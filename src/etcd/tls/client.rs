@@ -128,16 +128,19 @@ impl Dialer {
     }
 }
 
-/// An error with its sources (tonic's transport errors say only "transport error").
+/// An error with its sources (tonic's transport errors say only "transport error"),
+/// leaving out a source that only repeats the previous text.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
+    let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
         source = s.source();
     }
-    out
+    parts.join(": ")
 }
 
 /// tower connector: TCP, then the TLS handshake with the URL's host as server name.
@@ -217,5 +220,36 @@ impl ServerCertVerifier for SelfSigned {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn error_chain_names_every_distinct_cause() {
+        let alert = E("received fatal alert: UnknownCA", None);
+        let e = E(
+            "transport error",
+            Some(Box::new(E("transport error", Some(Box::new(alert))))),
+        );
+        assert_eq!(error_chain(&e), "transport error: received fatal alert: UnknownCA");
+        assert_eq!(error_chain(&E("alone", None)), "alone");
     }
 }
