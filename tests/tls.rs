@@ -18,6 +18,15 @@ use support::cluster::Cluster;
 use support::pki::{Pki, Usage};
 use support::{etcdctl, etcdctl_until_ok, print_skip, skip_reason, Background, Kind, Output};
 
+/// A fresh test PKI, or None (saying why) when etcd/etcdctl are not installed.
+fn pki_unless_skipped() -> Option<Pki> {
+    if let Some(r) = skip_reason() {
+        print_skip(&r);
+        return None;
+    }
+    Some(Pki::new())
+}
+
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -86,10 +95,7 @@ fn normalized_member_list(c: &Cluster, tls: &[String]) -> String {
 
 #[test]
 fn secure_three_member_cluster_works_like_etcd() {
-    if let Some(r) = skip_reason() {
-        return print_skip(&r);
-    }
-    let pki = Pki::new();
+    let Some(pki) = pki_unless_skipped() else { return };
     let tls = pki.ctl_flags(&pki.client);
     let rustcd = secure(Kind::Rustcd, 3, &pki);
     let etcd = secure(Kind::Etcd, 3, &pki);
@@ -208,10 +214,7 @@ fn https_get(
 
 #[test]
 fn bad_certificates_names_and_plaintext_are_refused() {
-    if let Some(r) = skip_reason() {
-        return print_skip(&r);
-    }
-    let pki = Pki::new();
+    let Some(pki) = pki_unless_skipped() else { return };
     let good = pki.ctl_flags(&pki.client);
     let c = secure(Kind::Rustcd, 1, &pki);
     let ep = c.members[0].client.clone();
@@ -303,10 +306,7 @@ fn stranger_joins(c: &Cluster, pki: &Pki) -> Output {
 
 #[test]
 fn rotated_server_certificate_is_served_without_restart() {
-    if let Some(r) = skip_reason() {
-        return print_skip(&r);
-    }
-    let pki = Pki::new();
+    let Some(pki) = pki_unless_skipped() else { return };
     let c = secure(Kind::Rustcd, 1, &pki);
     let port = port_of(&c.members[0].client);
     let old_leaf = https_get(port, "localhost", &pki, Some(&pki.client), "/health")
@@ -334,10 +334,7 @@ fn rotated_server_certificate_is_served_without_restart() {
 
 #[test]
 fn auth_attributes_requests_without_token_to_the_certificate_cn() {
-    if let Some(r) = skip_reason() {
-        return print_skip(&r);
-    }
-    let pki = Pki::new();
+    let Some(pki) = pki_unless_skipped() else { return };
     let c = secure(Kind::Rustcd, 1, &pki);
     let ep = c.members[0].client.clone();
     let root = pki.ctl_flags(&pki.client);
@@ -364,10 +361,7 @@ fn auth_attributes_requests_without_token_to_the_certificate_cn() {
 
 #[test]
 fn versions_suites_crls_allowed_cn_and_mixed_listeners() {
-    if let Some(r) = skip_reason() {
-        return print_skip(&r);
-    }
-    let pki = Pki::new();
+    let Some(pki) = pki_unless_skipped() else { return };
     let d = pki.dir.path();
     let revoked = pki.ca.issue(d, "revoked-client", "root", &[], Usage::Client, 30);
     let crl = pki.ca.revoke(d, "crl.pem", &[revoked.serial]);
@@ -446,10 +440,7 @@ fn auto_tls_cluster_serves_with_self_signed_certificates() {
 fn lagging_member_catches_up_from_a_snapshot_over_tls() {
     use rustcd::etcd::proto::etcdserverpb::{kv_client::KvClient, PutRequest};
     use rustcd::etcd::tls::{Dialer, TlsConfig, TlsInfo};
-    if let Some(r) = skip_reason() {
-        return print_skip(&r);
-    }
-    let pki = Pki::new();
+    let Some(pki) = pki_unless_skipped() else { return };
     let tls = pki.ctl_flags(&pki.client);
     // The leader keeps 5 entries behind a snapshot taken every 20: a member that misses
     // 100 writes must receive a snapshot, over the https peer URL.

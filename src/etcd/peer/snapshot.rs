@@ -82,7 +82,7 @@ async fn send_inner(ctx: &SenderContext, url: &str, msg: Message) -> Result<(), 
         .max_encoding_message_size(CHUNK_BYTES * 2)
         .snapshot(futures::stream::iter(chunks))
         .await
-        .map_err(|e| e.message().to_string())?;
+        .map_err(|e| super::status_text(&e))?;
     Ok(())
 }
 

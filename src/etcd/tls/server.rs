@@ -9,6 +9,7 @@ use std::time::Duration;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -19,6 +20,8 @@ use crate::etcd::authority;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused connection is drained before it is closed (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(1);
 
 /// The ring provider limited to the configured TLS 1.2 suites (TLS 1.3 suites stay: Go,
 /// and so etcd, does not let them be configured either).
@@ -104,10 +107,12 @@ impl ServerTls {
 
     async fn serve_connection(self: Arc<Self>, stream: TcpStream, router: axum::Router) {
         let peer = stream.peer_addr().ok();
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
+        let handshake = self.acceptor.accept(stream).into_fallible();
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
+            Ok(Err((e, tcp))) => {
                 tracing::warn!(remote = ?peer, error = %e, "rejected connection: TLS handshake failed");
+                linger(tcp).await;
                 return;
             }
             Err(_) => {
@@ -126,6 +131,16 @@ impl ServerTls {
         let identity = ClientIdentity { common_name: cn };
         authority::serve_io(tls, peer, router, Some(identity)).await
     }
+}
+
+/// Closes a refused connection so that the TLS alert already sent reaches the client:
+/// closing with unread input (with TLS 1.3 the client is already sending requests) makes
+/// the kernel reset the connection, which can discard the alert before the client reads it.
+async fn linger(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let drain = async { while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Accepts connections on `listener` forever, serving each over TLS on its own task.
