@@ -166,7 +166,23 @@ fn bad_command_lines_fail_before_touching_the_data_dir() {
             &["--name=a", "--initial-cluster=b=http://127.0.0.1:1"],
             "couldn't find local name",
         ),
-        (&["--cert-file=/nonexistent"], "not supported yet"),
+        (
+            &[
+                "--cert-file=/nonexistent",
+                "--key-file=/nonexistent-key",
+                "--listen-client-urls=https://127.0.0.1:1",
+                "--advertise-client-urls=https://127.0.0.1:1",
+            ],
+            "cannot read --cert-file /nonexistent",
+        ),
+        (
+            &[
+                "--listen-client-urls=https://127.0.0.1:1",
+                "--advertise-client-urls=https://127.0.0.1:1",
+            ],
+            "TLS key/cert (--cert-file, --key-file) must be provided",
+        ),
+        (&["--enable-v2"], "not supported yet"),
         (&["--listen-client-urls=http://127.0.0.1:1"], "advertise-client-urls"),
     ];
     for (args, needle) in cases {

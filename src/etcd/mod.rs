@@ -18,4 +18,5 @@ pub mod raft_node;
 pub mod run;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod watch;

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use crate::etcd::config::{normalize_args, Cli, Command, ServerConfig, SnapshotCommand};
 use crate::etcd::metrics::Metrics;
 use crate::etcd::server::{self, ETCD_API_VERSION};
+use crate::etcd::tls::ServerTls;
 
 /// Entry point of `rustcd`.
 pub fn main() -> Result<()> {
@@ -69,8 +70,8 @@ fn init_logging(cfg: &ServerConfig) -> Result<()> {
 }
 
 async fn bind(url: &url::Url) -> Result<TcpListener> {
-    if url.scheme() != "http" {
-        bail!("listening on {url} is not supported yet (only http:// URLs)");
+    if url.scheme() != "http" && url.scheme() != "https" {
+        bail!("listening on {url} is not supported yet (only http:// and https:// URLs)");
     }
     let host = url.host_str().context("URL without host")?;
     let port = url.port().context("URL without port")?;
@@ -90,7 +91,54 @@ async fn bind(url: &url::Url) -> Result<TcpListener> {
         .with_context(|| format!("listen tcp {addr}: cannot bind {url}"))
 }
 
-async fn serve(cfg: ServerConfig) -> Result<()> {
+/// A listener's TLS settings when its URL is https.
+fn tls_for(url: &url::Url, side: &Option<Arc<ServerTls>>) -> Option<Arc<ServerTls>> {
+    (url.scheme() == "https").then(|| side.clone()).flatten()
+}
+
+/// Serves `router` on `listener`, over TLS when `tls` is given.
+async fn serve_on(listener: TcpListener, router: axum::Router, tls: Option<Arc<ServerTls>>) -> std::io::Result<()> {
+    match tls {
+        Some(tls) => crate::etcd::tls::serve(listener, router, tls).await,
+        None => crate::etcd::authority::serve(listener, router).await,
+    }
+}
+
+/// Generates `--auto-tls` certificates and loads every side's certificate that an https
+/// URL needs (errors name the file), before anything else starts.
+fn load_tls(cfg: &mut ServerConfig) -> Result<ListenerTls> {
+    let https = |urls: &[url::Url]| urls.iter().any(|u| u.scheme() == "https");
+    let years = cfg.tls.self_signed_cert_validity;
+    let client_urls: Vec<url::Url> = cfg
+        .listen_client_urls
+        .iter()
+        .chain(&cfg.listen_metrics_urls)
+        .cloned()
+        .collect();
+    crate::etcd::tls::auto::ensure(&mut cfg.tls.client, &cfg.data_dir, &client_urls, years)?;
+    crate::etcd::tls::auto::ensure(&mut cfg.tls.peer, &cfg.data_dir, &cfg.listen_peer_urls, years)?;
+    let client = match https(&client_urls) {
+        true => Some(ServerTls::new(&cfg.tls.client, &cfg.tls.options).context("client TLS")?),
+        false => None,
+    };
+    let peer = match https(&cfg.listen_peer_urls) {
+        true => Some(ServerTls::new(&cfg.tls.peer, &cfg.tls.options).context("peer TLS")?),
+        false => None,
+    };
+    Ok(ListenerTls { client, peer })
+}
+
+/// TLS of the https listeners: the client side's (also for https metrics URLs) and the peer side's.
+struct ListenerTls {
+    client: Option<Arc<ServerTls>>,
+    peer: Option<Arc<ServerTls>>,
+}
+
+async fn serve(mut cfg: ServerConfig) -> Result<()> {
+    let ListenerTls {
+        client: client_tls,
+        peer: peer_tls,
+    } = load_tls(&mut cfg)?;
     // Bind everything first: a port conflict fails before the data dir is touched.
     let mut client = Vec::new();
     for u in &cfg.listen_client_urls {
@@ -121,12 +169,12 @@ async fn serve(cfg: ServerConfig) -> Result<()> {
     for (url, l) in peer {
         let app = crate::etcd::grpc::peer_router(srv.clone());
         tracing::info!(address = %url, "listening for peers");
-        tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
+        tasks.spawn(serve_on(l, app, tls_for(&url, &peer_tls)));
     }
     for (url, l) in metrics_l {
         let app = crate::etcd::grpc::http_router(srv.clone());
         tracing::info!(address = %url, "serving metrics");
-        tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
+        tasks.spawn(serve_on(l, app, tls_for(&url, &client_tls)));
     }
     tokio::select! {
         _ = server::background::publish(srv.clone()) => {}
@@ -140,7 +188,7 @@ async fn serve(cfg: ServerConfig) -> Result<()> {
     for (url, l) in client {
         let app = crate::etcd::grpc::client_router(srv.clone());
         tracing::info!(address = %url, "serving client traffic");
-        tasks.spawn(async move { crate::etcd::authority::serve(l, app).await });
+        tasks.spawn(serve_on(l, app, tls_for(&url, &client_tls)));
     }
     tracing::info!(
         member_id = format!("{:x}", srv.member_id),

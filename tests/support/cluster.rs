@@ -9,10 +9,15 @@ use super::{etcdctl, free_port, Kind};
 
 impl Member {
     fn new(root: &std::path::Path, name: &str) -> Member {
+        Member::with_scheme(root, name, "http")
+    }
+
+    /// A member whose client and peer URLs use `scheme` (`http` or `https`).
+    fn with_scheme(root: &std::path::Path, name: &str, scheme: &str) -> Member {
         Member {
             name: name.to_string(),
-            client: format!("http://127.0.0.1:{}", free_port()),
-            peer: format!("http://127.0.0.1:{}", free_port()),
+            client: format!("{scheme}://127.0.0.1:{}", free_port()),
+            peer: format!("{scheme}://127.0.0.1:{}", free_port()),
             dir: root.join(name),
             child: None,
             initial: String::new(),
@@ -103,6 +108,8 @@ pub struct Cluster {
     pub kind: Kind,
     pub members: Vec<Member>,
     pub extra: Vec<String>,
+    /// etcdctl flags the helpers pass (e.g. `--cacert --cert --key` for a TLS cluster).
+    pub ctl_flags: Vec<String>,
     tmp: tempfile::TempDir,
 }
 
@@ -117,10 +124,17 @@ impl Cluster {
 
     /// `n` members of `kind` (rustcd, or Debian's etcd as the reference) bootstrapped together.
     pub fn start_kind(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_secure(kind, n, extra, "http", &[])
+    }
+
+    /// Like [`Cluster::start_kind`] with client and peer URLs of `scheme`, and `ctl_flags`
+    /// for the etcdctl calls the helpers make (a TLS cluster: `https` and the client
+    /// certificate flags).
+    pub fn start_secure(kind: Kind, n: usize, extra: &[&str], scheme: &str, ctl_flags: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut members = Vec::new();
         for i in 0..n {
-            members.push(Member::new(tmp.path(), &format!("m{i}")));
+            members.push(Member::with_scheme(tmp.path(), &format!("m{i}"), scheme));
         }
         let initial = members
             .iter()
@@ -134,6 +148,7 @@ impl Cluster {
             kind,
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            ctl_flags: ctl_flags.iter().map(|s| s.to_string()).collect(),
             tmp,
         };
         for i in 0..n {
@@ -190,7 +205,9 @@ impl Cluster {
                 if m.child.is_none() {
                     continue;
                 }
-                let o = etcdctl(&m.client, &["endpoint", "status", "-w", "json"]);
+                let mut args: Vec<&str> = self.ctl_flags.iter().map(String::as_str).collect();
+                args.extend(["endpoint", "status", "-w", "json"]);
+                let o = etcdctl(&m.client, &args);
                 if o.status == 0 && o.stdout.contains("\"leader\"") {
                     let id = json_u64(&o.stdout, "\"member_id\":");
                     let leader = json_u64(&o.stdout, "\"leader\":");

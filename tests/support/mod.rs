@@ -25,6 +25,7 @@ pub mod docker;
 pub mod etcdctl_pair;
 pub mod linearizability;
 mod normalize;
+pub mod pki;
 pub mod workload;
 
 #[allow(unused_imports)] // not every test binary uses the normaliser

@@ -61,12 +61,17 @@ mod tests;
 #[cfg(test)]
 mod tests_stream;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use crate::etcd::tls::ClientIdentity;
 
 pub use rewrite::{fix_authority, AuthorityFix, AuthorityRewriter, RewriteError, MAX_BUFFERED_BLOCK};
 pub use stream::RewriteStream;
@@ -75,8 +80,24 @@ pub use stream::RewriteStream;
 /// repairing invalid `:authority` headers. Errors are logged at debug level.
 pub async fn serve_connection(stream: TcpStream, router: axum::Router) {
     let peer = stream.peer_addr().ok();
+    serve_io(stream, peer, router, None).await
+}
+
+/// Serves one connection over any byte stream (a TCP stream, or a TLS stream on top of
+/// one). `identity` (the TLS client certificate's name) is attached to every request as
+/// an extension, for the auth layer.
+pub async fn serve_io<S>(stream: S, peer: Option<SocketAddr>, router: axum::Router, identity: Option<ClientIdentity>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(RewriteStream::new(stream));
-    let service = TowerToHyperService::new(router);
+    let service = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        if let Some(id) = &identity {
+            req.extensions_mut().insert(id.clone());
+        }
+        router.clone().oneshot(req)
+    });
+    let service = TowerToHyperService::new(service);
     let mut builder = Builder::new(TokioExecutor::new());
     // Same connection settings as `axum::serve`.
     builder.http2().enable_connect_protocol();
@@ -85,11 +106,9 @@ pub async fn serve_connection(stream: TcpStream, router: axum::Router) {
     }
 }
 
-/// Accepts connections on `listener` forever, serving each with [`serve_connection`] on
-/// its own task: a drop-in replacement for `axum::serve(listener, router)`. Like axum,
-/// accept errors are retried (after a second unless the error concerns only that
-/// connection, e.g. ECONNABORTED), so this never returns in practice.
-pub async fn serve(listener: TcpListener, router: axum::Router) -> std::io::Result<()> {
+/// Waits for the next connection. Like axum, accept errors are retried (after a second
+/// unless the error concerns only that connection, e.g. ECONNABORTED).
+pub async fn accept(listener: &TcpListener) -> TcpStream {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -108,6 +127,16 @@ pub async fn serve(listener: TcpListener, router: axum::Router) -> std::io::Resu
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set TCP_NODELAY failed");
         }
+        return stream;
+    }
+}
+
+/// Accepts connections on `listener` forever, serving each with [`serve_connection`] on
+/// its own task: a drop-in replacement for `axum::serve(listener, router)`; never returns
+/// in practice.
+pub async fn serve(listener: TcpListener, router: axum::Router) -> std::io::Result<()> {
+    loop {
+        let stream = accept(&listener).await;
         tokio::spawn(serve_connection(stream, router.clone()));
     }
 }

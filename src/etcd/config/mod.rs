@@ -14,6 +14,8 @@ use url::Url;
 
 pub use flags::{normalize_args, Cli, Command, Flags, RestoreArgs, SnapshotCommand};
 
+use crate::etcd::tls::{self, TlsConfig, TlsInfo};
+
 /// etcd's default backend quota (2 GiB) and its hard maximum (8 GiB).
 pub const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 pub const MAX_QUOTA_BYTES: i64 = 8 * 1024 * 1024 * 1024;
@@ -98,6 +100,8 @@ pub struct ServerConfig {
     pub log_level: String,
     pub log_json: bool,
     pub log_outputs: Vec<String>,
+    /// Client and peer TLS (https listeners, mTLS, dialing other members).
+    pub tls: TlsConfig,
 }
 
 fn parse_urls(flag: &'static str, value: &str) -> Result<Vec<Url>, ConfigError> {
@@ -105,12 +109,7 @@ fn parse_urls(flag: &'static str, value: &str) -> Result<Vec<Url>, ConfigError> 
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let url = Url::parse(part).map_err(|e| invalid(flag, part, e.to_string()))?;
         match url.scheme() {
-            "http" | "unix" | "unixs" => {}
-            "https" => {
-                return Err(ConfigError::Conflict(format!(
-                    "--{flag}: https URLs ({part}) need TLS, which rustcd does not support yet"
-                )))
-            }
+            "http" | "https" | "unix" | "unixs" => {}
             other => {
                 return Err(invalid(
                     flag,
@@ -203,6 +202,49 @@ fn parse_auto_compaction(mode: &str, retention: &str) -> Result<AutoCompaction, 
     }
 }
 
+/// The TLS flags, checked against the https URLs they must serve.
+fn tls_config(f: &Flags, client: &[Url], peer: &[Url], metrics: &[Url]) -> Result<TlsConfig, ConfigError> {
+    let options = tls::config::parse_options(&f.tls_min_version, &f.tls_max_version, &f.cipher_suites)
+        .map_err(ConfigError::Conflict)?;
+    let cfg = TlsConfig {
+        client: TlsInfo::client(
+            &f.cert_file,
+            &f.key_file,
+            &f.trusted_ca_file,
+            f.client_cert_auth,
+            &f.client_crl_file,
+            f.auto_tls,
+        )
+        .with_allowed_hostname(&f.client_cert_allowed_hostname)
+        .map_err(ConfigError::Conflict)?,
+        peer: TlsInfo::peer(
+            &f.peer_cert_file,
+            &f.peer_key_file,
+            &f.peer_trusted_ca_file,
+            f.peer_client_cert_auth,
+            &f.peer_crl_file,
+            f.peer_auto_tls,
+            &f.peer_cert_allowed_cn,
+        )
+        .with_allowed_hostname(&f.peer_cert_allowed_hostname)
+        .map_err(ConfigError::Conflict)?,
+        options,
+        self_signed_cert_validity: f.self_signed_cert_validity,
+    };
+    // https metrics URLs are served with the client side's certificate, as etcd does.
+    for u in client.iter().chain(metrics) {
+        tls::config::check_https_url(&cfg.client, u).map_err(ConfigError::Conflict)?;
+    }
+    for u in peer {
+        tls::config::check_https_url(&cfg.peer, u).map_err(ConfigError::Conflict)?;
+    }
+    if f.self_signed_cert_validity == 0 && (f.auto_tls || f.peer_auto_tls) {
+        // etcd 3.5: "selfSignedCertValidity is invalid,it should be greater than 0".
+        return Err(invalid("self-signed-cert-validity", "0", "it should be greater than 0"));
+    }
+    Ok(cfg)
+}
+
 impl ServerConfig {
     /// Validates flags into a configuration, with etcd's start-up checks.
     pub fn from_flags(f: &Flags) -> Result<Self, ConfigError> {
@@ -210,19 +252,11 @@ impl ServerConfig {
             return Err(ConfigError::Unsupported("config-file"));
         }
         for (flag, set) in [
-            ("cert-file", !f.cert_file.is_empty()),
-            ("key-file", !f.key_file.is_empty()),
-            ("trusted-ca-file", !f.trusted_ca_file.is_empty()),
-            ("client-cert-auth", f.client_cert_auth),
-            ("client-crl-file", !f.client_crl_file.is_empty()),
-            ("auto-tls", f.auto_tls),
-            ("peer-cert-file", !f.peer_cert_file.is_empty()),
-            ("peer-key-file", !f.peer_key_file.is_empty()),
-            ("peer-trusted-ca-file", !f.peer_trusted_ca_file.is_empty()),
-            ("peer-client-cert-auth", f.peer_client_cert_auth),
-            ("peer-crl-file", !f.peer_crl_file.is_empty()),
-            ("peer-auto-tls", f.peer_auto_tls),
-            ("cipher-suites", !f.cipher_suites.is_empty()),
+            (
+                "client-cert-allowed-hostname",
+                !f.client_cert_allowed_hostname.is_empty(),
+            ),
+            ("peer-cert-allowed-hostname", !f.peer_cert_allowed_hostname.is_empty()),
             ("discovery", !f.discovery.is_empty()),
             ("discovery-srv", !f.discovery_srv.is_empty()),
             ("enable-v2", f.enable_v2),
@@ -357,6 +391,7 @@ impl ServerConfig {
             }
             Some(_) => {}
         }
+        let tls = tls_config(f, &listen_client_urls, &listen_peer_urls, &listen_metrics_urls)?;
         let auto_compaction = parse_auto_compaction(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
         let watch_progress_notify_interval =
             duration::parse_go_duration(&f.experimental_watch_progress_notify_interval).map_err(|e| {
@@ -404,6 +439,7 @@ impl ServerConfig {
             log_level: f.log_level.clone(),
             log_json,
             log_outputs: f.log_outputs.split(',').map(|s| s.trim().to_string()).collect(),
+            tls,
         })
     }
 
@@ -449,10 +485,44 @@ mod tests {
         assert!(e.to_string().contains("initial-cluster-state"), "{e}");
         let e = cfg(&["--auto-compaction-mode=revision", "--auto-compaction-retention=1h"]).unwrap_err();
         assert!(e.to_string().contains("revision mode"), "{e}");
-        let e = cfg(&["--cert-file=/x"]).unwrap_err();
+        let e = cfg(&["--discovery=https://discovery.example/x"]).unwrap_err();
         assert!(e.to_string().contains("not supported yet"), "{e}");
         let e = cfg(&["--listen-client-urls=http://127.0.0.1:1"]).unwrap_err();
         assert!(e.to_string().contains("advertise-client-urls"), "{e}");
+    }
+
+    #[test]
+    fn tls_flags_are_checked_against_https_urls() {
+        let https_client = [
+            "--listen-client-urls=https://127.0.0.1:2379",
+            "--advertise-client-urls=https://127.0.0.1:2379",
+        ];
+        let e = cfg(&https_client).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"
+        );
+        let mut with_files = https_client.to_vec();
+        with_files.extend(["--cert-file=/s.pem", "--key-file=/s-key.pem", "--client-cert-auth"]);
+        let c = cfg(&with_files).unwrap();
+        assert!(c.tls.client.client_cert_auth);
+        assert_eq!(c.listen_client_urls[0].scheme(), "https");
+        let peer = [
+            "--listen-peer-urls=https://127.0.0.1:2380",
+            "--initial-advertise-peer-urls=https://127.0.0.1:2380",
+            "--initial-cluster=default=https://127.0.0.1:2380",
+        ];
+        let e = cfg(&peer).unwrap_err();
+        assert!(e.to_string().contains("KeyFile and CertFile are not presented"), "{e}");
+        let mut auto = peer.to_vec();
+        auto.push("--peer-auto-tls");
+        assert!(cfg(&auto).unwrap().tls.peer.auto_tls);
+        auto.push("--self-signed-cert-validity=0");
+        assert!(cfg(&auto).unwrap_err().to_string().contains("greater than 0"));
+        let e = cfg(&["--cipher-suites=FOO"]).unwrap_err();
+        assert_eq!(e.to_string(), "unexpected TLS cipher suite \"FOO\"");
+        let e = cfg(&["--tls-min-version=TLS1.1"]).unwrap_err();
+        assert!(e.to_string().contains("not supported by rustcd"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::status::{ERR_INVALID_AUTH_TOKEN, ERR_USER_EMPTY};
 use crate::etcd::auth::PermType;
 use crate::etcd::proto::etcdserverpb::{self as pb, request_op};
 use crate::etcd::server::{AuthInfo, EtcdServer};
+use crate::etcd::tls::ClientIdentity;
 
 /// The user of a request, or the anonymous `AuthInfo` when auth is disabled.
 pub fn auth_info<T>(server: &EtcdServer, req: &Request<T>) -> Result<AuthInfo, Status> {
@@ -23,13 +24,29 @@ pub fn auth_info<T>(server: &EtcdServer, req: &Request<T>) -> Result<AuthInfo, S
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let Some(token) = token else {
-        return Err(Status::invalid_argument(ERR_USER_EMPTY));
+        // etcd's AuthInfoFromTLS: with --client-cert-auth, the client certificate's CN.
+        let cn = req
+            .extensions()
+            .get::<ClientIdentity>()
+            .and_then(|i| i.common_name.as_deref());
+        return match user_from_certificate(server.cfg.tls.client.client_cert_auth, cn) {
+            Some(username) => Ok(AuthInfo { username, revision }),
+            None => Err(Status::invalid_argument(ERR_USER_EMPTY)),
+        };
     };
     let username = server
         .tokens
         .username_of(&token, Instant::now())
         .ok_or_else(|| Status::unauthenticated(ERR_INVALID_AUTH_TOKEN))?;
     Ok(AuthInfo { username, revision })
+}
+
+/// The user a request without a token is made by: the client certificate's CN, when the
+/// server verifies client certificates (`--client-cert-auth`) and the certificate has one.
+pub fn user_from_certificate(client_cert_auth: bool, common_name: Option<&str>) -> Option<String> {
+    common_name
+        .filter(|cn| client_cert_auth && !cn.is_empty())
+        .map(str::to_string)
 }
 
 fn auth_status(e: crate::etcd::auth::AuthError) -> Status {
@@ -87,4 +104,17 @@ pub fn check_txn(server: &EtcdServer, who: &AuthInfo, txn: &pb::TxnRequest) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_from_certificate;
+
+    #[test]
+    fn certificate_names_the_user_only_with_client_cert_auth() {
+        assert_eq!(user_from_certificate(true, Some("root")).as_deref(), Some("root"));
+        assert_eq!(user_from_certificate(false, Some("root")), None);
+        assert_eq!(user_from_certificate(true, Some("")), None);
+        assert_eq!(user_from_certificate(true, None), None);
+    }
 }

@@ -16,17 +16,30 @@ pub use service::PeerService;
 use std::time::Duration;
 
 use crate::etcd::proto::rustcdpb::{peer_client::PeerClient, MembersRequest, MembersResponse};
+use crate::etcd::tls::Dialer;
 
 /// Asks the member at peer URL `url` for the cluster as it knows it.
-pub async fn fetch_members(url: &str, timeout: Duration) -> Result<MembersResponse, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("{url}: {e}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    let channel = endpoint.connect().await.map_err(|e| format!("{url}: {e}"))?;
+pub async fn fetch_members(url: &str, timeout: Duration, dialer: &Dialer) -> Result<MembersResponse, String> {
+    let channel = dialer
+        .connect(url, |e| e.connect_timeout(timeout).timeout(timeout))
+        .await
+        .map_err(|e| format!("{url}: {}", crate::etcd::tls::client::error_chain(&e)))?;
     let resp = PeerClient::new(channel)
         .members(MembersRequest {})
         .await
-        .map_err(|e| format!("{url}: {}", e.message()))?;
+        .map_err(|e| format!("{url}: {}", status_text(&e)))?;
     Ok(resp.into_inner())
+}
+
+/// A status's message followed by its sources: a peer that refuses our certificate (TLS 1.3
+/// reports that only after the handshake) shows up as the TLS alert, not just "canceled".
+pub fn status_text(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(source) => format!(
+            "{}: {}",
+            status.message(),
+            crate::etcd::tls::client::error_chain(source)
+        ),
+        None => status.message().to_string(),
+    }
 }

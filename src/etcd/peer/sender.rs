@@ -11,6 +11,7 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
 
 use crate::etcd::proto::rustcdpb::{peer_client::PeerClient, RaftBatch};
+use crate::etcd::tls::Dialer;
 
 /// Part of the error a member returns to a removed member's stream (the sender recognises it).
 pub const REMOVED_MARK: &str = "has been removed from the cluster";
@@ -60,6 +61,8 @@ pub(super) struct SenderContext {
     pub connectivity: Arc<Connectivity>,
     pub on_removed: RemovedHook,
     pub report_snapshot: SnapshotReport,
+    /// Connects to peer URLs (over TLS for https ones).
+    pub dialer: Dialer,
 }
 
 struct PeerQueue {
@@ -77,6 +80,7 @@ pub struct PeerTransport {
 
 impl PeerTransport {
     /// Starts one sender task per peer (`id -> peer URLs`) on the given runtime.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         rt: &tokio::runtime::Handle,
         cluster_id: u64,
@@ -85,6 +89,7 @@ impl PeerTransport {
         connectivity: Arc<Connectivity>,
         on_removed: RemovedHook,
         report_snapshot: SnapshotReport,
+        dialer: Dialer,
     ) -> PeerTransport {
         let mut t = PeerTransport {
             rt: Some(rt.clone()),
@@ -94,6 +99,7 @@ impl PeerTransport {
                 connectivity,
                 on_removed,
                 report_snapshot,
+                dialer,
             },
             peers: HashMap::new(),
         };
@@ -113,6 +119,7 @@ impl PeerTransport {
                 connectivity: Arc::default(),
                 on_removed: Arc::new(|| {}),
                 report_snapshot: Arc::new(|_, _| {}),
+                dialer: Dialer::plain(),
             },
             peers: HashMap::new(),
         }
@@ -167,11 +174,12 @@ async fn run_sender(ctx: SenderContext, peer: u64, urls: Vec<String>, mut rx: mp
             return;
         };
         attempt += 1;
-        let mut client = match PeerClient::connect(url.clone()).await {
+        let mut client = match ctx.dialer.connect(&url, |e| e).await.map(PeerClient::new) {
             Ok(c) => c,
             Err(e) => {
                 ctx.connectivity.down(peer);
-                tracing::debug!(peer = format!("{peer:x}"), %url, error = %e, "peer unreachable; retrying");
+                let error = crate::etcd::tls::client::error_chain(&e);
+                tracing::debug!(peer = format!("{peer:x}"), %url, %error, "peer unreachable; retrying");
                 drain_for(&mut rx, Duration::from_millis(200)).await;
                 if rx.is_closed() {
                     return;

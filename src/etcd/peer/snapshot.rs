@@ -73,15 +73,16 @@ pub(super) async fn send(ctx: SenderContext, peer: u64, url: String, msg: Messag
 
 async fn send_inner(ctx: &SenderContext, url: &str, msg: Message) -> Result<(), String> {
     let chunks = split(ctx.cluster_id, ctx.me, msg)?;
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let channel = ctx
+        .dialer
+        .connect(url, |e| e.connect_timeout(Duration::from_secs(5)))
+        .await
+        .map_err(|e| crate::etcd::tls::client::error_chain(&e))?;
     PeerClient::new(channel)
         .max_encoding_message_size(CHUNK_BYTES * 2)
         .snapshot(futures::stream::iter(chunks))
         .await
-        .map_err(|e| e.message().to_string())?;
+        .map_err(|e| super::status_text(&e))?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use raft::{Config as RaftConfig, RawNode};
 
 use super::discovery::JoinInfo;
 use super::watch_source::{Headers, StoreHistory};
-use super::{EtcdServer, IdGenerator};
+use super::{EtcdServer, IdGenerator, LeaderLink};
 use crate::etcd::apply::{encode_conf_change, RestoreError, StateMachine};
 use crate::etcd::auth::TokenStore;
 use crate::etcd::config::{ClusterState, ServerConfig};
@@ -26,6 +26,7 @@ use crate::etcd::peer::{Connectivity, PeerTransport};
 use crate::etcd::proto::rustcdpb::{ClusterSnapshot, StateSnapshot, WalMetadata};
 use crate::etcd::raft_node::{self, raft_logger, DriverConfig, DriverHooks, Durable, RaftStatus};
 use crate::etcd::storage::{snapshot_file_name, DataDir, SnapshotFiles, StorageError, Wal};
+use crate::etcd::tls::Dialer;
 use crate::etcd::watch::WatchHub;
 
 /// WAL segment size (etcd uses 64 MB segments).
@@ -50,6 +51,8 @@ pub enum BootstrapError {
     Raft(#[from] raft::Error),
     #[error("cannot start the raft thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::etcd::tls::TlsError),
 }
 
 /// A started member and the driver thread's handle.
@@ -249,6 +252,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>, join: Option<JoinInfo>) -
                 }
             })
         },
+        Dialer::for_peers(&cfg.tls)?,
     );
     let (raft, driver) = raft_node::spawn(
         node,
@@ -270,7 +274,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>, join: Option<JoinInfo>) -
         ids: IdGenerator::new(meta.member_id),
         sm,
         started_at: now,
-        leader_link: Default::default(),
+        leader_link: LeaderLink::new(Dialer::for_clients(&cfg.tls)?),
         removed,
         connectivity,
         cfg,

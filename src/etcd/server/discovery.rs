@@ -18,6 +18,7 @@ use crate::etcd::peer::fetch_members;
 use crate::etcd::proto::etcdserverpb::Member;
 use crate::etcd::proto::rustcdpb::MembersResponse;
 use crate::etcd::storage::DataDir;
+use crate::etcd::tls::Dialer;
 
 use super::BootstrapError;
 
@@ -43,6 +44,7 @@ pub async fn prepare(cfg: &ServerConfig) -> Result<Option<JoinInfo>, BootstrapEr
         return Ok(None);
     }
     let peers = remote_peer_urls(cfg);
+    let dialer = Dialer::for_peers(&cfg.tls)?;
     match cfg.initial_cluster_state {
         ClusterState::Existing => {
             if peers.is_empty() {
@@ -50,7 +52,7 @@ pub async fn prepare(cfg: &ServerConfig) -> Result<Option<JoinInfo>, BootstrapEr
                     "--initial-cluster-state=existing needs --initial-cluster to list the running members".into(),
                 ));
             }
-            let remote = fetch_any(&peers).await?;
+            let remote = fetch_any(&peers, &dialer).await?;
             let me = validate_join(
                 &cfg.initial_cluster,
                 &cfg.initial_advertise_peer_urls,
@@ -66,7 +68,8 @@ pub async fn prepare(cfg: &ServerConfig) -> Result<Option<JoinInfo>, BootstrapEr
         ClusterState::New => {
             let expected = Membership::bootstrap(&cfg.initial_cluster, &cfg.initial_cluster_token);
             let me = membership::member_id(&cfg.initial_advertise_peer_urls, &cfg.initial_cluster_token, None);
-            let answers = futures::future::join_all(peers.iter().map(|u| fetch_members(u, PROBE_TIMEOUT))).await;
+            let answers =
+                futures::future::join_all(peers.iter().map(|u| fetch_members(u, PROBE_TIMEOUT, &dialer))).await;
             for (url, answer) in peers.iter().zip(answers) {
                 let Ok(remote) = answer else { continue };
                 check_new(&cfg.name, me, expected.cluster_id, url, &remote)?;
@@ -86,12 +89,12 @@ fn remote_peer_urls(cfg: &ServerConfig) -> Vec<String> {
 }
 
 /// The first member list any peer returns, retrying until [`JOIN_DEADLINE`].
-async fn fetch_any(peers: &[String]) -> Result<MembersResponse, BootstrapError> {
+async fn fetch_any(peers: &[String], dialer: &Dialer) -> Result<MembersResponse, BootstrapError> {
     let deadline = Instant::now() + JOIN_DEADLINE;
     let mut errors = Vec::new();
     loop {
         for url in peers {
-            match fetch_members(url, Duration::from_secs(2)).await {
+            match fetch_members(url, Duration::from_secs(2), dialer).await {
                 Ok(r) if r.cluster_id != 0 => return Ok(r),
                 Ok(_) => errors.push(format!("{url}: member has no cluster yet")),
                 Err(e) => errors.push(e),

@@ -2,17 +2,28 @@
 //! on the leader (lease keep-alive and time-to-live): followers forward them.
 
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::EtcdServer;
+use crate::etcd::tls::Dialer;
 
 /// Caches one channel per leader; replaced when leadership moves.
 #[derive(Default)]
 pub struct LeaderLink {
     cached: Mutex<Option<(u64, Channel)>>,
+    /// Connects to client URLs (over TLS for https ones; see `tls::client`).
+    dialer: Dialer,
 }
 
 impl LeaderLink {
+    /// A link that connects with `dialer`.
+    pub fn new(dialer: Dialer) -> LeaderLink {
+        LeaderLink {
+            cached: Mutex::default(),
+            dialer,
+        }
+    }
+
     /// A channel to the leader, or None when there is no leader or this member leads.
     pub async fn channel(&self, server: &EtcdServer) -> Option<Channel> {
         let leader = server.raft.status.leader();
@@ -30,7 +41,14 @@ impl LeaderLink {
             .membership
             .member(leader)
             .and_then(|m| m.client_ur_ls.first().cloned())?;
-        let ch = Endpoint::from_shared(url.clone()).ok()?.connect().await.ok()?;
+        let ch = match self.dialer.connect(&url, |e| e).await {
+            Ok(ch) => ch,
+            Err(e) => {
+                let error = crate::etcd::tls::client::error_chain(&e);
+                tracing::debug!(leader = format!("{leader:x}"), %url, %error, "cannot connect to the leader");
+                return None;
+            }
+        };
         tracing::debug!(leader = format!("{leader:x}"), %url, "connected to the leader for forwarding");
         *self.cached.lock() = Some((leader, ch.clone()));
         Some(ch)

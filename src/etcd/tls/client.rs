@@ -1,0 +1,255 @@
+//! Dialing other members over https: the Raft transport, snapshots and member-list
+//! probes (peer URLs), and the follower-to-leader forwarding channel (client URLs).
+//!
+//! A [`Dialer`] connects a tonic [`Endpoint`]: http URLs as before, https URLs through a
+//! tokio-rustls connector with ALPN `h2`, the side's trusted CA, and a client certificate.
+//!
+//! - Peer URLs: `--peer-trusted-ca-file`, identity `--peer-cert-file`/`--peer-key-file`.
+//! - Client URLs (LeaderLink): trusted CAs `--trusted-ca-file` plus `--peer-trusted-ca-file`;
+//!   identity the peer certificate if there is one, else `--cert-file`/`--key-file`.
+//!   (A peer certificate carries the client-auth usage in etcd's standard deployment; a
+//!   server certificate may not.)
+//! - With `--auto-tls`/`--peer-auto-tls` the other members' certificates are self-signed,
+//!   so, as etcd does, they are not verified.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tonic::codegen::http::Uri;
+use tonic::transport::{Channel, Endpoint};
+
+use super::reload::ReloadingKey;
+use super::server::{provider, versions};
+use super::{files, TlsConfig, TlsError, TlsInfo};
+
+/// Connects tonic endpoints, over TLS for https URLs.
+#[derive(Clone, Default)]
+pub struct Dialer {
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer").field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+/// Adds the certificates of a CA file to `store`.
+fn add_roots(store: &mut RootCertStore, info: &TlsInfo) -> Result<(), TlsError> {
+    if let Some(ca) = &info.trusted_ca_file {
+        store
+            .roots
+            .extend(files::roots(&info.flag("trusted-ca-file"), ca)?.roots);
+    }
+    Ok(())
+}
+
+fn client_config(
+    cfg: &TlsConfig,
+    roots: RootCertStore,
+    skip_verify: bool,
+    identity: Option<&TlsInfo>,
+) -> Result<ClientConfig, TlsError> {
+    let provider = provider(&cfg.options);
+    let builder =
+        ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions(&cfg.options))?;
+    let builder = if skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SelfSigned(provider.clone())))
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match identity {
+        Some(info) => builder.with_client_cert_resolver(Arc::new(ReloadingKey::load(info, provider)?)),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+impl Dialer {
+    /// A dialer for http URLs only (a member without peers in unit tests).
+    pub fn plain() -> Dialer {
+        Dialer::default()
+    }
+
+    /// For other members' peer URLs.
+    pub fn for_peers(cfg: &TlsConfig) -> Result<Dialer, TlsError> {
+        let mut roots = RootCertStore::empty();
+        add_roots(&mut roots, &cfg.peer)?;
+        let identity = cfg.peer.has_cert().then_some(&cfg.peer);
+        let config = client_config(cfg, roots, cfg.peer.self_signed, identity)?;
+        Ok(Dialer {
+            tls: Some(Arc::new(config)),
+        })
+    }
+
+    /// For other members' client URLs (forwarding to the leader).
+    pub fn for_clients(cfg: &TlsConfig) -> Result<Dialer, TlsError> {
+        let mut roots = RootCertStore::empty();
+        add_roots(&mut roots, &cfg.client)?;
+        add_roots(&mut roots, &cfg.peer)?;
+        let identity = [&cfg.peer, &cfg.client].into_iter().find(|i| i.has_cert());
+        let config = client_config(cfg, roots, cfg.client.self_signed, identity)?;
+        Ok(Dialer {
+            tls: Some(Arc::new(config)),
+        })
+    }
+
+    /// Connects to `url` with the endpoint settings `configure` adds (timeouts): plain for
+    /// http, TLS for https.
+    ///
+    /// For https, tonic is handed the URL with an `http` scheme and this connector does the
+    /// TLS: tonic built with one of its own TLS features would otherwise insist on its own
+    /// TLS configuration for https URIs (feature unification can turn one on, e.g. a
+    /// dev-dependency on a TLS-enabled gRPC client).
+    pub async fn connect(
+        &self,
+        url: &str,
+        configure: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<Channel, tonic::transport::Error> {
+        match (&self.tls, url.strip_prefix("https://")) {
+            (Some(tls), Some(rest)) => {
+                let endpoint = configure(Endpoint::from_shared(format!("http://{rest}"))?);
+                let connector = TlsConnector { config: tls.clone() };
+                endpoint.connect_with_connector(connector).await
+            }
+            _ => configure(Endpoint::from_shared(url.to_string())?).connect().await,
+        }
+    }
+}
+
+/// An error with its sources (tonic's transport errors say only "transport error"),
+/// leaving out a source that only repeats the previous text.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// tower connector: TCP, then the TLS handshake with the URL's host as server name.
+#[derive(Clone)]
+struct TlsConnector {
+    config: Arc<ClientConfig>,
+}
+
+type Io = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+fn io_error(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, msg)
+}
+
+impl tower::Service<Uri> for TlsConnector {
+    type Response = Io;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Io, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let config = self.config.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io_error(format!("{uri}: no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let name = ServerName::try_from(host.clone()).map_err(|e| io_error(format!("{uri}: {e}")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}
+
+/// Accepts any server certificate (self-signed ones of `--auto-tls`), still checking the
+/// handshake signatures so that the peer holds the certificate's key.
+#[derive(Debug)]
+struct SelfSigned(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for SelfSigned {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn error_chain_names_every_distinct_cause() {
+        let alert = E("received fatal alert: UnknownCA", None);
+        let e = E(
+            "transport error",
+            Some(Box::new(E("transport error", Some(Box::new(alert))))),
+        );
+        assert_eq!(error_chain(&e), "transport error: received fatal alert: UnknownCA");
+        assert_eq!(error_chain(&E("alone", None)), "alone");
+    }
+}
