@@ -7,17 +7,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::docker::{available, docker, DockerCluster};
+use support::docker::{docker, DockerCluster};
 use support::{etcdctl, etcdctl_until_ok as eventually};
 
 #[test]
 fn image_runs_a_three_member_cluster_on_a_docker_network() {
-    if !available() {
-        support::print_skip("Docker Engine not reachable (docker info failed)");
-        return;
-    }
-    if support::etcdctl_bin().is_none() {
-        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+    if !support::docker::usable() {
         return;
     }
     let c = DockerCluster::start(3);

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::Cluster;
 use support::etcdctl_until_ok as eventually;
-use support::linearizability::Output;
-use support::workload::{assert_linearizable, summarize_history, Workload};
+use support::workload::{assert_fault_run, Workload};
 
 /// Waits until every member reports the same HashKV.
 fn converged(c: &Cluster) {
@@ -59,16 +58,7 @@ fn five_member_run(seed: u64) {
     }
     wait_progress(&w);
     let history = w.finish();
-    let (completed, _) = summarize_history(&format!("5 members, seed {seed}"), &history, &faults);
-    assert!(completed >= 200, "too few completed operations: {completed}");
-    for (i, &t) in faults.iter().enumerate() {
-        let after = history
-            .iter()
-            .filter(|o| o.output != Output::Unknown && o.call > t)
-            .count();
-        assert!(after > 0, "nothing completed after fault {}", i + 1);
-    }
-    assert_linearizable(&format!("5 members, seed {seed}"), &history);
+    assert_fault_run(&format!("5 members, seed {seed}"), &history, &faults, 200);
     converged(&c);
 }
 

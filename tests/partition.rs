@@ -13,9 +13,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cluster::json_u64;
-use support::docker::{available, DockerCluster};
-use support::linearizability::Output;
-use support::workload::{assert_linearizable, summarize_history, Workload};
+use support::docker::DockerCluster;
+use support::workload::{assert_fault_run, Workload};
 use support::{etcdctl, etcdctl_until_ok as eventually};
 
 fn leader(c: &DockerCluster) -> usize {
@@ -75,12 +74,7 @@ fn converged(c: &DockerCluster) {
 }
 
 fn partition_run(seed: u64) {
-    if !available() {
-        support::print_skip("Docker Engine not reachable (docker info failed)");
-        return;
-    }
-    if support::etcdctl_bin().is_none() {
-        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+    if !support::docker::usable() {
         return;
     }
     let mut c = DockerCluster::start(3);
@@ -108,17 +102,7 @@ fn partition_run(seed: u64) {
     wait_progress(&w, "after a restart");
 
     let history = w.finish();
-    let name = format!("docker partitions, seed {seed}");
-    let (completed, _) = summarize_history(&name, &history, &faults);
-    for (i, &t) in faults.iter().enumerate() {
-        let after = history
-            .iter()
-            .filter(|o| o.output != Output::Unknown && o.call > t)
-            .count();
-        assert!(after > 0, "nothing completed after fault {}", i + 1);
-    }
-    assert!(completed >= 300, "too few completed operations: {completed}");
-    assert_linearizable(&name, &history);
+    assert_fault_run(&format!("docker partitions, seed {seed}"), &history, &faults, 300);
     converged(&c);
 }
 

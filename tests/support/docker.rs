@@ -28,6 +28,19 @@ pub fn available() -> bool {
     docker(&["info"]).0
 }
 
+/// Whether the Docker tests can run here (Docker Engine and etcdctl); prints why not.
+pub fn usable() -> bool {
+    if !available() {
+        super::print_skip("Docker Engine not reachable (docker info failed)");
+        return false;
+    }
+    if super::etcdctl_bin().is_none() {
+        super::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+        return false;
+    }
+    true
+}
+
 /// A cluster of rustcd containers; removed (containers, networks, image) when dropped.
 pub struct DockerCluster {
     pub name: String,

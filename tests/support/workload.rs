@@ -242,3 +242,18 @@ pub fn assert_linearizable(name: &str, h: &[Operation]) {
         CheckResult::Unknown => panic!("the checker ran out of budget on the {name} history"),
     }
 }
+
+/// Checks a fault run's history: at least `min_completed` operations completed, some completed
+/// after every fault (recorder times in `faults`), and the history is linearizable.
+pub fn assert_fault_run(name: &str, history: &[Operation], faults: &[u64], min_completed: usize) {
+    let (completed, _) = summarize_history(name, history, faults);
+    assert!(completed >= min_completed, "too few completed operations: {completed}");
+    for (i, &t) in faults.iter().enumerate() {
+        let after = history
+            .iter()
+            .filter(|o| o.output != Output::Unknown && o.call > t)
+            .count();
+        assert!(after > 0, "nothing completed after fault {}", i + 1);
+    }
+    assert_linearizable(name, history);
+}
