@@ -154,7 +154,27 @@ impl Cluster {
         for i in 0..n {
             c.spawn(i);
         }
+        c.wait_started(Duration::from_secs(30));
         c
+    }
+
+    /// Waits (up to `within`) until `member list` shows every member started, i.e. each has
+    /// published its name: a leader alone does not mean the others have. Returns whether they
+    /// all did (a test that starts a cluster meant to fail goes on either way).
+    pub fn wait_started(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut args: Vec<&str> = self.ctl_flags.iter().map(String::as_str).collect();
+        args.extend(["member", "list"]);
+        loop {
+            let o = etcdctl(&self.endpoints(), &args);
+            if o.status == 0 && o.stdout.matches(", started, ").count() >= self.members.len() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn spawn(&mut self, i: usize) {
