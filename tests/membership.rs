@@ -273,7 +273,16 @@ fn learner_rules_promotion_and_move_leader() {
     // Only one learner at a time.
     let other = c.declare("other");
     let peer2 = format!("--peer-urls={}", c.members[other].peer);
-    let o = etcdctl(&c.endpoints(), &["member", "add", "other", &peer2, "--learner"]);
+    // (Retried while a peer connection is younger than etcd's 5 s health interval: the strict
+    // reconfig check refuses with "unhealthy cluster" then.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let o = loop {
+        let o = etcdctl(&c.endpoints(), &["member", "add", "other", &peer2, "--learner"]);
+        if !o.stderr.contains("etcdserver: unhealthy cluster") || Instant::now() > deadline {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
     assert!(
         o.stderr.contains("etcdserver: too many learner members in cluster"),
         "{o:?}"

@@ -28,14 +28,16 @@ pub async fn publish(server: Arc<EtcdServer>) {
     let urls: Vec<String> = server.cfg.advertise_client_urls.clone();
     let _ = url_string; // client URLs are already normalised by the config.
     loop {
-        if server.has_leader() {
+        // A member that joined a running cluster learns of itself only when it applies the
+        // entry that added it: until then there is nothing to publish to, so keep waiting.
+        let known = server.sm.read().membership.member(server.member_id).is_some();
+        if server.has_leader() && known {
             let (needs_attrs, needs_version) = {
                 let sm = server.sm.read();
                 let attrs = sm
                     .membership
                     .member(server.member_id)
-                    .map(|m| m.name != server.cfg.name || m.client_ur_ls != urls)
-                    .unwrap_or(false);
+                    .is_some_and(|m| m.name != server.cfg.name || m.client_ur_ls != urls);
                 (attrs, sm.membership.cluster_version.is_empty())
             };
             let mut ok = true;
