@@ -29,17 +29,16 @@ pub async fn publish(server: Arc<EtcdServer>) {
     let _ = url_string; // client URLs are already normalised by the config.
     loop {
         // A member that joined a running cluster learns of itself only when it applies the
-        // entry that added it: until then there is nothing to publish to, so keep waiting.
-        let known = server.sm.read().membership.member(server.member_id).is_some();
-        if server.has_leader() && known {
-            let (needs_attrs, needs_version) = {
-                let sm = server.sm.read();
-                let attrs = sm
-                    .membership
-                    .member(server.member_id)
-                    .is_some_and(|m| m.name != server.cfg.name || m.client_ur_ls != urls);
-                (attrs, sm.membership.cluster_version.is_empty())
-            };
+        // entry that added it (`needs_attrs` is None until then): keep waiting.
+        let (needs_attrs, needs_version) = {
+            let sm = server.sm.read();
+            let attrs = sm
+                .membership
+                .member(server.member_id)
+                .map(|m| m.name != server.cfg.name || m.client_ur_ls != urls);
+            (attrs, sm.membership.cluster_version.is_empty())
+        };
+        if let (true, Some(needs_attrs)) = (server.has_leader(), needs_attrs) {
             let mut ok = true;
             if needs_attrs {
                 let req = Request::MemberAttributes(MemberAttributes {

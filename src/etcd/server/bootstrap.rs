@@ -226,14 +226,16 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>, join: Option<JoinInfo>) -
     };
     // Peers known before the log is applied: the members this member was created with, and
     // those of the newest snapshot. Applied configuration changes keep the set current.
-    let peers: HashMap<u64, Vec<String>> = meta
-        .bootstrap
-        .iter()
-        .flat_map(|b| b.members.iter())
-        .chain(sm.read().membership.members.iter())
-        .filter(|m| !sm.read().membership.removed.contains(&m.id))
-        .map(|m| (m.id, m.peer_ur_ls.clone()))
-        .collect();
+    let peers: HashMap<u64, Vec<String>> = {
+        let sm = sm.read();
+        meta.bootstrap
+            .iter()
+            .flat_map(|b| b.members.iter())
+            .chain(sm.membership.members.iter())
+            .filter(|m| !sm.membership.removed.contains(&m.id))
+            .map(|m| (m.id, m.peer_ur_ls.clone()))
+            .collect()
+    };
     let transport = PeerTransport::start(
         &tokio::runtime::Handle::current(),
         meta.cluster_id,

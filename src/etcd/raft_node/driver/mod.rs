@@ -234,8 +234,6 @@ pub fn spawn(
     let (tx, rx) = mpsc::sync_channel(16 * 1024);
     let last_snapshot_index = sm.read().applied_index;
     status.set_applied(last_snapshot_index);
-    let me = node.raft.id;
-    status.set_learner(sm.read().membership.member(me).is_some_and(|m| m.is_learner));
     let mut driver = Driver {
         node,
         wal: disk.wal,
@@ -255,6 +253,7 @@ pub fn spawn(
         was_leader: false,
         transport,
     };
+    driver.refresh_learner();
     let join = std::thread::Builder::new()
         .name("raft-driver".into())
         .spawn(move || driver.run())?;
