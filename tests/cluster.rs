@@ -10,8 +10,7 @@ use support::{etcdctl, etcdctl_until_ok as eventually};
 
 #[test]
 fn three_members_bootstrap_replicate_and_survive_leader_loss() {
-    if support::etcdctl_bin().is_none() {
-        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+    if !support::etcdctl_usable() {
         return;
     }
     let mut c = Cluster::start(3);
@@ -75,8 +74,7 @@ fn three_members_bootstrap_replicate_and_survive_leader_loss() {
 
 #[test]
 fn follower_behind_the_leaders_log_catches_up_from_a_snapshot() {
-    if support::etcdctl_bin().is_none() {
-        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+    if !support::etcdctl_usable() {
         return;
     }
     // Tiny snapshot and catch-up windows: the leader compacts its log after 50 entries and
@@ -147,8 +145,7 @@ fn remaining_ttl(ep: &str, lease: &str) -> Option<i64> {
 
 #[test]
 fn leases_survive_a_leader_change_without_reset_or_early_expiry() {
-    if support::etcdctl_bin().is_none() {
-        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+    if !support::etcdctl_usable() {
         return;
     }
     let mut c = Cluster::start(3);

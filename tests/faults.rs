@@ -20,8 +20,7 @@ fn converged(c: &Cluster) {
 }
 
 fn five_member_run(seed: u64) {
-    if support::etcdctl_bin().is_none() {
-        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+    if !support::etcdctl_usable() {
         return;
     }
     let mut c = Cluster::start(5);

@@ -12,14 +12,6 @@ use std::time::{Duration, Instant};
 use support::cluster::Cluster;
 use support::{etcdctl, etcdctl_until_ok as eventually, Output};
 
-fn have_etcdctl() -> bool {
-    if support::etcdctl_bin().is_none() {
-        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
-        return false;
-    }
-    true
-}
-
 /// The `ETCD_INITIAL_CLUSTER` value `etcdctl member add` printed.
 fn initial_cluster_of(add: &Output) -> String {
     add.stdout
@@ -57,15 +49,7 @@ fn remove(c: &mut Cluster, i: usize) {
     let o = eventually(&eps, &["member", "remove", &id], Duration::from_secs(30));
     assert_eq!(o.status, 0, "remove {}: {o:?}", c.members[i].name);
     // The removed member notices and exits on its own.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while c.exited(i).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "{} kept running after its removal",
-            c.members[i].name
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_exit(i, Duration::from_secs(15));
     c.kill9(i);
 }
 
@@ -105,7 +89,7 @@ fn member_lines(c: &Cluster) -> Vec<String> {
 
 #[test]
 fn scale_1_to_3_to_5_to_3_through_the_cluster_api_while_a_client_writes() {
-    if !have_etcdctl() {
+    if !support::etcdctl_usable() {
         return;
     }
     let mut c = Cluster::start(1);
@@ -155,7 +139,7 @@ fn scale_1_to_3_to_5_to_3_through_the_cluster_api_while_a_client_writes() {
 
 #[test]
 fn member_that_lost_its_data_is_refused_then_removed_and_re_added() {
-    if !have_etcdctl() {
+    if !support::etcdctl_usable() {
         return;
     }
     let mut c = Cluster::start(3);
@@ -168,14 +152,7 @@ fn member_that_lost_its_data_is_refused_then_removed_and_re_added() {
     std::fs::remove_dir_all(&c.members[2].dir).expect("wipe data dir");
     // Started again with an empty data dir and its bootstrap flags, it must not rejoin.
     c.spawn(2);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = c.exited(2) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "member with lost data kept running");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = c.wait_exit(2, Duration::from_secs(15));
     assert!(!status.success());
     assert!(c.log(2).contains("already been bootstrapped"), "{}", c.log(2));
     c.kill9(2);
@@ -208,7 +185,7 @@ fn member_that_lost_its_data_is_refused_then_removed_and_re_added() {
 
 #[test]
 fn leader_removes_itself_and_the_others_carry_on() {
-    if !have_etcdctl() {
+    if !support::etcdctl_usable() {
         return;
     }
     let mut c = Cluster::start(3);
@@ -225,11 +202,7 @@ fn leader_removes_itself_and_the_others_carry_on() {
         Duration::from_secs(20),
     );
     assert_eq!(o.status, 0, "{o:?}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while c.exited(leader).is_none() {
-        assert!(Instant::now() < deadline, "removed leader kept running");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_exit(leader, Duration::from_secs(15));
     assert!(c.log(leader).contains("permanently removed"), "{}", c.log(leader));
     c.kill9(leader);
     let next = c.leader(Duration::from_secs(20)).expect("the others elect a leader");
@@ -246,7 +219,7 @@ fn leader_removes_itself_and_the_others_carry_on() {
 
 #[test]
 fn learner_rules_promotion_and_move_leader() {
-    if !have_etcdctl() {
+    if !support::etcdctl_usable() {
         return;
     }
     let mut c = Cluster::start(3);
@@ -321,7 +294,7 @@ fn learner_rules_promotion_and_move_leader() {
 
 #[test]
 fn members_pointed_at_the_wrong_cluster_refuse_to_start() {
-    if !have_etcdctl() {
+    if !support::etcdctl_usable() {
         return;
     }
     let mut c = Cluster::start(3);
@@ -335,17 +308,7 @@ fn members_pointed_at_the_wrong_cluster_refuse_to_start() {
     );
     c.extra = vec!["--initial-cluster-token".into(), "another-token".into()];
     c.spawn(stray);
-    let wait_exit = |c: &mut Cluster, i: usize| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = c.exited(i) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "{} kept running", c.members[i].name);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    assert!(!wait_exit(&mut c, stray).success());
+    assert!(!c.wait_exit(stray, Duration::from_secs(20)).success());
     assert!(c.log(stray).contains("belongs to cluster"), "{}", c.log(stray));
     c.kill9(stray);
     c.extra.clear();
@@ -354,7 +317,7 @@ fn members_pointed_at_the_wrong_cluster_refuse_to_start() {
     let joiner = c.declare("j");
     let wrong = format!("m0={},j={}", c.members[0].peer, c.members[joiner].peer);
     c.join(joiner, &wrong);
-    assert!(!wait_exit(&mut c, joiner).success());
+    assert!(!c.wait_exit(joiner, Duration::from_secs(20)).success());
     assert!(c.log(joiner).contains("member count is unequal"), "{}", c.log(joiner));
     c.kill9(joiner);
     // The cluster is unharmed.

@@ -12,27 +12,15 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::cluster::json_u64;
+use support::cluster::find_leader;
 use support::docker::DockerCluster;
 use support::workload::{assert_fault_run, Workload};
 use support::{etcdctl, etcdctl_until_ok as eventually};
 
 fn leader(c: &DockerCluster) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        for (i, ep) in c.endpoints().iter().enumerate() {
-            let o = etcdctl(ep, &["endpoint", "status", "-w", "json"]);
-            let (id, lead) = (
-                json_u64(&o.stdout, "\"member_id\":"),
-                json_u64(&o.stdout, "\"leader\":"),
-            );
-            if o.status == 0 && id.is_some() && id == lead {
-                return i;
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let endpoints = c.endpoints();
+    let endpoints: Vec<Option<&str>> = endpoints.iter().map(|e| Some(e.as_str())).collect();
+    find_leader(&endpoints, &[], Duration::from_secs(20)).expect("no leader")
 }
 
 fn wait_progress(w: &Workload, what: &str) {

@@ -13,14 +13,6 @@ fn rustcd_bin() -> PathBuf {
     Kind::Rustcd.binary()
 }
 
-fn skip() -> bool {
-    if support::etcdctl_bin().is_none() {
-        support::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
-        return true;
-    }
-    false
-}
-
 /// Runs rustcd in the foreground on a data dir that should make it refuse to start;
 /// returns (exit success, stderr).
 fn start_expecting_failure(s: &Server) -> (bool, String) {
@@ -63,7 +55,7 @@ fn count(s: &Server, prefix: &str) -> usize {
 
 #[test]
 fn restart_recovers_from_snapshots_and_wal() {
-    if skip() {
+    if !support::etcdctl_usable() {
         return;
     }
     let mut s = Server::start(Kind::Rustcd, &["--snapshot-count", "20"]);
@@ -88,7 +80,7 @@ fn restart_recovers_from_snapshots_and_wal() {
 
 #[test]
 fn torn_wal_tail_is_truncated_and_earlier_writes_survive() {
-    if skip() {
+    if !support::etcdctl_usable() {
         return;
     }
     let mut s = Server::start(Kind::Rustcd, &[]);
@@ -127,7 +119,7 @@ fn corrupt_and_expect_refusal(s: &Server, file: &Path, offset: impl Fn(usize) ->
 
 #[test]
 fn corrupted_wal_refuses_to_start_and_names_the_file() {
-    if skip() {
+    if !support::etcdctl_usable() {
         return;
     }
     let mut s = Server::start(Kind::Rustcd, &[]);
@@ -140,7 +132,7 @@ fn corrupted_wal_refuses_to_start_and_names_the_file() {
 
 #[test]
 fn corrupted_snapshot_refuses_to_start_and_names_the_file() {
-    if skip() {
+    if !support::etcdctl_usable() {
         return;
     }
     let mut s = Server::start(Kind::Rustcd, &["--snapshot-count", "5"]);
@@ -212,7 +204,7 @@ fn etcd_style_env_vars_configure_the_server() {
 
 #[test]
 fn snapshot_save_then_restore_into_a_new_member() {
-    if skip() {
+    if !support::etcdctl_usable() {
         return;
     }
     let s = Server::start(Kind::Rustcd, &[]);

@@ -74,17 +74,21 @@ impl Cluster {
         self.members
             .iter()
             .filter_map(|m| m.child.as_ref())
-            .filter_map(|c| {
-                let status = std::fs::read_to_string(format!("/proc/{}/status", c.id())).ok()?;
-                status
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS:"))?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse::<u64>()
-                    .ok()
-            })
+            .filter_map(|c| super::rss_kib_of(c.id()))
             .max()
+    }
+
+    /// Waits (up to `within`) for member `i`'s process to exit by itself; panics if it keeps
+    /// running.
+    pub fn wait_exit(&mut self, i: usize, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.exited(i) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{} kept running", self.members[i].name);
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The member's log so far.
@@ -219,27 +223,37 @@ impl Cluster {
 
     /// Index of the member that reports itself as leader, waiting up to `d`.
     pub fn leader(&self, d: Duration) -> Option<usize> {
-        let deadline = Instant::now() + d;
-        while Instant::now() < deadline {
-            for (i, m) in self.members.iter().enumerate() {
-                if m.child.is_none() {
-                    continue;
-                }
-                let mut args: Vec<&str> = self.ctl_flags.iter().map(String::as_str).collect();
-                args.extend(["endpoint", "status", "-w", "json"]);
-                let o = etcdctl(&m.client, &args);
-                if o.status == 0 && o.stdout.contains("\"leader\"") {
-                    let id = json_u64(&o.stdout, "\"member_id\":");
-                    let leader = json_u64(&o.stdout, "\"leader\":");
-                    if id.is_some() && id == leader {
-                        return Some(i);
-                    }
+        let endpoints: Vec<Option<&str>> = self
+            .members
+            .iter()
+            .map(|m| m.child.as_ref().map(|_| m.client.as_str()))
+            .collect();
+        let flags: Vec<&str> = self.ctl_flags.iter().map(String::as_str).collect();
+        find_leader(&endpoints, &flags, d)
+    }
+}
+
+/// Index of the endpoint whose member reports itself as leader (`None` entries are skipped),
+/// asking each with `etcdctl <ctl_flags> endpoint status` until `d` has passed.
+pub fn find_leader(endpoints: &[Option<&str>], ctl_flags: &[&str], d: Duration) -> Option<usize> {
+    let deadline = Instant::now() + d;
+    let mut args = ctl_flags.to_vec();
+    args.extend(["endpoint", "status", "-w", "json"]);
+    while Instant::now() < deadline {
+        for (i, ep) in endpoints.iter().enumerate() {
+            let Some(ep) = ep else { continue };
+            let o = etcdctl(ep, &args);
+            if o.status == 0 && o.stdout.contains("\"leader\"") {
+                let id = json_u64(&o.stdout, "\"member_id\":");
+                let leader = json_u64(&o.stdout, "\"leader\":");
+                if id.is_some() && id == leader {
+                    return Some(i);
                 }
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        None
+        std::thread::sleep(Duration::from_millis(100));
     }
+    None
 }
 
 impl Drop for Cluster {

@@ -34,11 +34,7 @@ pub fn usable() -> bool {
         super::print_skip("Docker Engine not reachable (docker info failed)");
         return false;
     }
-    if super::etcdctl_bin().is_none() {
-        super::print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
-        return false;
-    }
-    true
+    super::etcdctl_usable()
 }
 
 /// A cluster of rustcd containers; removed (containers, networks, image) when dropped.

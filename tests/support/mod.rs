@@ -92,6 +92,27 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// Whether etcdctl is available for a test; prints why the test skips otherwise.
+pub fn etcdctl_usable() -> bool {
+    if etcdctl_bin().is_none() {
+        print_skip("etcdctl not installed (scripts/setup.sh --with-etcd installs it)");
+        return false;
+    }
+    true
+}
+
+/// Resident set size of process `pid` in KiB (Linux `/proc`).
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Prints a SKIP line straight to stderr (bypassing libtest's output
 /// capture, so it is visible even though the test passes).
 pub fn print_skip(reason: &str) {
@@ -207,14 +228,7 @@ impl Server {
 
     /// Resident set size in KiB, from /proc/<pid>/status.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
+        rss_kib_of(self.pid()?)
     }
 
     fn log_path(&self, which: &str) -> PathBuf {
