@@ -87,7 +87,7 @@ impl Membership {
 
     /// Raft's configuration for this member list: voters and learners.
     pub fn conf_state(&self) -> raft::eraftpb::ConfState {
-        let voters: Vec<u64> = self.members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
+        let voters: Vec<u64> = self.voters().map(|m| m.id).collect();
         let learners: Vec<u64> = self.members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
         raft::eraftpb::ConfState::from((voters, learners))
     }

@@ -55,15 +55,20 @@ fn connected_voters(m: &Membership, me: u64, connected: &dyn Fn(u64) -> bool) ->
     m.voters().filter(|v| v.id == me || connected(v.id)).count()
 }
 
+/// etcd's `isConnectedFullySince`: this member reaches every voter.
+fn fully_connected(m: &Membership, me: u64, connected: &dyn Fn(u64) -> bool) -> Result<(), MembershipError> {
+    if connected_voters(m, me, connected) != m.voters().count() {
+        return Err(MembershipError::Unhealthy);
+    }
+    Ok(())
+}
+
 /// The checks before MemberAdd (etcd's `mayAddMember`).
 pub fn may_add(m: &Membership, learner: bool, me: u64, connected: &dyn Fn(u64) -> bool) -> Result<(), MembershipError> {
     if !learner && !ready_to_add_voter(m) {
         return Err(MembershipError::NotEnoughStarted);
     }
-    if connected_voters(m, me, connected) != m.voters().count() {
-        return Err(MembershipError::Unhealthy);
-    }
-    Ok(())
+    fully_connected(m, me, connected)
 }
 
 /// The checks before MemberRemove (etcd's `mayRemoveMember`).
@@ -86,10 +91,13 @@ pub fn may_remove(m: &Membership, id: u64, me: u64, connected: &dyn Fn(u64) -> b
     Ok(())
 }
 
-/// The checks before MemberPromote, on the leader (etcd's `mayPromoteMember`).
+/// The checks before MemberPromote, on the leader (etcd's `mayPromoteMember`): the learner's
+/// progress always (`progress` is None when the leader has none for it), the quorum and
+/// connectivity rules only with `strict` (`--strict-reconfig-check`).
 pub fn may_promote(
     m: &Membership,
     progress: Option<(u64, u64)>,
+    strict: bool,
     me: u64,
     connected: &dyn Fn(u64) -> bool,
 ) -> Result<(), MembershipError> {
@@ -98,13 +106,13 @@ pub fn may_promote(
             return Err(MembershipError::LearnerNotReady);
         }
     }
+    if !strict {
+        return Ok(());
+    }
     if !ready_to_promote(m) {
         return Err(MembershipError::NotEnoughStarted);
     }
-    if connected_voters(m, me, connected) != m.voters().count() {
-        return Err(MembershipError::Unhealthy);
-    }
-    Ok(())
+    fully_connected(m, me, connected)
 }
 
 #[cfg(test)]
@@ -179,10 +187,19 @@ mod tests {
         assert!(!learner_caught_up(89, 100));
         let m = cluster(3, 0);
         assert_eq!(
-            may_promote(&m, Some((10, 100)), 1, &all),
+            may_promote(&m, Some((10, 100)), true, 1, &all),
             Err(MembershipError::LearnerNotReady)
         );
-        assert_eq!(may_promote(&m, Some((100, 100)), 1, &all), Ok(()));
-        assert_eq!(may_promote(&m, None, 1, &|id| id == 1), Err(MembershipError::Unhealthy));
+        assert_eq!(may_promote(&m, Some((100, 100)), true, 1, &all), Ok(()));
+        assert_eq!(
+            may_promote(&m, None, true, 1, &|id| id == 1),
+            Err(MembershipError::Unhealthy)
+        );
+        // Without --strict-reconfig-check only the learner's progress counts.
+        assert_eq!(may_promote(&m, None, false, 1, &|_| false), Ok(()));
+        assert_eq!(
+            may_promote(&m, Some((10, 100)), false, 1, &all),
+            Err(MembershipError::LearnerNotReady)
+        );
     }
 }

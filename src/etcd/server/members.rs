@@ -79,13 +79,8 @@ impl EtcdServer {
             let m = self.sm.read().membership.clone();
             // Refuse what apply would refuse before checking progress, as etcd does.
             m.validate(&Change::Promote(id))?;
-            if self.cfg.strict_reconfig_check {
-                reconfig::may_promote(&m, progress, self.member_id, &self.connected())?;
-            } else if let Some((l, ld)) = progress {
-                if !reconfig::learner_caught_up(l, ld) {
-                    return Err(MembershipError::LearnerNotReady.into());
-                }
-            }
+            let strict = self.cfg.strict_reconfig_check;
+            reconfig::may_promote(&m, progress, strict, self.member_id, &self.connected())?;
         }
         self.propose_change(Change::Promote(id)).await
     }
