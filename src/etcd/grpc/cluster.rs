@@ -59,12 +59,7 @@ impl ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<pb::MemberPromoteResponse, Status> {
-        let ch = self
-            .server
-            .leader_link
-            .channel(&self.server)
-            .await
-            .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+        let ch = super::leader_channel(&self.server).await?;
         let metadata = req.metadata().clone();
         let mut fwd = Request::new(req.into_inner());
         *fwd.metadata_mut() = metadata;

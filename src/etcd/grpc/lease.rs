@@ -27,20 +27,12 @@ fn lease_status(e: crate::etcd::lease::LeaseError) -> Status {
 }
 
 impl LeaseService {
-    async fn leader_channel(&self) -> Result<tonic::transport::Channel, Status> {
-        self.server
-            .leader_link
-            .channel(&self.server)
-            .await
-            .ok_or_else(|| Status::unavailable("etcdserver: no leader"))
-    }
-
     /// Followers relay a keep-alive stream to the leader, whose lessor tracks expiry.
     async fn forward_keep_alive(
         &self,
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        let ch = self.leader_channel().await?;
+        let ch = super::leader_channel(&self.server).await?;
         let metadata = req.metadata().clone();
         let input = req
             .into_inner()
@@ -139,7 +131,7 @@ impl Lease for LeaseService {
         auth_info(&self.server, &req)?;
         if !self.server.raft.status.is_leader() {
             // Remaining TTLs are tracked by the leader's lessor only: ask it.
-            let ch = self.leader_channel().await?;
+            let ch = super::leader_channel(&self.server).await?;
             let mut fwd = tonic::Request::new(*req.get_ref());
             *fwd.metadata_mut() = req.metadata().clone();
             return LeaseClient::new(ch).lease_time_to_live(fwd).await;

@@ -31,6 +31,16 @@ use crate::etcd::server::{EtcdServer, CLUSTER_VERSION, ETCD_API_VERSION};
 /// gRPC allows this much framing beyond `--max-request-bytes` (etcd's grpcOverheadBytes).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// A channel to the leader for requests a follower forwards (lease keep-alive and
+/// time-to-live, member promotion); etcd's "no leader" while there is none.
+pub(crate) async fn leader_channel(server: &EtcdServer) -> Result<tonic::transport::Channel, tonic::Status> {
+    server
+        .leader_link
+        .channel(server)
+        .await
+        .ok_or_else(|| tonic::Status::unavailable("etcdserver: no leader"))
+}
+
 /// Every service and HTTP endpoint of the client port.
 pub fn client_router(server: Arc<EtcdServer>) -> Router {
     let max = server.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
