@@ -28,6 +28,27 @@ fn example_etcdcluster_is_a_valid_three_member_cluster() {
 }
 
 #[test]
+fn example_tls_cluster_uses_the_issuer_it_defines() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/etcdcluster-tls.yaml");
+    let text = std::fs::read_to_string(path).expect("read examples/etcdcluster-tls.yaml");
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("examples/etcdcluster-tls.yaml is not YAML"))
+        .collect();
+    let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, ["Issuer", "Certificate", "Issuer", "EtcdCluster"]);
+    let cluster: EtcdCluster = round_trip(&docs[3], false).unwrap_or_else(|e| panic!("the EtcdCluster: {e}"));
+    cluster.spec.validate().expect("the example fails the CRD's validation");
+    let tls = cluster.spec.tls.as_ref().expect("spec.tls");
+    // Both sides name the CA Issuer the file creates, which signs with the CA certificate's Secret.
+    for side in [&tls.client, &tls.peer] {
+        let issuer = side.as_ref().and_then(|s| s.issuer_ref.as_ref()).expect("issuerRef");
+        assert_eq!(issuer.name, docs[2]["metadata"]["name"]);
+    }
+    assert_eq!(docs[2]["spec"]["ca"]["secretName"], docs[1]["spec"]["secretName"]);
+    assert_eq!(docs[1]["spec"]["issuerRef"]["name"], docs[0]["metadata"]["name"]);
+}
+
+#[test]
 fn field_differences_catches_unknown_and_changed_fields() {
     let typed = json!({"spec": {"replicas": 3, "antiAffinity": "Preferred"}, "items": [1, 2]});
     let mut out = Vec::new();

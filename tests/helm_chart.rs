@@ -248,6 +248,8 @@ fn manager_grants() -> BTreeSet<(String, String, String)> {
         ),
         ("", &["events"], &["create", "patch"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
+        ("", &["secrets"], &["get"]),
+        ("cert-manager.io", &["certificates"], &["get", "create", "patch"]),
     ])
 }
 

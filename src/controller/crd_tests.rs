@@ -3,7 +3,9 @@
 use serde_json::Value;
 
 use super::*;
-use crate::controller::spec::{STORAGE_IMMUTABLE_RULE, TLS_EXCLUSIVE_RULE, VERSION_PATTERN};
+use crate::controller::spec::{
+    STORAGE_IMMUTABLE_RULE, TLS_EXCLUSIVE_RULE, TLS_IMMUTABLE_RULE, TLS_OPERATOR_SECRET_RULE, VERSION_PATTERN,
+};
 
 fn committed() -> String {
     committed_at(CRD_PATH)
@@ -188,11 +190,15 @@ fn rules(node: &Value) -> Vec<&str> {
 fn cel_validations_are_attached_where_they_apply() {
     let crd = committed_json();
     let spec = at(schema(&crd), &["properties", "spec"]);
-    assert_eq!(rules(spec), [STORAGE_IMMUTABLE_RULE]);
-    assert!(
-        spec["properties"]["storage"].is_object(),
-        "the rule refers to spec.storage"
-    );
+    assert_eq!(rules(spec), [STORAGE_IMMUTABLE_RULE, TLS_IMMUTABLE_RULE]);
+    for field in ["storage", "tls"] {
+        assert!(spec["properties"][field].is_object(), "the rule refers to spec.{field}");
+    }
+    let tls = at(spec, &["properties", "tls"]);
+    assert_eq!(rules(tls), [TLS_OPERATOR_SECRET_RULE]);
+    for field in ["operatorSecretName", "client"] {
+        assert!(tls["properties"][field].is_object(), "the rule refers to tls.{field}");
+    }
     for endpoint in ["client", "peer"] {
         let node = at(spec, &["properties", "tls", "properties", endpoint]);
         assert_eq!(rules(node), [TLS_EXCLUSIVE_RULE], "tls.{endpoint}");

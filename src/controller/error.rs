@@ -25,6 +25,9 @@ pub enum Error {
     /// breaks the CRD's validation rules.
     #[error("invalid object: {0}")]
     InvalidObject(String),
+    /// The certificates the operator needs to reach the members are not (yet) in their Secrets.
+    #[error("TLS not ready: {0}")]
+    TlsNotReady(String),
     /// Serialising an object for a patch failed.
     #[error("serialising a patch: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -39,6 +42,7 @@ impl Error {
             Error::NoEndpoint(_) => "no_endpoint",
             Error::Timeout(_) => "timeout",
             Error::InvalidObject(_) => "invalid_object",
+            Error::TlsNotReady(_) => "tls_not_ready",
             Error::Serialize(_) => "serialize",
         }
     }

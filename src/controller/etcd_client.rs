@@ -1,13 +1,15 @@
 //! The operator's etcd client: the project's own generated tonic clients for the Cluster and
 //! Maintenance services, dialed at `<pod IP>:2379` (pod IPs come from `status.podIP`, so the operator
-//! needs no cluster DNS and can run outside the pod network in tests).
+//! needs no cluster DNS and can run outside the pod network in tests); over TLS when the cluster has
+//! client TLS (see [`super::member_tls`]).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::error::Error;
+use super::member_tls::Dial;
 use super::names::CLIENT_PORT;
 use crate::etcd::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::etcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -15,6 +17,7 @@ use crate::etcd::proto::etcdserverpb::{
     Member, MemberAddRequest, MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberRemoveRequest,
     MoveLeaderRequest, StatusRequest, StatusResponse,
 };
+use crate::etcd::tls::client::error_chain;
 
 /// Time to establish a connection to a member.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,28 +32,21 @@ pub struct MemberClient {
 }
 
 impl MemberClient {
-    /// Connects to `ip:2379` (plain HTTP/2; TLS comes with the TLS milestone).
-    pub async fn connect(ip: IpAddr) -> Result<MemberClient, Error> {
-        Self::connect_to(&format!("{}:{CLIENT_PORT}", ip_for_url(ip))).await
-    }
-
-    /// Connects to `host:port`.
-    pub async fn connect_to(endpoint: &str) -> Result<MemberClient, Error> {
-        let fail = |status: tonic::Status| Error::Etcd {
-            endpoint: endpoint.to_string(),
-            status: Box::new(status),
-        };
-        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| fail(tonic::Status::invalid_argument(e.to_string())))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect()
+    /// Connects to `ip:2379` as `dial` says; with TLS, the member's certificate must name `host`.
+    pub async fn connect(dial: &Dial, ip: IpAddr, host: &str) -> Result<MemberClient, Error> {
+        let endpoint = format!("{}:{CLIENT_PORT}", ip_for_url(ip));
+        let url = format!("{}://{endpoint}", dial.scheme());
+        let channel = dial
+            .dialer()
+            .connect_as(&url, Some(host), |e| {
+                e.connect_timeout(CONNECT_TIMEOUT).timeout(CALL_TIMEOUT)
+            })
             .await
-            .map_err(|e| fail(tonic::Status::unavailable(e.to_string())))?;
-        Ok(MemberClient {
-            endpoint: endpoint.to_string(),
-            channel,
-        })
+            .map_err(|e| Error::Etcd {
+                endpoint: endpoint.clone(),
+                status: Box::new(tonic::Status::unavailable(error_chain(&e))),
+            })?;
+        Ok(MemberClient { endpoint, channel })
     }
 
     /// `ip:port` this client dials.

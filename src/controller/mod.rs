@@ -24,6 +24,10 @@
 //!   and URL from one [`names::Identity`].
 //! - [`report`]: pure; the new status (phase, conditions, members, ...), written with server-side apply
 //!   on the status subresource only when it changed.
+//! - [`tls`]: pure; `spec.tls` turned into Secret names, secret volumes and mounts, member flags and
+//!   the cert-manager Certificates to request ([`objects::certificate`]); [`member_tls`] reads the CA
+//!   and the operator's client certificate from Secrets at every reconcile and dials the members over
+//!   TLS with them (a Secret not there yet makes the reconcile wait, saying which).
 //! - [`leader_election`]: a `coordination.k8s.io/v1` Lease, renewed and expired as client-go does.
 //! - [`metrics`]: reconcile counts, durations, errors and executed steps for `/metrics`.
 //!
@@ -33,8 +37,9 @@
 //! from a removed member (`pvcRetentionPolicy: Retain`) is deleted when its ordinal is reused, before
 //! the new member is added; with `Delete` it goes right after the StatefulSet shrinks.
 //!
-//! Not here yet: TLS (`spec.tls` is accepted but not consumed), version upgrades of running members
-//! (the StatefulSet uses `OnDelete`, so a new image reaches only pods created afterwards), backups.
+//! Not here yet: version upgrades of running members (the StatefulSet uses `OnDelete`, so a new image
+//! reaches only pods created afterwards), switching TLS on or off for a running cluster (`spec.tls` is
+//! immutable), backups.
 
 pub mod assess;
 pub mod crd;
@@ -42,6 +47,7 @@ pub mod error;
 pub mod etcd_client;
 pub mod execute;
 pub mod leader_election;
+pub mod member_tls;
 pub mod metrics;
 pub mod names;
 pub mod objects;
@@ -51,6 +57,7 @@ pub mod reconcile;
 pub mod report;
 pub mod spec;
 pub mod status;
+pub mod tls;
 pub mod volumes;
 
 pub use error::Error;

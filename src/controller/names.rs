@@ -13,6 +13,9 @@ use super::spec::EtcdCluster;
 pub const CLIENT_PORT: i32 = 2379;
 /// Peer port of every member.
 pub const PEER_PORT: i32 = 2380;
+/// Plain-HTTP port of `/metrics`, `/health`, `/livez` and `/readyz` (`--listen-metrics-urls`): the
+/// kubelet probes it, so probes work whether or not the client port requires client certificates.
+pub const METRICS_PORT: i32 = 2381;
 /// Name of the member container in the pod template.
 pub const CONTAINER_NAME: &str = "etcd";
 /// Name of the data volume (and of the volumeClaimTemplate, so PVCs are `data-<pod>`).
@@ -44,6 +47,18 @@ pub struct Identity {
     pub uid: String,
     /// Controller owner reference for every object the operator creates.
     pub owner: OwnerReference,
+    /// `spec.tls.client` is set: client URLs are https.
+    pub client_tls: bool,
+    /// `spec.tls.peer` is set: peer URLs are https.
+    pub peer_tls: bool,
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 impl Identity {
@@ -59,11 +74,14 @@ impl Identity {
         let owner = cluster
             .controller_owner_ref(&())
             .ok_or_else(|| Error::InvalidObject(format!("EtcdCluster {name} has no owner reference")))?;
+        let tls = cluster.spec.tls.as_ref();
         Ok(Identity {
             name,
             namespace,
             uid,
             owner,
+            client_tls: tls.is_some_and(|t| t.client.is_some()),
+            peer_tls: tls.is_some_and(|t| t.peer.is_some()),
         })
     }
 
@@ -99,13 +117,14 @@ impl Identity {
 
     /// Peer URL of `ordinal` (what MemberAdd registers and `--initial-advertise-peer-urls` says).
     pub fn peer_url(&self, ordinal: u32) -> String {
-        format!("http://{}:{PEER_PORT}", self.pod_host(ordinal))
+        format!("{}://{}:{PEER_PORT}", scheme(self.peer_tls), self.pod_host(ordinal))
     }
 
     /// Peer URL with the pod name left to the kubelet's `$(POD_NAME)` expansion.
     pub fn peer_url_template(&self) -> String {
         format!(
-            "http://$(POD_NAME).{}.{}.svc:{PEER_PORT}",
+            "{}://$(POD_NAME).{}.{}.svc:{PEER_PORT}",
+            scheme(self.peer_tls),
             self.peer_service(),
             self.namespace
         )
@@ -114,10 +133,26 @@ impl Identity {
     /// Client URL with the pod name left to the kubelet's `$(POD_NAME)` expansion.
     pub fn client_url_template(&self) -> String {
         format!(
-            "http://$(POD_NAME).{}.{}.svc:{CLIENT_PORT}",
+            "{}://$(POD_NAME).{}.{}.svc:{CLIENT_PORT}",
+            scheme(self.client_tls),
             self.peer_service(),
             self.namespace
         )
+    }
+
+    /// Scheme of the client URLs.
+    pub fn client_scheme(&self) -> &'static str {
+        scheme(self.client_tls)
+    }
+
+    /// Scheme of the peer URLs.
+    pub fn peer_scheme(&self) -> &'static str {
+        scheme(self.peer_tls)
+    }
+
+    /// DNS name of the client Service (what clients inside the cluster dial).
+    pub fn client_service_host(&self) -> String {
+        format!("{}.{}.svc", self.client_service(), self.namespace)
     }
 
     /// `--initial-cluster-token`: unique per `EtcdCluster` object, so a recreated cluster of the same name
@@ -195,6 +230,8 @@ pub(crate) fn test_identity() -> Identity {
             controller: Some(true),
             block_owner_deletion: None,
         },
+        client_tls: false,
+        peer_tls: false,
     }
 }
 
@@ -212,6 +249,15 @@ mod tests {
             "app.kubernetes.io/instance=demo,app.kubernetes.io/name=rustcd"
         );
         assert_eq!(id.peer_url_template(), "http://$(POD_NAME).demo-peer.ns.svc:2380");
+        assert_eq!(id.client_url_template(), "http://$(POD_NAME).demo-peer.ns.svc:2379");
+        let tls = Identity {
+            client_tls: true,
+            peer_tls: true,
+            ..test_identity()
+        };
+        assert_eq!(tls.peer_url(2), "https://demo-2.demo-peer.ns.svc:2380");
+        assert_eq!(tls.peer_url_template(), "https://$(POD_NAME).demo-peer.ns.svc:2380");
+        assert_eq!(tls.client_url_template(), "https://$(POD_NAME).demo-peer.ns.svc:2379");
         assert_eq!(id.ordinal_of("demo-12"), Some(12));
         for bad in ["demo", "demo-", "demo-01", "demox-1", "other-1", "demo-1a"] {
             assert_eq!(id.ordinal_of(bad), None, "{bad}");

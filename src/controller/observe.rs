@@ -15,6 +15,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::error::Error;
 use super::etcd_client::MemberClient;
+use super::member_tls::Dial;
 use super::names::{Identity, DATA_VOLUME};
 use crate::etcd::proto::etcdserverpb::{Member, StatusResponse};
 
@@ -76,8 +77,9 @@ fn pod_facts(pod: &Pod, storage: bool, claims: &BTreeMap<String, String>) -> Pod
     }
 }
 
-/// Reads the StatefulSet, pods and claims of `id` and asks the members for MemberList and Status.
-pub async fn observe(client: &Client, id: &Identity, storage: bool) -> Result<Observation, Error> {
+/// Reads the StatefulSet, pods and claims of `id` and asks the members (dialed as `dial` says; not at
+/// all without one) for MemberList and Status.
+pub async fn observe(client: &Client, id: &Identity, storage: bool, dial: Option<&Dial>) -> Result<Observation, Error> {
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &id.namespace);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &id.namespace);
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &id.namespace);
@@ -106,9 +108,15 @@ pub async fn observe(client: &Client, id: &Identity, storage: bool) -> Result<Ob
         .collect();
 
     let dialed = join_all(pods.iter().filter_map(|(ordinal, pod)| {
-        let ip = pod.ip?;
+        let (ip, dial) = (pod.ip?, dial?);
         Some(async move {
-            let client = MemberClient::connect(ip).await.ok()?;
+            let client = match MemberClient::connect(dial, ip, &id.pod_host(*ordinal)).await {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dialing a member failed");
+                    return None;
+                }
+            };
             let status = client.status().await.ok()?;
             Some((*ordinal, client, status))
         })

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -22,13 +22,15 @@ use kube::{Api, Client, Resource, ResourceExt};
 use super::assess::assess;
 use super::error::Error;
 use super::execute::{apply, gate, Executor};
+use super::member_tls::{self, Dial};
 use super::metrics::Metrics;
 use super::names::{Identity, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY};
-use super::objects::{client_service, peer_service, pod_disruption_budget};
+use super::objects::{certificate, certificate_resource, client_service, peer_service, pod_disruption_budget};
 use super::observe::observe;
 use super::planner::{next_step, Desired, Step};
 use super::report::build_status;
 use super::spec::EtcdCluster;
+use super::tls::TlsLayout;
 
 /// Settings of the reconcile loop.
 #[derive(Clone, Debug)]
@@ -121,6 +123,27 @@ async fn publish(ctx: &Context, cluster: &EtcdCluster, type_: EventType, reason:
     }
 }
 
+/// Applies the cert-manager Certificates `tls` asks for, then reads the Secrets the operator dials the
+/// members with. [`Error::TlsNotReady`] says what is missing (including cert-manager itself).
+async fn prepare_tls(ctx: &Context, id: &Identity, tls: &TlsLayout) -> Result<Dial, Error> {
+    let resource = certificate_resource();
+    let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &id.namespace, &resource);
+    for request in tls.certificates(id) {
+        let object = certificate(id, &request);
+        match apply(&api, &object).await {
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {
+                return Err(Error::TlsNotReady(
+                    "the cert-manager API (certificates.cert-manager.io/v1) is not installed; \
+                     an issuerRef needs cert-manager"
+                        .into(),
+                ))
+            }
+            result => result?,
+        }
+    }
+    member_tls::load(&ctx.client, &id.namespace, tls).await
+}
+
 async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let id = Identity::of(cluster)?;
     let spec = &cluster.spec;
@@ -132,12 +155,23 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
         return Ok(Action::await_change());
     }
     let previous = cluster.status.clone().unwrap_or_default();
-    let obs = observe(&ctx.client, &id, spec.storage.is_some()).await?;
+    let tls = TlsLayout::of(&id, spec);
+    let dial = match prepare_tls(ctx, &id, &tls).await {
+        Ok(dial) => Ok(dial),
+        Err(Error::TlsNotReady(reason)) => Err(reason),
+        Err(e) => return Err(e),
+    };
+    let obs = observe(&ctx.client, &id, spec.storage.is_some(), dial.as_ref().ok()).await?;
     let assessment = assess(&id, &obs, &previous.member_volumes, previous.cluster_id.is_some());
-    let step = gate(
-        next_step(&Desired::from_spec(&id.name, spec), &assessment.observed),
-        &obs,
-    );
+    let step = match &dial {
+        Ok(_) => gate(
+            next_step(&Desired::from_spec(&id.name, spec), &assessment.observed),
+            &obs,
+        ),
+        Err(reason) => Step::Wait {
+            reason: format!("waiting for TLS certificates: {reason}"),
+        },
+    };
     if step == Step::None {
         tracing::debug!(cluster = %id.name, namespace = %id.namespace, "converged");
     } else {

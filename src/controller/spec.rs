@@ -35,10 +35,21 @@ pub const STORAGE_IMMUTABLE_RULE: &str =
 /// Message returned by the API server when [`STORAGE_IMMUTABLE_RULE`] fails.
 pub const STORAGE_IMMUTABLE_MESSAGE: &str = "storage is immutable after creation";
 
-/// CEL rule on each TLS endpoint: a certificate comes either from a Secret or from cert-manager, not both.
-pub const TLS_EXCLUSIVE_RULE: &str = "!(has(self.secretName) && has(self.issuerRef))";
+/// CEL rule on each TLS endpoint: a certificate comes either from a Secret or from cert-manager.
+pub const TLS_EXCLUSIVE_RULE: &str = "has(self.secretName) != has(self.issuerRef)";
 /// Message returned by the API server when [`TLS_EXCLUSIVE_RULE`] fails.
-pub const TLS_EXCLUSIVE_MESSAGE: &str = "secretName and issuerRef are mutually exclusive";
+pub const TLS_EXCLUSIVE_MESSAGE: &str = "exactly one of secretName and issuerRef must be set";
+
+/// CEL rule on `spec.tls`: the operator's own client certificate only makes sense with client TLS.
+pub const TLS_OPERATOR_SECRET_RULE: &str = "!has(self.operatorSecretName) || has(self.client)";
+/// Message returned by the API server when [`TLS_OPERATOR_SECRET_RULE`] fails.
+pub const TLS_OPERATOR_SECRET_MESSAGE: &str = "operatorSecretName needs client TLS";
+
+/// CEL transition rule on `spec`: TLS cannot be switched on, off or to other certificates after creation
+/// (the members' URLs change scheme with it, and running members keep the flags they started with).
+pub const TLS_IMMUTABLE_RULE: &str = "has(self.tls) == has(oldSelf.tls) && (!has(self.tls) || self.tls == oldSelf.tls)";
+/// Message returned by the API server when [`TLS_IMMUTABLE_RULE`] fails.
+pub const TLS_IMMUTABLE_MESSAGE: &str = "tls is immutable after creation";
 
 fn default_replicas() -> i32 {
     DEFAULT_REPLICAS
@@ -69,7 +80,8 @@ fn default_replicas() -> i32 {
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    { "rule": STORAGE_IMMUTABLE_RULE, "message": STORAGE_IMMUTABLE_MESSAGE, "fieldPath": ".storage" }
+    { "rule": STORAGE_IMMUTABLE_RULE, "message": STORAGE_IMMUTABLE_MESSAGE, "fieldPath": ".storage" },
+    { "rule": TLS_IMMUTABLE_RULE, "message": TLS_IMMUTABLE_MESSAGE, "fieldPath": ".tls" }
 ]))]
 pub struct EtcdClusterSpec {
     /// Number of voting members. Scaling moves one member at a time (learner first on the way up).
@@ -104,7 +116,8 @@ pub struct EtcdClusterSpec {
     #[serde(default)]
     pub anti_affinity: AntiAffinity,
 
-    /// TLS for client and peer traffic; used by the TLS milestone of the operator.
+    /// TLS for client and peer traffic (client-certificate authentication on both). Immutable after
+    /// creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
 
@@ -188,9 +201,16 @@ pub enum PvcRetentionPolicy {
     Delete,
 }
 
-/// TLS settings; consumed by the operator's TLS milestone.
+/// TLS settings. Each side that is set gets https URLs and requires client certificates signed by its
+/// `ca.crt` (`--client-cert-auth`, `--peer-client-cert-auth`). A member certificate must name every
+/// member's DNS name, `*.<cluster>-peer.<namespace>.svc` (and for the client side the Service,
+/// `<cluster>.<namespace>.svc`), and carry both the server-auth and client-auth usages; the operator
+/// asks cert-manager for exactly that.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": TLS_OPERATOR_SECRET_RULE, "message": TLS_OPERATOR_SECRET_MESSAGE }
+]))]
 pub struct TlsSpec {
     /// Certificate for the client endpoints (port 2379).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,9 +218,17 @@ pub struct TlsSpec {
     /// Certificate for the peer endpoints (port 2380).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<TlsEndpoint>,
+    /// Secret with the client certificate (`tls.crt`, `tls.key`) the operator presents to the members'
+    /// client port. Default: with `client.issuerRef`, a certificate the operator has cert-manager
+    /// issue (`<cluster>-operator-tls`, common name `root`); with `client.secretName`, that Secret's
+    /// member certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub operator_secret_name: Option<String>,
 }
 
-/// Where one endpoint's certificate comes from: an existing Secret or a cert-manager issuer.
+/// Where one endpoint's certificate comes from: an existing Secret or a cert-manager issuer (exactly
+/// one of the two).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -261,10 +289,13 @@ impl EtcdClusterSpec {
         if let Some(tls) = &self.tls {
             for (name, endpoint) in [("client", &tls.client), ("peer", &tls.peer)] {
                 if let Some(endpoint) = endpoint {
-                    if endpoint.secret_name.is_some() && endpoint.issuer_ref.is_some() {
+                    if endpoint.secret_name.is_some() == endpoint.issuer_ref.is_some() {
                         problems.push(format!("spec.tls.{name}: {TLS_EXCLUSIVE_MESSAGE}"));
                     }
                 }
+            }
+            if tls.operator_secret_name.is_some() && tls.client.is_none() {
+                problems.push(format!("spec.tls: {TLS_OPERATOR_SECRET_MESSAGE}"));
             }
         }
         if problems.is_empty() {
@@ -282,6 +313,9 @@ impl EtcdClusterSpec {
         };
         if self.storage != old.storage {
             problems.push(format!("spec.storage: {STORAGE_IMMUTABLE_MESSAGE}"));
+        }
+        if self.tls != old.tls {
+            problems.push(format!("spec.tls: {TLS_IMMUTABLE_MESSAGE}"));
         }
         if problems.is_empty() {
             Ok(())
@@ -387,6 +421,7 @@ mod tests {
                     secret_name: Some("p".into()),
                     issuer_ref: None,
                 }),
+                operator_secret_name: None,
             }),
             ..EtcdClusterSpec::default()
         };
@@ -395,6 +430,22 @@ mod tests {
         assert!(problems[0].contains("spec.replicas"));
         assert!(problems[1].contains("spec.version"));
         assert!(problems[2].contains("spec.tls.client"));
+        // An endpoint with neither source, and an operator certificate without client TLS.
+        let spec = EtcdClusterSpec {
+            tls: Some(TlsSpec {
+                client: None,
+                peer: Some(TlsEndpoint::default()),
+                operator_secret_name: Some("op".into()),
+            }),
+            ..EtcdClusterSpec::default()
+        };
+        let SpecError(problems) = spec.validate().unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("spec.tls.peer: exactly one of"), "{problems:?}");
+        assert!(
+            problems[1].contains("operatorSecretName needs client TLS"),
+            "{problems:?}"
+        );
         assert!(EtcdClusterSpec {
             replicas: 0,
             ..Default::default()
@@ -428,5 +479,25 @@ mod tests {
             ..with("1Gi")
         };
         assert!(scaled.validate_update(&with("1Gi")).is_ok());
+    }
+
+    #[test]
+    fn tls_is_immutable_on_update() {
+        let with = |secret: &str| EtcdClusterSpec {
+            tls: Some(TlsSpec {
+                client: Some(TlsEndpoint {
+                    secret_name: Some(secret.into()),
+                    issuer_ref: None,
+                }),
+                ..TlsSpec::default()
+            }),
+            ..EtcdClusterSpec::default()
+        };
+        let none = EtcdClusterSpec::default();
+        assert!(with("a").validate_update(&with("a")).is_ok());
+        let e = with("b").validate_update(&with("a")).unwrap_err();
+        assert!(e.to_string().contains("spec.tls: tls is immutable"), "{e}");
+        assert!(none.validate_update(&with("a")).is_err());
+        assert!(with("a").validate_update(&none).is_err());
     }
 }

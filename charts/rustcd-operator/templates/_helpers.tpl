@@ -109,4 +109,12 @@ The operator's permissions on the objects of the clusters it runs (ClusterRole o
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# spec.tls: the operator reads the CA and its own client certificate from Secrets to call the members.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# spec.tls.*.issuerRef: the operator requests the member and operator certificates from cert-manager.
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "create", "patch"]
 {{- end }}

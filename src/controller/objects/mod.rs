@@ -4,9 +4,11 @@
 //! objects in the cluster converge to exactly these fields (fields the operator stops setting are
 //! removed by the API server, fields other managers set are left alone).
 
+mod certificates;
 mod services;
 mod statefulset;
 
+pub use certificates::{certificate, certificate_resource};
 pub use services::{client_service, peer_service, pod_disruption_budget};
 pub use statefulset::{default_affinity, member_args, statefulset, ClusterState, Membership, StatefulSetPlan};
 

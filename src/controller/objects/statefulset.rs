@@ -5,6 +5,11 @@
 //! member for each step would be both slow and risky. A template change therefore only reaches pods
 //! created afterwards (a new ordinal, or a pod the operator deleted to give a member a fresh volume);
 //! running members ignore those flags anyway once their data directory exists.
+//!
+//! Probes go to the plain-HTTP metrics port (`--listen-metrics-urls`), which needs no client certificate
+//! even when the client port requires one. TLS (see [`crate::controller::tls`]) adds secret volumes and
+//! the certificate flags; the template names the Secrets only, so a rotated certificate changes nothing
+//! here.
 
 use std::collections::BTreeMap;
 
@@ -18,9 +23,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::controller::names::{
-    Identity, CLIENT_PORT, CONTAINER_NAME, DATA_DIR, DATA_MOUNT_PATH, DATA_VOLUME, PEER_PORT,
+    Identity, CLIENT_PORT, CONTAINER_NAME, DATA_DIR, DATA_MOUNT_PATH, DATA_VOLUME, METRICS_PORT, PEER_PORT,
 };
 use crate::controller::spec::{AntiAffinity, EtcdClusterSpec, StorageSpec};
+use crate::controller::tls::TlsLayout;
 
 /// `--initial-cluster-state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,18 +113,21 @@ pub struct StatefulSetPlan {
 }
 
 /// The container's arguments.
-pub fn member_args(id: &Identity, membership: &Membership) -> Vec<String> {
-    vec![
+pub fn member_args(id: &Identity, membership: &Membership, tls: &TlsLayout) -> Vec<String> {
+    let mut args = vec![
         "--name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_DIR}"),
-        format!("--listen-peer-urls=http://0.0.0.0:{PEER_PORT}"),
-        format!("--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}"),
+        format!("--listen-peer-urls={}://0.0.0.0:{PEER_PORT}", id.peer_scheme()),
+        format!("--listen-client-urls={}://0.0.0.0:{CLIENT_PORT}", id.client_scheme()),
+        format!("--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}"),
         format!("--initial-advertise-peer-urls={}", id.peer_url_template()),
         format!("--advertise-client-urls={}", id.client_url_template()),
         format!("--initial-cluster={}", membership.initial_cluster(id)),
         format!("--initial-cluster-state={}", membership.state.flag_value()),
         format!("--initial-cluster-token={}", id.cluster_token()),
-    ]
+    ];
+    args.extend(tls.member_args());
+    args
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {
@@ -139,7 +148,7 @@ fn http_probe(path: &str, period: i32, failures: i32, initial_delay: i32) -> Pro
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
-            port: IntOrString::Int(CLIENT_PORT),
+            port: IntOrString::Int(METRICS_PORT),
             ..HTTPGetAction::default()
         }),
         initial_delay_seconds: Some(initial_delay),
@@ -150,7 +159,7 @@ fn http_probe(path: &str, period: i32, failures: i32, initial_delay: i32) -> Pro
     }
 }
 
-fn container(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -> Container {
+fn container(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan, tls: &TlsLayout) -> Container {
     let port = |name: &str, port: i32| ContainerPort {
         name: Some(name.to_string()),
         container_port: port,
@@ -159,21 +168,30 @@ fn container(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -> C
     Container {
         name: CONTAINER_NAME.to_string(),
         image: Some(plan.image.clone()),
-        args: Some(member_args(id, &plan.membership)),
+        args: Some(member_args(id, &plan.membership, tls)),
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
         ]),
-        ports: Some(vec![port("client", CLIENT_PORT), port("peer", PEER_PORT)]),
+        ports: Some(vec![
+            port("client", CLIENT_PORT),
+            port("peer", PEER_PORT),
+            port("metrics", METRICS_PORT),
+        ]),
         // Liveness is lenient (a member catching up from a snapshot is alive); readiness gates traffic.
         liveness_probe: Some(http_probe("/livez", 10, 6, 10)),
         readiness_probe: Some(http_probe("/readyz", 5, 3, 0)),
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.to_string(),
-            mount_path: DATA_MOUNT_PATH.to_string(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            [VolumeMount {
+                name: DATA_VOLUME.to_string(),
+                mount_path: DATA_MOUNT_PATH.to_string(),
+                ..VolumeMount::default()
+            }]
+            .into_iter()
+            .chain(tls.mounts())
+            .collect(),
+        ),
         ..Container::default()
     }
 }
@@ -232,14 +250,13 @@ fn pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -
     // The operator's own labels win over the user's.
     let mut labels = overrides.labels.clone().unwrap_or_default();
     labels.extend(id.labels());
-    let volumes = match spec.storage {
-        Some(_) => None,
-        None => Some(vec![Volume {
-            name: DATA_VOLUME.to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
-    };
+    let tls = TlsLayout::of(id, spec);
+    let data = spec.storage.is_none().then(|| Volume {
+        name: DATA_VOLUME.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+    let volumes: Vec<Volume> = data.into_iter().chain(tls.volumes()).collect();
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
@@ -247,8 +264,8 @@ fn pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            containers: vec![container(id, spec, plan)],
-            volumes,
+            containers: vec![container(id, spec, plan, &tls)],
+            volumes: (!volumes.is_empty()).then_some(volumes),
             affinity: overrides
                 .affinity
                 .clone()

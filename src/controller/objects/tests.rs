@@ -43,6 +43,7 @@ fn bootstrap_statefulset() {
             "--data-dir=/var/lib/rustcd/data",
             "--listen-peer-urls=http://0.0.0.0:2380",
             "--listen-client-urls=http://0.0.0.0:2379",
+            "--listen-metrics-urls=http://0.0.0.0:2381",
             "--initial-advertise-peer-urls=http://$(POD_NAME).demo-peer.ns.svc:2380",
             "--advertise-client-urls=http://$(POD_NAME).demo-peer.ns.svc:2379",
             "--initial-cluster=demo-0=http://demo-0.demo-peer.ns.svc:2380",
@@ -55,7 +56,7 @@ fn bootstrap_statefulset() {
     let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
     assert_eq!(
         (ready.path.as_deref(), &ready.port),
-        (Some("/readyz"), &IntOrString::Int(2379))
+        (Some("/readyz"), &IntOrString::Int(2381))
     );
     let live = c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
     assert_eq!(live.path.as_deref(), Some("/livez"));
@@ -66,6 +67,73 @@ fn bootstrap_statefulset() {
         .as_ref()
         .unwrap();
     assert_eq!(preferred[0].pod_affinity_term.topology_key, "kubernetes.io/hostname");
+}
+
+#[test]
+fn tls_mounts_secrets_and_switches_urls_to_https() {
+    use crate::controller::names::Identity;
+    use crate::controller::spec::{IssuerKind, IssuerRef, TlsEndpoint, TlsSpec};
+    let spec = EtcdClusterSpec {
+        tls: Some(TlsSpec {
+            client: Some(TlsEndpoint {
+                secret_name: Some("srv".into()),
+                issuer_ref: None,
+            }),
+            peer: Some(TlsEndpoint {
+                secret_name: None,
+                issuer_ref: Some(IssuerRef {
+                    name: "ca".into(),
+                    kind: IssuerKind::Issuer,
+                }),
+            }),
+            operator_secret_name: None,
+        }),
+        ..EtcdClusterSpec::default()
+    };
+    let id = Identity {
+        client_tls: true,
+        peer_tls: true,
+        ..test_identity()
+    };
+    let sts = statefulset(&id, &spec, &plan(1, Membership::bootstrap()));
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let volumes: Vec<_> = pod.volumes.as_ref().unwrap().iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(volumes, ["data", "tls-client", "tls-peer"]);
+    let peer = &pod.volumes.as_ref().unwrap()[2];
+    assert_eq!(
+        peer.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("demo-peer-tls")
+    );
+    let c = &pod.containers[0];
+    let mounts: Vec<_> = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(
+        mounts,
+        ["/var/lib/rustcd", "/etc/rustcd/tls/client", "/etc/rustcd/tls/peer"]
+    );
+    let args = c.args.as_ref().unwrap();
+    for expected in [
+        "--listen-peer-urls=https://0.0.0.0:2380",
+        "--listen-client-urls=https://0.0.0.0:2379",
+        "--listen-metrics-urls=http://0.0.0.0:2381",
+        "--initial-advertise-peer-urls=https://$(POD_NAME).demo-peer.ns.svc:2380",
+        "--advertise-client-urls=https://$(POD_NAME).demo-peer.ns.svc:2379",
+        "--initial-cluster=demo-0=https://demo-0.demo-peer.ns.svc:2380",
+        "--client-cert-auth",
+        "--peer-client-cert-auth",
+        "--peer-trusted-ca-file=/etc/rustcd/tls/peer/ca.crt",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} missing from {args:?}");
+    }
+    // The probes need no client certificate.
+    let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(ready.port, IntOrString::Int(2381));
+    assert_eq!(ready.scheme, None);
 }
 
 #[test]

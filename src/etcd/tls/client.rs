@@ -11,6 +11,8 @@
 //!   server certificate may not.)
 //! - With `--auto-tls`/`--peer-auto-tls` the other members' certificates are self-signed,
 //!   so, as etcd does, they are not verified.
+//! - The operator builds its dialer from PEM held in Kubernetes Secrets ([`Dialer::from_pem`])
+//!   and dials pod IPs while verifying the pod's DNS name ([`Dialer::connect_as`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +22,8 @@ use std::task::{Context, Poll};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 use tonic::codegen::http::Uri;
@@ -105,6 +108,38 @@ impl Dialer {
         })
     }
 
+    /// For a client whose CA bundle and certificate/key pair are PEM in memory (the operator's,
+    /// from Secrets). The pair is fixed: a rotated Secret means a new dialer.
+    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Result<Dialer, TlsError> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| TlsError::Config(format!("{what}: {e}"));
+        let mut roots = RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca) {
+            roots
+                .add(c.map_err(|e| bad("CA bundle", &e))?)
+                .map_err(|e| bad("CA bundle", &e))?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::Config("CA bundle: no CERTIFICATE block found".into()));
+        }
+        let chain = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("certificate", &e))?;
+        if chain.is_empty() {
+            return Err(TlsError::Config("certificate: no CERTIFICATE block found".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("private key", &e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| bad("certificate and key", &e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Dialer {
+            tls: Some(Arc::new(config)),
+        })
+    }
+
     /// Connects to `url` with the endpoint settings `configure` adds (timeouts): plain for
     /// http, TLS for https.
     ///
@@ -117,10 +152,25 @@ impl Dialer {
         url: &str,
         configure: impl FnOnce(Endpoint) -> Endpoint,
     ) -> Result<Channel, tonic::transport::Error> {
+        self.connect_as(url, None, configure).await
+    }
+
+    /// [`connect`](Self::connect), verifying the server's certificate for `server_name`
+    /// instead of the URL's host (the operator dials a pod's IP, whose certificate names
+    /// the pod's DNS name).
+    pub async fn connect_as(
+        &self,
+        url: &str,
+        server_name: Option<&str>,
+        configure: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<Channel, tonic::transport::Error> {
         match (&self.tls, url.strip_prefix("https://")) {
             (Some(tls), Some(rest)) => {
                 let endpoint = configure(Endpoint::from_shared(format!("http://{rest}"))?);
-                let connector = TlsConnector { config: tls.clone() };
+                let connector = TlsConnector {
+                    config: tls.clone(),
+                    server_name: server_name.map(str::to_string),
+                };
                 endpoint.connect_with_connector(connector).await
             }
             _ => configure(Endpoint::from_shared(url.to_string())?).connect().await,
@@ -147,6 +197,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[derive(Clone)]
 struct TlsConnector {
     config: Arc<ClientConfig>,
+    /// Name to verify instead of the URL's host.
+    server_name: Option<String>,
 }
 
 type Io = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -166,6 +218,7 @@ impl tower::Service<Uri> for TlsConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let config = self.config.clone();
+        let expected = self.server_name.clone();
         Box::pin(async move {
             let host = uri
                 .host()
@@ -174,7 +227,8 @@ impl tower::Service<Uri> for TlsConnector {
                 .trim_end_matches(']')
                 .to_string();
             let port = uri.port_u16().unwrap_or(443);
-            let name = ServerName::try_from(host.clone()).map_err(|e| io_error(format!("{uri}: {e}")))?;
+            let name = ServerName::try_from(expected.unwrap_or_else(|| host.clone()))
+                .map_err(|e| io_error(format!("{uri}: {e}")))?;
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
             let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
