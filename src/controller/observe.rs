@@ -112,8 +112,14 @@ pub async fn observe(client: &Client, id: &Identity, storage: bool, dial: Option
         Some(async move {
             let client = match MemberClient::connect(dial, ip, &id.pod_host(*ordinal)).await {
                 Ok(client) => client,
+                // A pod that passed its readiness probe but cannot be dialed points at the operator's
+                // side (certificates, network policy): worth a warning. Others are usually starting.
+                Err(e) if pod.ready => {
+                    tracing::warn!(pod = %id.pod_name(*ordinal), error = %e, "cannot reach a ready member");
+                    return None;
+                }
                 Err(e) => {
-                    tracing::debug!(error = %e, "dialing a member failed");
+                    tracing::debug!(pod = %id.pod_name(*ordinal), error = %e, "dialing a member failed");
                     return None;
                 }
             };

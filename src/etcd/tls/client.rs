@@ -279,7 +279,32 @@ impl ServerCertVerifier for SelfSigned {
 
 #[cfg(test)]
 mod tests {
-    use super::error_chain;
+    use super::{error_chain, Dialer};
+
+    #[test]
+    fn from_pem_names_what_is_wrong() {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).unwrap();
+        let leaf = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
+        let (ca_pem, cert, key) = (ca.cert.pem(), leaf.cert.pem(), leaf.signing_key.serialize_pem());
+        assert!(Dialer::from_pem(ca_pem.as_bytes(), cert.as_bytes(), key.as_bytes()).is_ok());
+        let e = |r: Result<Dialer, super::TlsError>| r.unwrap_err().to_string();
+        assert_eq!(
+            e(Dialer::from_pem(b"", cert.as_bytes(), key.as_bytes())),
+            "CA bundle: no CERTIFICATE block found"
+        );
+        assert_eq!(
+            e(Dialer::from_pem(ca_pem.as_bytes(), b"junk", key.as_bytes())),
+            "certificate: no CERTIFICATE block found"
+        );
+        assert!(e(Dialer::from_pem(ca_pem.as_bytes(), cert.as_bytes(), b"junk")).starts_with("private key: "));
+        let other = rcgen::generate_simple_self_signed(vec!["other".into()]).unwrap();
+        let mismatch = e(Dialer::from_pem(
+            ca_pem.as_bytes(),
+            cert.as_bytes(),
+            other.signing_key.serialize_pem().as_bytes(),
+        ));
+        assert!(mismatch.starts_with("certificate and key: "), "{mismatch}");
+    }
 
     #[derive(Debug)]
     struct E(&'static str, Option<Box<E>>);
