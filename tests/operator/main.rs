@@ -19,5 +19,6 @@ mod harness;
 mod kubelet;
 mod loop_tests;
 mod scale_tests;
+mod secret_volumes;
 #[path = "../support/mod.rs"]
 mod support;
