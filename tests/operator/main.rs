@@ -11,6 +11,7 @@
 //! ```
 
 mod binary_tests;
+mod cert_manager;
 mod docker;
 mod election_tests;
 mod fake_api;
@@ -22,3 +23,4 @@ mod scale_tests;
 mod secret_volumes;
 #[path = "../support/mod.rs"]
 mod support;
+mod tls_infra_tests;
