@@ -7,8 +7,10 @@
 //! - runs one Docker container per pod (keyed by pod UID, so a deleted and recreated pod gets a new
 //!   container) on the test's private network with the alias `<pod>.<service>.<ns>.svc`, expanding
 //!   `$(VAR)` in the arguments from the downward-API environment; a PVC is a Docker volume named after
-//!   the PVC's UID, an emptyDir lives and dies with the container; an exited container is restarted
-//!   (restartPolicy Always);
+//!   the PVC's UID, an emptyDir lives and dies with the container, a secret volume is a host directory
+//!   bind-mounted read-only and kept in step with its Secret (see `secret_volumes`; a pod whose Secret
+//!   is missing stays Pending without a container); an exited container is restarted (restartPolicy
+//!   Always);
 //! - stops the containers of terminating pods (`deletionTimestamp` set) and then deletes those pods with
 //!   grace 0, so a pod object outlives its container as on a real node;
 //! - removes containers whose pod is gone, and writes `status.podIP` and the Ready condition (the
@@ -16,10 +18,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -28,10 +31,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::docker::docker;
+use crate::secret_volumes::{Mount, SecretVolumes};
 
-/// A running fake kubelet; stops when dropped (the sandbox removes the containers).
+/// A running fake kubelet; stops when dropped (the sandbox removes the containers; the secret volumes'
+/// host directory goes when both this and the stopped task have released it).
 pub struct FakeKubelet {
     task: JoinHandle<()>,
+    _volumes_root: Arc<tempfile::TempDir>,
 }
 
 impl Drop for FakeKubelet {
@@ -49,11 +55,20 @@ struct Node {
     running: BTreeMap<String, String>,
     /// Pod name -> container name.
     containers: BTreeMap<String, String>,
+    volumes: SecretVolumes,
 }
 
 impl FakeKubelet {
     /// Starts watching `namespace`; containers join `network` and carry `label` (`key=value`).
     pub fn start(client: Client, namespace: &str, network: &str, label: &str) -> FakeKubelet {
+        let root = tempfile::Builder::new()
+            .prefix("fake-kubelet-")
+            .tempdir()
+            .expect("kubelet temp dir");
+        // Readable by the containers whatever user they run as.
+        std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("kubelet temp dir mode");
+        let root = Arc::new(root);
         let mut node = Node {
             client,
             namespace: namespace.to_string(),
@@ -61,6 +76,7 @@ impl FakeKubelet {
             label: label.to_string(),
             running: BTreeMap::new(),
             containers: BTreeMap::new(),
+            volumes: SecretVolumes::new(root.clone()),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -70,7 +86,10 @@ impl FakeKubelet {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
-        FakeKubelet { task }
+        FakeKubelet {
+            task,
+            _volumes_root: root,
+        }
     }
 }
 
@@ -139,6 +158,10 @@ impl Node {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
     async fn sync(&mut self) -> Result<(), kube::Error> {
         let sets = Api::<StatefulSet>::namespaced(self.client.clone(), &self.namespace)
             .list(&ListParams::default())
@@ -176,6 +199,7 @@ impl Node {
                 self.containers.retain(|_, c| c != &container);
             }
         }
+        self.volumes.retain(|uid| live.contains(uid));
         for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
             let Some(sts) = sets
                 .iter()
@@ -185,7 +209,9 @@ impl Node {
             };
             self.run_pod(sts, pod).await?;
         }
-        Ok(())
+        // Rotated Secrets reach the running containers.
+        let secrets = self.secrets();
+        self.volumes.refresh(&secrets).await
     }
 
     async fn reconcile_statefulset(&self, sts: &StatefulSet, pods: &[Pod]) -> Result<(), kube::Error> {
@@ -320,6 +346,11 @@ impl Node {
                     args.extend(["-v".into(), format!("{volume}:{}", mount.mount_path)]);
                 }
             }
+            let secrets = self.secrets();
+            match self.volumes.mount(&secrets, &uid, spec, container).await? {
+                Mount::Ready(binds) => args.extend(binds),
+                Mount::Pending(why) => return self.report_pending(pod, &why).await,
+            }
             args.push(container.image.clone().unwrap_or_default());
             let env = environment(pod, container);
             args.extend(container.args.iter().flatten().map(|a| expand(a, &env)));
@@ -365,6 +396,35 @@ impl Node {
             "phase": "Running",
             "podIP": ip_text,
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": now}],
+        }});
+        match self
+            .pods()
+            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Node {
+    /// Phase Pending and not Ready (the real kubelet's ContainerCreating), written once.
+    async fn report_pending(&self, pod: &Pod, why: &str) -> Result<(), kube::Error> {
+        let status = pod.status.clone().unwrap_or_default();
+        let said = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.message.as_deref() == Some(why));
+        if status.phase.as_deref() == Some("Pending") && said {
+            return Ok(());
+        }
+        let now = k8s_openapi::chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let patch = json!({"status": {
+            "phase": "Pending",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ContainerCreating",
+                            "message": why, "lastTransitionTime": now}],
         }});
         match self
             .pods()

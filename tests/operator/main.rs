@@ -11,6 +11,7 @@
 //! ```
 
 mod binary_tests;
+mod cert_manager;
 mod docker;
 mod election_tests;
 mod fake_api;
@@ -19,5 +20,7 @@ mod harness;
 mod kubelet;
 mod loop_tests;
 mod scale_tests;
+mod secret_volumes;
 #[path = "../support/mod.rs"]
 mod support;
+mod tls_infra_tests;

@@ -27,6 +27,7 @@ const STATUS_SUBRESOURCE: &[&str] = &[
     "services",
     "poddisruptionbudgets",
     "persistentvolumeclaims",
+    "certificates",
 ];
 
 impl Resource {
