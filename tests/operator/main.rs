@@ -24,3 +24,4 @@ mod secret_volumes;
 #[path = "../support/mod.rs"]
 mod support;
 mod tls_infra_tests;
+mod tls_tests;
