@@ -468,3 +468,78 @@ async fn user_secrets_are_waited_for_then_used() {
     );
     assert_eq!(presented_leaf(ip, 2379).await, Some(server.der.clone()));
 }
+
+/// Secrets that exist but cannot be used: the cluster waits and says which Secret and what is wrong.
+#[tokio::test]
+async fn unusable_secrets_are_reported_by_name() {
+    let mut h = Harness::without_pods().await;
+    h.start_operator();
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
+    let ca = Authority::new("ca");
+    let operator = ca.sign(&Request::new("root", &[], Usage::Client, 30));
+    // The members' Secret has a CA that is not PEM; the operator's lacks its key.
+    let junk_ca = tls_secret("bad-server", b"not a certificate", b"x", b"y");
+    secrets
+        .create(&PostParams::default(), &junk_ca)
+        .await
+        .expect("create secret");
+    let mut keyless = tls_secret("bad-operator", ca.pem().as_bytes(), operator.cert_pem.as_bytes(), b"");
+    if let Some(data) = keyless.data.as_mut() {
+        data.remove("tls.key");
+    }
+    secrets
+        .create(&PostParams::default(), &keyless)
+        .await
+        .expect("create secret");
+    create(
+        &h,
+        "bad",
+        1,
+        TlsSpec {
+            client: secret_endpoint("bad-server"),
+            peer: None,
+            operator_secret_name: Some("bad-operator".into()),
+        },
+    )
+    .await;
+    let progressing = |cluster: &EtcdCluster| {
+        let status = cluster.status.as_ref().expect("status");
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .expect("Progressing");
+        c.message.clone()
+    };
+    let waiting = h
+        .wait_status("bad", Duration::from_secs(30), |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.message.contains("Secret ns/bad-operator has no tls.key"))
+        })
+        .await;
+    assert!(progressing(&waiting).starts_with("wait: waiting for TLS certificates: "));
+    // With the key in place, the CA is the next problem, named with both Secrets.
+    let fixed = tls_secret(
+        "bad-operator",
+        ca.pem().as_bytes(),
+        operator.cert_pem.as_bytes(),
+        operator.key_pem.as_bytes(),
+    );
+    secrets
+        .replace("bad-operator", &PostParams::default(), &fixed)
+        .await
+        .expect("replace secret");
+    let waiting = h
+        .wait_status("bad", Duration::from_secs(30), |s| {
+            s.conditions.iter().any(|c| c.message.contains("CA bundle"))
+        })
+        .await;
+    let message = progressing(&waiting);
+    assert!(message.contains("ns/bad-server (ca.crt)"), "{message}");
+    let sts: Api<StatefulSet> = Api::namespaced(h.client.clone(), NS);
+    assert!(
+        sts.get_opt("bad").await.expect("get sts").is_none(),
+        "nothing started on unusable certificates"
+    );
+}
