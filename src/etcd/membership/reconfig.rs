@@ -3,7 +3,9 @@
 //!
 //! A member is *started* once it has published its name. *Connected* means this member's
 //! transport has had a working stream to it for at least [`HEALTH_INTERVAL`]; a member is
-//! always connected to itself.
+//! always connected to itself. *Down* means there is no working stream to it at all (etcd's
+//! `ActiveSince` is zero): a member that reconnected a moment ago is neither down nor yet
+//! connected.
 
 use std::time::Duration;
 
@@ -71,8 +73,15 @@ pub fn may_add(m: &Membership, learner: bool, me: u64, connected: &dyn Fn(u64) -
     fully_connected(m, me, connected)
 }
 
-/// The checks before MemberRemove (etcd's `mayRemoveMember`).
-pub fn may_remove(m: &Membership, id: u64, me: u64, connected: &dyn Fn(u64) -> bool) -> Result<(), MembershipError> {
+/// The checks before MemberRemove (etcd's `mayRemoveMember`); `reachable(id)` says whether
+/// there is a working stream to `id` now, however recent.
+pub fn may_remove(
+    m: &Membership,
+    id: u64,
+    me: u64,
+    reachable: &dyn Fn(u64) -> bool,
+    connected: &dyn Fn(u64) -> bool,
+) -> Result<(), MembershipError> {
     if m.member(id).is_some_and(|x| x.is_learner) {
         return Ok(());
     }
@@ -80,7 +89,7 @@ pub fn may_remove(m: &Membership, id: u64, me: u64, connected: &dyn Fn(u64) -> b
         return Err(MembershipError::NotEnoughStarted);
     }
     // A member that is down is safe to remove: it is not part of the active quorum.
-    if id != me && !connected(id) {
+    if id != me && !reachable(id) {
         return Ok(());
     }
     let voters = m.voters().count();
@@ -167,18 +176,27 @@ mod tests {
     fn remove_keeps_a_started_quorum_and_tolerates_down_members() {
         assert!(ready_to_remove_voter(&cluster(3, 0), 3));
         assert!(!ready_to_remove_voter(&cluster(1, 2), 1));
+        let not_3 = |id| id != 3;
         // Removing the member that is down is fine even though only 2 of 3 are connected.
-        assert_eq!(may_remove(&cluster(3, 0), 3, 1, &|id| id != 3), Ok(()));
+        assert_eq!(may_remove(&cluster(3, 0), 3, 1, &not_3, &not_3), Ok(()));
         // Removing a live member while another is down would leave 1 of 2 connected.
         assert_eq!(
-            may_remove(&cluster(3, 0), 2, 1, &|id| id != 3),
+            may_remove(&cluster(3, 0), 2, 1, &not_3, &not_3),
             Err(MembershipError::Unhealthy)
         );
-        assert_eq!(may_remove(&cluster(3, 0), 2, 1, &all), Ok(()));
+        assert_eq!(may_remove(&cluster(3, 0), 2, 1, &all, &all), Ok(()));
         assert_eq!(
-            may_remove(&cluster(1, 0), 1, 1, &all),
+            may_remove(&cluster(1, 0), 1, 1, &all, &all),
             Err(MembershipError::NotEnoughStarted)
         );
+        // Member 3 reconnected a moment ago: it is not down, so removing it takes the quorum
+        // check, and it does not count as connected yet: 1 of the remaining 2 is too few.
+        assert_eq!(
+            may_remove(&cluster(3, 0), 3, 1, &all, &not_3),
+            Err(MembershipError::Unhealthy)
+        );
+        // Removing a member that was never reachable needs no quorum check either.
+        assert_eq!(may_remove(&cluster(5, 0), 5, 1, &|id| id != 5, &|id| id == 2), Ok(()));
     }
 
     #[test]

@@ -62,7 +62,8 @@ impl EtcdServer {
     pub async fn remove_member(&self, id: u64) -> Result<Vec<Member>, MemberError> {
         if self.cfg.strict_reconfig_check {
             let m = self.sm.read().membership.clone();
-            reconfig::may_remove(&m, id, self.member_id, &self.connected())?;
+            let reachable = |peer| self.connectivity.is_connected(peer);
+            reconfig::may_remove(&m, id, self.member_id, &reachable, &self.connected())?;
         }
         self.propose_change(Change::Remove(id)).await
     }
