@@ -497,3 +497,40 @@ fn lagging_member_catches_up_from_a_snapshot_over_tls() {
         c.log(lagging)
     );
 }
+
+/// Client and peer certificates from two different CAs (e.g. two cert-manager issuers): a
+/// follower forwards lease keep-alives and time-to-live requests to the leader's client port,
+/// whose `--trusted-ca-file` is the client CA only, so it must present its client-side
+/// certificate there, not its peer certificate.
+#[test]
+fn client_and_peer_certificates_from_different_cas() {
+    let Some(pki) = pki_unless_skipped() else { return };
+    let d = pki.dir.path();
+    let peer_ca = support::pki::Ca::new(d, "peer CA", "peer-ca");
+    let sans = ["127.0.0.1", "localhost"];
+    let peer = peer_ca.issue(d, "peer-2", "peer", &sans, Usage::ServerAndClient, 30);
+    let p = |p: &PathBuf| p.display().to_string();
+    let flags = [
+        format!("--cert-file={}", p(&pki.server.0)),
+        format!("--key-file={}", p(&pki.server.1)),
+        format!("--trusted-ca-file={}", p(&pki.ca.cert)),
+        "--client-cert-auth".into(),
+        format!("--peer-cert-file={}", p(&peer.cert)),
+        format!("--peer-key-file={}", p(&peer.key)),
+        format!("--peer-trusted-ca-file={}", p(&peer_ca.cert)),
+        "--peer-client-cert-auth".into(),
+    ];
+    let tls = pki.ctl_flags(&pki.client);
+    let c = Cluster::start_secure(Kind::Rustcd, 3, &refs(&flags), "https", &refs(&tls));
+    let leader = c.leader(Duration::from_secs(30)).expect("a leader");
+    let follower = &c.members[(leader + 1) % 3].client;
+    let grant = ctl(follower, &tls, &["lease", "grant", "60"]);
+    assert_eq!(grant.status, 0, "{grant:?}");
+    let id = grant.stdout.split_whitespace().nth(1).expect("lease id").to_string();
+    let keep = ctl(follower, &tls, &["lease", "keep-alive", "--once", &id]);
+    assert_eq!(keep.status, 0, "keep-alive through a follower: {keep:?}");
+    assert!(keep.stdout.contains("keepalived with TTL(60)"), "{keep:?}");
+    let ttl = ctl(follower, &tls, &["lease", "timetolive", &id]);
+    assert_eq!(ttl.status, 0, "time-to-live through a follower: {ttl:?}");
+    assert!(ttl.stdout.contains("granted with TTL(60s)"), "{ttl:?}");
+}
