@@ -35,7 +35,7 @@ fn example_tls_cluster_uses_the_issuer_it_defines() {
         .map(|d| serde::Deserialize::deserialize(d).expect("examples/etcdcluster-tls.yaml is not YAML"))
         .collect();
     let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap_or_default()).collect();
-    assert_eq!(kinds, ["Issuer", "Certificate", "Issuer", "EtcdCluster"]);
+    assert_eq!(kinds, ["Issuer", "Certificate", "Issuer", "EtcdCluster", "Certificate"]);
     let cluster: EtcdCluster = round_trip(&docs[3], false).unwrap_or_else(|e| panic!("the EtcdCluster: {e}"));
     cluster.spec.validate().expect("the example fails the CRD's validation");
     let tls = cluster.spec.tls.as_ref().expect("spec.tls");
@@ -46,6 +46,9 @@ fn example_tls_cluster_uses_the_issuer_it_defines() {
     }
     assert_eq!(docs[2]["spec"]["ca"]["secretName"], docs[1]["spec"]["secretName"]);
     assert_eq!(docs[1]["spec"]["issuerRef"]["name"], docs[0]["metadata"]["name"]);
+    // etcdctl's certificate comes from the same CA, for client authentication only.
+    assert_eq!(docs[4]["spec"]["issuerRef"]["name"], docs[2]["metadata"]["name"]);
+    assert_eq!(docs[4]["spec"]["usages"][0], "client auth");
 }
 
 #[test]
