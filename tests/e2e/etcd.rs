@@ -39,10 +39,24 @@ pub fn parse_member_list(output: &str) -> Result<Vec<Member>, String> {
 /// Runs `etcdctl ARGS` against `service` in `namespace` (a fresh port-forward each time: the pod behind an
 /// old one may have been replaced).
 pub fn etcdctl(etcdctl_bin: &str, namespace: &str, service: &str, args: &[&str]) -> Result<String, String> {
+    etcdctl_over(etcdctl_bin, namespace, service, None, args)
+}
+
+/// [`etcdctl`] over https with `--cacert`, `--cert` and `--key` (`tls`): the forwarded endpoint is
+/// `127.0.0.1`, which the operator's client certificates name.
+pub fn etcdctl_over(
+    etcdctl_bin: &str,
+    namespace: &str,
+    service: &str,
+    tls: Option<&[String]>,
+    args: &[&str],
+) -> Result<String, String> {
     let forward = PortForward::start(namespace, service, 2379)?;
-    let endpoint = format!("127.0.0.1:{}", forward.port);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://127.0.0.1:{}", forward.port);
     let out = Command::new(etcdctl_bin)
         .args(["--endpoints", &endpoint, "--command-timeout=10s", "--dial-timeout=5s"])
+        .args(tls.unwrap_or_default())
         .args(args)
         .env("ETCDCTL_API", "3")
         .output()

@@ -1,6 +1,7 @@
 //! End-to-end test of the operator on a real Kubernetes cluster (kind, k3d or real), the scenario users run:
 //! install the chart, apply `examples/etcdcluster.yaml`, wait for `Available`, `etcdctl member list` through
-//! the client Service, scale 3 -> 5 -> 3, delete a pod and watch it rejoin, then remove everything.
+//! the client Service, scale 3 -> 5 -> 3, delete a pod and watch it rejoin; where cert-manager is installed,
+//! also apply `examples/etcdcluster-tls.yaml` and list its members over TLS; then remove everything.
 //!
 //! Runs only where `KUBECONFIG` points at a reachable cluster; otherwise it prints
 //! `e2e: skipped: <why>` and passes. The image (`E2E_IMAGE`, default `rustcd:latest`) must already be on the
@@ -99,7 +100,67 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
     let value = etcdctl(&config.etcdctl, ns, &service, &["get", "e2e/key", "--print-value-only"])
         .unwrap_or_else(|e| panic!("get: {e}"));
     assert_eq!(value.trim(), ns, "the key written before scaling is gone");
+    secure_cluster(&config);
     log("passed");
+}
+
+/// `examples/etcdcluster-tls.yaml` where cert-manager is installed: the cluster becomes Available with
+/// certificates the operator requested, and etcdctl with the example's client certificate lists three
+/// started members on https URLs. (The namespace's deletion removes it.)
+fn secure_cluster(config: &Config) {
+    if let Err(e) = kubectl(&["get", "crd", "certificates.cert-manager.io"]) {
+        log(&format!("TLS part skipped: cert-manager is not installed ({e})"));
+        return;
+    }
+    let ns = config.namespace.as_str();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/etcdcluster-tls.yaml");
+    let text = std::fs::read_to_string(path).expect("read examples/etcdcluster-tls.yaml");
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let mut object: Value = serde::Deserialize::deserialize(doc).expect("examples/etcdcluster-tls.yaml is YAML");
+        if object["kind"] == "EtcdCluster" {
+            object["spec"]["image"] = Value::from(config.image.clone());
+        }
+        docs.push(object.to_string());
+    }
+    kubectl_with_input(&["apply", "-n", ns, "-f", "-"], Some(&docs.join("\n---\n")))
+        .unwrap_or_else(|e| panic!("applying examples/etcdcluster-tls.yaml failed: {e}"));
+    log("examples/etcdcluster-tls.yaml applied");
+    kubectl(&[
+        "wait",
+        "-n",
+        ns,
+        "etcdcluster/secure",
+        "--for=condition=Available",
+        "--timeout=300s",
+    ])
+    .unwrap_or_else(|e| panic!("the TLS cluster did not become Available: {e}"));
+    let secret = wait_until("the etcdctl certificate", STEP, || {
+        get_json(ns, &["secret", "secure-etcdctl"])
+    });
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret).expect("a Secret");
+    let data = secret.data.unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("{ns}-tls"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut flags = Vec::new();
+    for (key, flag) in [("ca.crt", "--cacert"), ("tls.crt", "--cert"), ("tls.key", "--key")] {
+        let pem = data.get(key).unwrap_or_else(|| panic!("secure-etcdctl has no {key}"));
+        let file = dir.join(key);
+        std::fs::write(&file, &pem.0).expect("write a PEM file");
+        flags.push(format!("{flag}={}", file.display()));
+    }
+    let listed = wait_until("3 started voters over TLS", STEP, || {
+        let out = etcd::etcdctl_over(&config.etcdctl, ns, "secure", Some(&flags), &["member", "list"])?;
+        let members = etcd::parse_member_list(&out)?;
+        let settled = members.len() == 3 && members.iter().all(|m| m.started && !m.learner);
+        if settled && out.contains("https://") {
+            Ok(out)
+        } else {
+            Err(format!("member list: {out}"))
+        }
+    });
+    log(&format!("TLS cluster:\n{listed}"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Applies `examples/etcdcluster.yaml` in the run's namespace, with the run's image.
