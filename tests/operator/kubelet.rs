@@ -397,6 +397,13 @@ impl Node {
             "podIP": ip_text,
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": now}],
         }});
+        self.patch_status(pod, patch).await
+    }
+}
+
+impl Node {
+    /// Merge-patches the pod's status; a pod deleted meanwhile (an API error) is fine.
+    async fn patch_status(&self, pod: &Pod, patch: serde_json::Value) -> Result<(), kube::Error> {
         match self
             .pods()
             .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch))
@@ -406,9 +413,7 @@ impl Node {
             Err(e) => Err(e),
         }
     }
-}
 
-impl Node {
     /// Phase Pending and not Ready (the real kubelet's ContainerCreating), written once.
     async fn report_pending(&self, pod: &Pod, why: &str) -> Result<(), kube::Error> {
         let status = pod.status.clone().unwrap_or_default();
@@ -426,14 +431,7 @@ impl Node {
             "conditions": [{"type": "Ready", "status": "False", "reason": "ContainerCreating",
                             "message": why, "lastTransitionTime": now}],
         }});
-        match self
-            .pods()
-            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.patch_status(pod, patch).await
     }
 }
 
