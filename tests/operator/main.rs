@@ -24,4 +24,5 @@ mod secret_volumes;
 #[path = "../support/mod.rs"]
 mod support;
 mod tls_infra_tests;
+mod tls_probe;
 mod tls_tests;

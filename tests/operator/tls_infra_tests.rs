@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -21,6 +20,7 @@ use crate::cert_manager::{certificate_resource, certificates, FakeCertManager, S
 use crate::docker::docker;
 use crate::harness::{eventually, Harness, NS};
 use crate::support::pki::{Request, Usage};
+use crate::tls_probe::{der_of, secret_key, served_leaf};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// A member container's start and first readiness.
@@ -31,10 +31,6 @@ const CLIENT_AUTH: &[u8] = &[0x2b, 6, 1, 5, 5, 7, 3, 2];
 const MOUNT: &str = "/etc/rustcd/tls/client";
 /// The name the members' certificates are for, and the client verifies.
 const SERVER_NAME: &str = "member.rustcd.test";
-
-fn der_of(pem: &[u8]) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem).expect("a PEM certificate").to_vec()
-}
 
 /// Checks that `leaf` chains to `ca` and has the extended key usage `eku`.
 fn chains(leaf: &[u8], ca: &[u8], eku: &'static [u8]) -> Result<(), webpki::Error> {
@@ -124,16 +120,8 @@ async fn secret_when(client: &Client, name: &str, done: impl Fn(&Secret) -> bool
     .unwrap_or_else(|| panic!("Secret {name} not as expected within {WAIT:?}"))
 }
 
-fn key(secret: &Secret, key: &str) -> Vec<u8> {
-    let data = secret.data.as_ref().expect("Secret data");
-    data.get(key)
-        .unwrap_or_else(|| panic!("no {key} in the Secret"))
-        .0
-        .clone()
-}
-
 fn leaf_of(secret: &Secret) -> Vec<u8> {
-    der_of(&key(secret, "tls.crt"))
+    der_of(&secret_key(secret, "tls.crt"))
 }
 
 /// The Ready condition of Certificate `name`: (status, reason, message), and `status.revision`.
@@ -185,10 +173,10 @@ async fn fake_cert_manager_issues_what_the_certificate_asks_for() {
 
     let server = secret_when(&h.client, "demo-server-tls", |_| true).await;
     assert_eq!(server.type_.as_deref(), Some("kubernetes.io/tls"), "Secret type");
-    let ca = der_of(&key(&server, "ca.crt"));
+    let ca = der_of(&secret_key(&server, "ca.crt"));
     assert_eq!(ca, cm.ca_der(), "ca.crt is the fake cert-manager's CA");
     assert_eq!(
-        String::from_utf8_lossy(&key(&server, "ca.crt")),
+        String::from_utf8_lossy(&secret_key(&server, "ca.crt")),
         cm.ca_pem(),
         "ca.crt PEM"
     );
@@ -232,7 +220,8 @@ async fn fake_cert_manager_issues_what_the_certificate_asks_for() {
     assert_eq!(ku & 0xa0, 0xa0, "digitalSignature and keyEncipherment, got {ku:#x}");
     // The key in the Secret is the certificate's: rustls accepts the pair.
     let cert = CertificateDer::from(leaf.clone());
-    let private = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key(&server, "tls.key")).expect("tls.key PEM");
+    let private =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(&secret_key(&server, "tls.key")).expect("tls.key PEM");
     let provider = rustls::crypto::ring::default_provider();
     rustls::sign::CertifiedKey::from_der(vec![cert], private, &provider).expect("tls.key matches tls.crt");
 
@@ -341,8 +330,8 @@ async fn fake_cert_manager_reissues_on_renew_and_spec_change_only() {
         "renew gives a new serial"
     );
     assert_ne!(
-        key(&renewed, "tls.key"),
-        key(&first, "tls.key"),
+        secret_key(&renewed, "tls.key"),
+        secret_key(&first, "tls.key"),
         "renew gives a new key"
     );
     assert_eq!(renewed.uid(), first.uid(), "renew rewrites the same Secret");
@@ -468,31 +457,12 @@ fn inspect(container: &str, format: &str) -> String {
     out.trim().to_string()
 }
 
-/// The leaf certificate `ip:2379` presents, verified against `ca` for [`SERVER_NAME`].
-async fn served_leaf(ip: IpAddr, ca: &[u8]) -> Option<Vec<u8>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(ca.to_vec())).ok()?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let handshake = async {
-        let tcp = tokio::net::TcpStream::connect((ip, 2379)).await.ok()?;
-        let name = ServerName::try_from(SERVER_NAME).ok()?.to_owned();
-        let tls = connector.connect(name, tcp).await.ok()?;
-        tls.get_ref().1.peer_certificates()?.first().map(|c| c.to_vec())
-    };
-    tokio::time::timeout(Duration::from_secs(3), handshake)
-        .await
-        .ok()
-        .flatten()
-}
-
 /// Waits until `ip:2379` presents `leaf`.
 async fn serves(ip: IpAddr, ca: &[u8], leaf: &[u8], what: &str) {
-    let served = eventually(WAIT, || async { served_leaf(ip, ca).await.filter(|l| l == leaf) }).await;
+    let served = eventually(WAIT, || async {
+        served_leaf(ip, 2379, ca, SERVER_NAME).await.filter(|l| l == leaf)
+    })
+    .await;
     assert!(served.is_some(), "{ip}:2379 does not present {what}");
 }
 
@@ -536,7 +506,7 @@ async fn secret_volume_is_mounted_and_rotated_without_a_restart() {
     let container = container_of(&h, &pod);
     let started = inspect(&container, "{{.Id}} {{.RestartCount}}");
     serves(ip, &cm.ca_der(), &first_leaf, "the Secret's certificate").await;
-    let (host_dir, first_data) = atomic_layout(&container, &key(&secret, "tls.crt"));
+    let (host_dir, first_data) = atomic_layout(&container, &secret_key(&secret, "tls.crt"));
 
     // Rotate: the new certificate reaches the running member without a restart.
     let (rotated, second_leaf) = tls_secret("member-tls", &cm);
@@ -555,7 +525,7 @@ async fn secret_volume_is_mounted_and_rotated_without_a_restart() {
         "the container was restarted or replaced"
     );
     assert!(started.ends_with(" 0"), "restart count: {started}");
-    let (_, second_data) = atomic_layout(&container, &key(&rotated, "tls.crt"));
+    let (_, second_data) = atomic_layout(&container, &secret_key(&rotated, "tls.crt"));
     assert_ne!(first_data, second_data, "a new data dir after the rotation");
     assert!(
         !Path::new(&host_dir).join(&first_data).exists(),

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -16,14 +15,12 @@ use rustcd::controller::member_tls::Dial;
 use rustcd::controller::spec::{IssuerKind, IssuerRef, TlsEndpoint, TlsSpec};
 use rustcd::controller::{EtcdCluster, EtcdClusterSpec};
 use rustcd::etcd::tls::Dialer;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::cert_manager::FakeCertManager;
 use crate::docker::docker;
 use crate::harness::{eventually, Harness, NS};
 use crate::support::pki::{Authority, Request, Usage};
+use crate::tls_probe::{der_of, secret_key, served_leaf};
 
 fn issuer_endpoint(name: &str) -> Option<TlsEndpoint> {
     Some(TlsEndpoint {
@@ -54,15 +51,6 @@ async fn create(h: &Harness, name: &str, replicas: i32, tls: TlsSpec) {
         .expect("create EtcdCluster");
 }
 
-fn secret_data(secret: &Secret, key: &str) -> Vec<u8> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| b.0.clone())
-        .unwrap_or_else(|| panic!("Secret {} has no {key}", secret.name_any()))
-}
-
 /// The pods of cluster `name` by name: (uid, IP).
 async fn pods(h: &Harness, name: &str) -> BTreeMap<String, (String, IpAddr)> {
     let api: Api<Pod> = Api::namespaced(h.client.clone(), NS);
@@ -77,77 +65,6 @@ async fn pods(h: &Harness, name: &str) -> BTreeMap<String, (String, IpAddr)> {
             Some((p.name_any(), (p.uid()?, ip)))
         })
         .collect()
-}
-
-/// Accepts any server certificate: only used to see which certificate a member presents.
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The leaf certificate `ip:port` presents (the handshake may fail afterwards for want of a client
-/// certificate; the server's certificate has been seen by then).
-async fn presented_leaf(ip: IpAddr, port: u16) -> Option<Vec<u8>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-        .with_no_client_auth();
-    tokio::task::spawn_blocking(move || {
-        let timeout = Duration::from_secs(2);
-        let mut tcp = std::net::TcpStream::connect_timeout(&(ip, port).into(), timeout).ok()?;
-        tcp.set_read_timeout(Some(timeout)).ok()?;
-        let mut conn = rustls::ClientConnection::new(Arc::new(config), ServerName::IpAddress(ip.into())).ok()?;
-        while conn.is_handshaking() && conn.peer_certificates().is_none() {
-            conn.complete_io(&mut tcp).ok()?;
-        }
-        conn.peer_certificates()?.first().map(|c| c.to_vec())
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
-/// The first certificate of a PEM chain, as DER.
-fn leaf_der(pem: &[u8]) -> Vec<u8> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem)
-        .next()
-        .expect("a certificate")
-        .expect("valid PEM")
-        .to_vec()
 }
 
 /// The restart count and start time of every container of the sandbox, by container name.
@@ -198,26 +115,17 @@ fn etcdctl_member_list(ip: IpAddr, ca: &str, cert: &str, key: &str) -> Vec<Strin
         file("client.pem", cert),
         file("client-key.pem", key),
     );
-    let bin = crate::support::etcdctl_bin().expect("etcdctl");
-    let out = std::process::Command::new(bin)
-        .env("ETCDCTL_API", "3")
-        .args([
-            format!("--endpoints=https://{ip}:2379"),
-            format!("--cacert={ca}"),
-            format!("--cert={cert}"),
-            format!("--key={key}"),
-            "--insecure-skip-tls-verify".into(),
-            "--command-timeout=10s".into(),
-            "member".into(),
-            "list".into(),
-        ])
-        .output()
-        .expect("run etcdctl");
-    assert!(out.status.success(), "etcdctl member list: {out:?}");
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let endpoint = format!("https://{ip}:2379");
+    let flags = [
+        format!("--cacert={ca}"),
+        format!("--cert={cert}"),
+        format!("--key={key}"),
+    ];
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend(["--insecure-skip-tls-verify", "member", "list"]);
+    let out = crate::support::etcdctl(&endpoint, &args);
+    assert_eq!(out.status, 0, "etcdctl member list: {out:?}");
+    let mut lines: Vec<String> = out.stdout.lines().map(str::to_string).collect();
     lines.sort_by_key(|l| l.split(", ").nth(2).unwrap_or_default().to_string());
     lines
 }
@@ -268,6 +176,7 @@ async fn cert_manager_certificates_secure_the_cluster_and_rotate_without_restart
     // A client with a certificate from the cluster's CA sees three started members on https URLs.
     let (cert, key) = cm.issue_client("root");
     let ca = cm.ca_pem();
+    let ca_der = cm.ca_der();
     let dial = Dial::tls(Dialer::from_pem(ca.as_bytes(), cert.as_bytes(), key.as_bytes()).expect("dialer"));
     let pods = pods(&h, "sec").await;
     let (_, ip0) = pods["sec-0"].clone();
@@ -321,8 +230,8 @@ async fn cert_manager_certificates_secure_the_cluster_and_rotate_without_restart
     let containers_before = containers(&label);
     assert_eq!(containers_before.len(), 3, "{containers_before:?}");
     let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
-    let old_client = secret_data(&secrets.get("sec-client-tls").await.expect("secret"), "tls.crt");
-    let old_peer = secret_data(&secrets.get("sec-peer-tls").await.expect("secret"), "tls.crt");
+    let old_client = secret_key(&secrets.get("sec-client-tls").await.expect("secret"), "tls.crt");
+    let old_peer = secret_key(&secrets.get("sec-peer-tls").await.expect("secret"), "tls.crt");
     for name in ["sec-client-tls", "sec-peer-tls", "sec-operator-tls"] {
         cm.renew(name);
     }
@@ -330,8 +239,8 @@ async fn cert_manager_certificates_secure_the_cluster_and_rotate_without_restart
         let secrets = secrets.clone();
         let (old_client, old_peer) = (old_client.clone(), old_peer.clone());
         async move {
-            let client = secret_data(&secrets.get("sec-client-tls").await.ok()?, "tls.crt");
-            let peer = secret_data(&secrets.get("sec-peer-tls").await.ok()?, "tls.crt");
+            let client = secret_key(&secrets.get("sec-client-tls").await.ok()?, "tls.crt");
+            let peer = secret_key(&secrets.get("sec-peer-tls").await.ok()?, "tls.crt");
             (client != old_client && peer != old_peer).then_some((client, peer))
         }
     })
@@ -339,9 +248,11 @@ async fn cert_manager_certificates_secure_the_cluster_and_rotate_without_restart
     let (new_client, new_peer) = renewed.expect("cert-manager renewed the Secrets");
     for (pod, (_, ip)) in &pods {
         for (port, pem) in [(2379, &new_client), (2380, &new_peer)] {
-            let expected = &leaf_der(pem);
+            let expected = &der_of(pem);
+            let host = format!("{pod}.sec-peer.{NS}.svc");
+            let (ca, host) = (&ca_der, &host);
             let served = eventually(Duration::from_secs(120), || async move {
-                (&presented_leaf(*ip, port).await? == expected).then_some(())
+                (&served_leaf(*ip, port, ca, host).await? == expected).then_some(())
             })
             .await;
             assert!(served.is_some(), "{pod}:{port} still presents the old certificate");
@@ -466,7 +377,10 @@ async fn user_secrets_are_waited_for_then_used() {
             "https://own-0.own-peer.ns.svc:2379".to_string()
         )]
     );
-    assert_eq!(presented_leaf(ip, 2379).await, Some(server.der.clone()));
+    assert_eq!(
+        served_leaf(ip, 2379, &ca.der(), "own-0.own-peer.ns.svc").await,
+        Some(server.der.clone())
+    );
 }
 
 /// Secrets that exist but cannot be used: the cluster waits and says which Secret and what is wrong.
