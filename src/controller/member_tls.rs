@@ -72,7 +72,12 @@ pub async fn load(client: &Client, namespace: &str, layout: &TlsLayout) -> Resul
     };
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let members = secret(&api, namespace, &member_secret).await?;
-    let operator = secret(&api, namespace, &operator_secret).await?;
+    // Without an operator certificate of its own, the operator presents the members' (one Secret).
+    let operator = if operator_secret == member_secret {
+        members.clone()
+    } else {
+        secret(&api, namespace, &operator_secret).await?
+    };
     let ca = key(&members, namespace, &member_secret, "ca.crt")?;
     let cert = key(&operator, namespace, &operator_secret, "tls.crt")?;
     let private_key = key(&operator, namespace, &operator_secret, "tls.key")?;
