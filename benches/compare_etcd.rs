@@ -15,10 +15,7 @@
 //! Knobs (env): BENCH_MEMBERS (1), BENCH_OPS (50000), BENCH_CLIENTS (100), BENCH_CONNS (10),
 //! BENCH_SINGLE_OPS (5000), BENCH_KEYS (10000), BENCH_VALUE_SIZE (256),
 //! BENCH_TIME_LIMIT_SECS per workload (60), BENCH_SERVERS (etcd,rustcd), BENCH_EXTRA_FLAGS,
-//! ETCD_BIN, RUSTCD_BIN (default: the package's rustcd binary).
-
-#[path = "../tests/support/mod.rs"]
-mod support;
+//! ETCD_BIN, RUSTCD_BIN (default: the workspace's rustcd binary beside the bench executable).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use rand::{Rng, SeedableRng};
-use support::cluster::Cluster;
-use support::{Kind, Server};
+use testkit::cluster::Cluster;
+use testkit::{Kind, Server};
 
 /// What is benchmarked: one member, or a cluster.
 enum Target {

@@ -27,6 +27,6 @@ if ! command -v "${ETCD_BIN:-etcd}" >/dev/null 2>&1; then
 fi
 
 # `cargo bench` builds rustcd itself with the bench profile (which inherits
-# release) and hands its path to the bench as CARGO_BIN_EXE_rustcd; a separate
+# release) into target/release, where the bench finds it (testkit::built_binary); a separate
 # `cargo build --release` would compile a second, differently-featured copy.
 cargo bench --bench compare_etcd

@@ -5,7 +5,6 @@
 #   scripts/build-image.sh [--debug] [--tag NAME]   (default: release build, tag rustcd:latest)
 # With RUSTCD_BIN set, that rustcd binary is packaged instead of building one; the operator is then
 # RUSTCD_OPERATOR_BIN, else the rustcd-operator beside RUSTCD_BIN or in target/<profile>/, else built.
-# While the package declares no rustcd-operator binary yet, the image holds rustcd alone (said on stderr).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=release
@@ -22,20 +21,13 @@ cargo_build() {
   if [[ "$profile" == release ]]; then cargo build --release --locked "$@"; else cargo build --locked "$@"; fi
 }
 
-with_operator=false
-if cargo metadata --no-deps --format-version 1 | grep -q '"kind":\["bin"\],"crate_types":\["bin"\],"name":"rustcd-operator"'; then
-  with_operator=true
-else
-  echo "build-image: the package has no rustcd-operator binary yet: the image holds rustcd only" >&2
-fi
-
 bin="${RUSTCD_BIN:-}"
 operator_bin="${RUSTCD_OPERATOR_BIN:-}"
 if [[ -z "$bin" ]]; then
-  if $with_operator; then cargo_build --bin rustcd --bin rustcd-operator; else cargo_build --bin rustcd; fi
+  cargo_build --bin rustcd --bin rustcd-operator
   bin="target/$profile/rustcd"
   operator_bin="target/$profile/rustcd-operator"
-elif $with_operator && [[ -z "$operator_bin" ]]; then
+elif [[ -z "$operator_bin" ]]; then
   for candidate in "$(dirname "$bin")/rustcd-operator" "target/$profile/rustcd-operator"; do
     if [[ -x "$candidate" ]]; then operator_bin="$candidate"; break; fi
   done
@@ -49,12 +41,9 @@ root=.image-rootfs
 rm -rf "$root"
 mkdir -p "$root/usr/local/bin" "$root/var/lib/rustcd" "$root/tmp" "$root/etc"
 chmod 1777 "$root/tmp"
-binaries=("$bin")
+binaries=("$bin" "$operator_bin")
 install -m 0755 "$bin" "$root/usr/local/bin/rustcd"
-if $with_operator; then
-  install -m 0755 "$operator_bin" "$root/usr/local/bin/rustcd-operator"
-  binaries+=("$operator_bin")
-fi
+install -m 0755 "$operator_bin" "$root/usr/local/bin/rustcd-operator"
 strip "$root"/usr/local/bin/* 2>/dev/null || true
 # The shared libraries the binaries need (glibc, libgcc_s, libm and the loader), at the
 # paths the binaries look for them.

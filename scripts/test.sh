@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: setup, format and lint checks, unit, property, differential
-# (Debian etcd 3.4 vs rustcd), crash and Helm chart tests (helm-sdkpy); tests/e2e skips without
-# KUBECONFIG. Used by CI (.ci/run).
+# The whole test suite: setup, format, lint and doc checks, then every crate's unit and property tests
+# and the integration test binaries (tests/: member, cluster, docker, operator; e2e skips without
+# KUBECONFIG). Used by CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --with-etcd
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --lib --bins --tests -- --test-threads=2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+# --workspace builds both binaries before any test runs: the operator's tests run rustcd members too.
+cargo test --workspace --locked --lib --bins --tests -- --test-threads=2

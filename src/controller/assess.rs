@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use super::cluster_status::VolumeRecord;
 use super::names::Identity;
 use super::observe::Observation;
 use super::planner::{member_ordinal, Observed, ObservedMember, ObservedPod};
-use super::status::VolumeRecord;
 use super::volumes::{self, ListedMember};
-use crate::etcd::proto::etcdserverpb::{Member, StatusResponse};
+use rustcd_proto::etcdserverpb::{Member, StatusResponse};
 
 /// A learner counts as caught up once it applied this share (in percent) of the leader's log, the
 /// threshold etcd's MemberPromote applies itself.

@@ -1,10 +1,10 @@
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 
 use super::*;
-use crate::controller::names::test_identity;
-use crate::controller::observe::PodFacts;
-use crate::controller::status::MemberStatus;
-use crate::etcd::proto::etcdserverpb::ResponseHeader;
+use crate::cluster_status::MemberStatus;
+use crate::names::test_identity;
+use crate::observe::PodFacts;
+use rustcd_proto::etcdserverpb::ResponseHeader;
 
 fn member(id: u64, ordinal: u32, started: bool, learner: bool) -> Member {
     Member {

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::*;
-use crate::controller::spec::{
+use crate::spec::{
     STORAGE_IMMUTABLE_RULE, TLS_EXCLUSIVE_RULE, TLS_IMMUTABLE_RULE, TLS_OPERATOR_SECRET_RULE, VERSION_PATTERN,
 };
 
@@ -12,7 +12,7 @@ fn committed() -> String {
 }
 
 fn committed_at(relative: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(relative);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|err| panic!("cannot read {}: {err}; run `{REGENERATE_COMMAND}`", path.display()))
 }

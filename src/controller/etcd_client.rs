@@ -11,13 +11,13 @@ use tonic::transport::Channel;
 use super::error::Error;
 use super::member_tls::Dial;
 use super::names::CLIENT_PORT;
-use crate::etcd::proto::etcdserverpb::cluster_client::ClusterClient;
-use crate::etcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use crate::etcd::proto::etcdserverpb::{
+use rustcd_dial::error_chain;
+use rustcd_proto::etcdserverpb::cluster_client::ClusterClient;
+use rustcd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use rustcd_proto::etcdserverpb::{
     Member, MemberAddRequest, MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberRemoveRequest,
     MoveLeaderRequest, StatusRequest, StatusResponse,
 };
-use crate::etcd::tls::client::error_chain;
 
 /// Time to establish a connection to a member.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -31,7 +31,7 @@ use super::assess::Assessment;
 use super::error::Error;
 use super::etcd_client::MemberClient;
 use super::names::{member_image, Identity, FIELD_MANAGER};
-use super::objects::{statefulset, ClusterState, Membership, StatefulSetPlan};
+use super::objects::{statefulset, InitialCluster, InitialClusterState, StatefulSetPlan};
 use super::observe::Observation;
 use super::planner::Step;
 use super::spec::{EtcdClusterSpec, PvcRetentionPolicy};
@@ -58,21 +58,21 @@ pub fn gate(step: Step, obs: &Observation) -> Step {
 
 /// The membership pods created from now on start with: every listed member, or, when no member
 /// answered, what the StatefulSet's template already says (a bootstrap when there is none).
-pub fn current_membership(id: &Identity, obs: &Observation, assessment: &Assessment) -> Membership {
+pub fn current_membership(id: &Identity, obs: &Observation, assessment: &Assessment) -> InitialCluster {
     match &obs.members {
         Some(members) if !members.is_empty() => {
             let mut ordinals: Vec<u32> = assessment.ordinals.values().copied().collect();
             ordinals.sort_unstable();
-            Membership {
-                state: ClusterState::Existing,
+            InitialCluster {
+                state: InitialClusterState::Existing,
                 ordinals,
             }
         }
         _ => obs
             .statefulset
             .as_ref()
-            .and_then(|sts| Membership::from_statefulset(id, sts))
-            .unwrap_or_else(Membership::bootstrap),
+            .and_then(|sts| InitialCluster::from_statefulset(id, sts))
+            .unwrap_or_else(InitialCluster::bootstrap),
     }
 }
 
@@ -124,11 +124,11 @@ impl Executor<'_> {
         Api::namespaced(self.client.clone(), &self.id.namespace)
     }
 
-    fn current_membership(&self) -> Membership {
+    fn current_membership(&self) -> InitialCluster {
         current_membership(self.id, self.obs, self.assessment)
     }
 
-    async fn apply_statefulset(&self, replicas: u32, membership: Membership) -> Result<(), Error> {
+    async fn apply_statefulset(&self, replicas: u32, membership: InitialCluster) -> Result<(), Error> {
         let plan = StatefulSetPlan {
             replicas,
             membership,
@@ -176,7 +176,7 @@ impl Executor<'_> {
                 Some(replicas) => self.apply_statefulset(replicas, self.current_membership()).await,
                 None => Ok(()),
             },
-            Step::Bootstrap { replicas } => self.apply_statefulset(*replicas, Membership::bootstrap()).await,
+            Step::Bootstrap { replicas } => self.apply_statefulset(*replicas, InitialCluster::bootstrap()).await,
             Step::GrowStatefulSet { replicas } => self.apply_statefulset(*replicas, self.current_membership()).await,
             Step::ShrinkStatefulSet { replicas } => {
                 self.apply_statefulset(*replicas, self.current_membership()).await?;
@@ -201,7 +201,7 @@ impl Executor<'_> {
     async fn add_learner(&self, ordinal: u32) -> Result<(), Error> {
         let sts_replicas = self.obs.statefulset_replicas().unwrap_or(0);
         let mut membership = self.current_membership();
-        membership.state = ClusterState::Existing;
+        membership.state = InitialClusterState::Existing;
         if !membership.ordinals.contains(&ordinal) {
             membership.ordinals.push(ordinal);
             membership.ordinals.sort_unstable();
@@ -253,7 +253,7 @@ mod tests {
     use k8s_openapi::api::apps::v1::StatefulSetSpec;
 
     use super::*;
-    use crate::controller::observe::PodFacts;
+    use crate::observe::PodFacts;
 
     #[test]
     fn a_learner_waits_for_the_old_pod_of_its_ordinal() {
@@ -280,17 +280,20 @@ mod tests {
 
     #[test]
     fn membership_comes_from_the_member_list_else_from_the_template() {
-        use crate::controller::names::test_identity;
-        use crate::controller::objects::StatefulSetPlan;
-        use crate::controller::spec::EtcdClusterSpec;
-        use crate::etcd::proto::etcdserverpb::Member;
+        use crate::names::test_identity;
+        use crate::objects::StatefulSetPlan;
+        use crate::spec::EtcdClusterSpec;
+        use rustcd_proto::etcdserverpb::Member;
 
         let id = test_identity();
         let nothing = Observation::default();
         let assessment = Assessment::default();
-        assert_eq!(current_membership(&id, &nothing, &assessment), Membership::bootstrap());
-        let joined = Membership {
-            state: ClusterState::Existing,
+        assert_eq!(
+            current_membership(&id, &nothing, &assessment),
+            InitialCluster::bootstrap()
+        );
+        let joined = InitialCluster {
+            state: InitialClusterState::Existing,
             ordinals: vec![0, 2],
         };
         let plan = StatefulSetPlan {
@@ -315,8 +318,8 @@ mod tests {
             ordinals: [(7, 1), (5, 0)].into_iter().collect(),
             ..Default::default()
         };
-        let expected = Membership {
-            state: ClusterState::Existing,
+        let expected = InitialCluster {
+            state: InitialClusterState::Existing,
             ordinals: vec![0, 1],
         };
         assert_eq!(current_membership(&id, &listed, &assessment), expected);

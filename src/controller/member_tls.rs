@@ -13,7 +13,7 @@ use kube::{Api, Client};
 
 use super::error::Error;
 use super::tls::TlsLayout;
-use crate::etcd::tls::Dialer;
+use rustcd_dial::Dialer;
 
 /// How to reach the members this reconcile.
 #[derive(Clone, Debug, Default)]

@@ -6,7 +6,7 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opt
 
 /// Reconcile counters and timings.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct OperatorMetrics {
     registry: Registry,
     reconciliations: IntCounterVec,
     duration: Histogram,
@@ -16,9 +16,9 @@ pub struct Metrics {
     pub leader: IntGauge,
 }
 
-impl Metrics {
+impl OperatorMetrics {
     /// Registers every metric in a fresh registry.
-    pub fn new() -> Result<Metrics, prometheus::Error> {
+    pub fn new() -> Result<OperatorMetrics, prometheus::Error> {
         let registry = Registry::new();
         let reconciliations = IntCounterVec::new(
             Opts::new(
@@ -44,7 +44,7 @@ impl Metrics {
         let steps = IntCounterVec::new(
             Opts::new(
                 "rustcd_operator_membership_steps_total",
-                "Membership steps executed, by the step's reason (AddingLearner, PromotingLearner, ...).",
+                "InitialCluster steps executed, by the step's reason (AddingLearner, PromotingLearner, ...).",
             ),
             &["step"],
         )?;
@@ -57,7 +57,7 @@ impl Metrics {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(steps.clone()))?;
         registry.register(Box::new(leader.clone()))?;
-        Ok(Metrics {
+        Ok(OperatorMetrics {
             registry,
             reconciliations,
             duration,
@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn counts_show_up_in_the_exposition() {
-        let m = Metrics::new().unwrap();
+        let m = OperatorMetrics::new().unwrap();
         m.reconciled(Duration::from_millis(20), None);
         m.reconciled(Duration::from_millis(20), Some("etcd"));
         m.step("AddingLearner");

@@ -17,7 +17,7 @@ use super::error::Error;
 use super::etcd_client::MemberClient;
 use super::member_tls::Dial;
 use super::names::{Identity, DATA_VOLUME};
-use crate::etcd::proto::etcdserverpb::{Member, StatusResponse};
+use rustcd_proto::etcdserverpb::{Member, StatusResponse};
 
 /// One pod of the cluster, as the API server reports it.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -394,7 +394,7 @@ fn plan_membership(c: &Cluster<'_>) -> Step {
         return Step::ShrinkStatefulSet { replicas: keep };
     }
 
-    // 4. Membership changes go through the leader.
+    // 4. InitialCluster changes go through the leader.
     if c.leader().is_none() {
         return wait("no leader elected");
     }
@@ -462,7 +462,7 @@ fn plan_membership(c: &Cluster<'_>) -> Step {
         return step;
     }
 
-    // 9. Membership matches: converged once every voter is healthy.
+    // 9. InitialCluster matches: converged once every voter is healthy.
     let unhealthy: Vec<String> = c
         .voters()
         .filter(|m| !m.healthy)

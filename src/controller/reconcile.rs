@@ -23,7 +23,7 @@ use super::assess::assess;
 use super::error::Error;
 use super::execute::{apply, gate, Executor};
 use super::member_tls::{self, Dial};
-use super::metrics::Metrics;
+use super::metrics::OperatorMetrics;
 use super::names::{Identity, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY};
 use super::objects::{certificate, certificate_resource, client_service, peer_service, pod_disruption_budget};
 use super::observe::observe;
@@ -71,13 +71,13 @@ pub struct Context {
     pub settings: Settings,
     /// Event recorder (events.k8s.io/v1).
     pub recorder: Recorder,
-    /// Metrics.
-    pub metrics: Metrics,
+    /// OperatorMetrics.
+    pub metrics: OperatorMetrics,
 }
 
 impl Context {
     /// A context for `client`.
-    pub fn new(client: Client, settings: Settings, metrics: Metrics) -> Context {
+    pub fn new(client: Client, settings: Settings, metrics: OperatorMetrics) -> Context {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_string(),
             instance: settings.instance.clone(),

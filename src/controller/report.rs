@@ -4,12 +4,12 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::assess::Assessment;
-use super::names::Identity;
-use super::planner::{quorum, Step};
-use super::status::{
+use super::cluster_status::{
     condition, set_condition, EtcdClusterStatus, MemberStatus, Phase, CONDITION_AVAILABLE, CONDITION_DEGRADED,
     CONDITION_PROGRESSING, CONDITION_RECONCILING, CONDITION_STALLED,
 };
+use super::names::Identity;
+use super::planner::{quorum, Step};
 
 /// How the cluster is doing, in the terms of the conditions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

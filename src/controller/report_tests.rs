@@ -3,9 +3,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::chrono::{TimeZone, Utc};
 
 use super::*;
-use crate::controller::names::test_identity;
-use crate::controller::planner::{Observed, ObservedMember, ObservedPod};
-use crate::controller::status::find_condition;
+use crate::cluster_status::find_condition;
+use crate::names::test_identity;
+use crate::planner::{Observed, ObservedMember, ObservedPod};
 
 fn at(secs: i64) -> Time {
     Time(Utc.timestamp_opt(secs, 0).unwrap())

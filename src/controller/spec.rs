@@ -15,7 +15,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::status::EtcdClusterStatus;
+use super::cluster_status::EtcdClusterStatus;
 
 /// Smallest allowed `spec.replicas`.
 pub const MIN_REPLICAS: i32 = 1;

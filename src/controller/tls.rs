@@ -63,7 +63,7 @@ pub struct SideTls {
 }
 
 /// A cert-manager `Certificate` the operator requests (built into an object by
-/// [`crate::controller::objects::certificate`]).
+/// [`crate::objects::certificate`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CertificateRequest {
     /// Name of the Certificate and of the Secret cert-manager writes.
@@ -249,8 +249,8 @@ pub fn member_dns_names(id: &Identity, side: Side) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::names::test_identity;
-    use crate::controller::spec::{IssuerKind, TlsSpec};
+    use crate::names::test_identity;
+    use crate::spec::{IssuerKind, TlsSpec};
 
     fn issuer(name: &str) -> IssuerRef {
         IssuerRef {

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use super::status::{MemberStatus, VolumeRecord};
+use super::cluster_status::{MemberStatus, VolumeRecord};
 
 /// A listed member, as far as volume records are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

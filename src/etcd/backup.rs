@@ -16,10 +16,10 @@ use prost::Message as _;
 use raft::eraftpb::HardState;
 use sha2::{Digest, Sha256};
 
-use crate::etcd::config::{InitialMember, RestoreArgs};
-use crate::etcd::membership::{self, Membership};
-use crate::etcd::proto::rustcdpb::{StateSnapshot, WalMetadata};
-use crate::etcd::storage::{DataDir, SnapshotFiles, StorageError, Wal};
+use crate::config::{InitialMember, RestoreArgs};
+use crate::membership::{self, Membership};
+use crate::proto::rustcdpb::{StateSnapshot, WalMetadata};
+use crate::storage::{DataDir, SnapshotFiles, StorageError, Wal};
 
 const MAGIC: &[u8; 8] = b"RUSTCDBK";
 const VERSION: u32 = 1;

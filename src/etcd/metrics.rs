@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
-use crate::etcd::grpc::metrics_layer::GrpcMetrics;
+use crate::grpc::metrics_layer::GrpcMetrics;
 
 /// All metrics of one member.
-pub struct Metrics {
+pub struct ServerMetrics {
     pub registry: Registry,
     pub has_leader: IntGauge,
     pub is_leader: Gauge,
@@ -41,7 +41,7 @@ fn counter(reg: &Registry, name: &str, help: &str) -> Result<IntCounter, prometh
     Ok(c)
 }
 
-impl Metrics {
+impl ServerMetrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let reg = Registry::new();
         let is_leader = Gauge::with_opts(Opts::new(
@@ -62,7 +62,7 @@ impl Metrics {
             .buckets(prometheus::exponential_buckets(0.001, 2.0, 14)?),
         )?;
         reg.register(Box::new(wal_fsync.clone()))?;
-        Ok(Metrics {
+        Ok(ServerMetrics {
             has_leader: gauge(
                 &reg,
                 "etcd_server_has_leader",

@@ -9,10 +9,10 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::etcd::config::{normalize_args, Cli, Command, ServerConfig, SnapshotCommand};
-use crate::etcd::metrics::Metrics;
-use crate::etcd::server::{self, ETCD_API_VERSION};
-use crate::etcd::tls::ServerTls;
+use crate::config::{normalize_args, Cli, Command, ServerConfig, SnapshotCommand};
+use crate::metrics::ServerMetrics;
+use crate::server::{self, ETCD_API_VERSION};
+use crate::tls::ServerTls;
 
 /// Entry point of `rustcd`.
 pub fn main() -> Result<()> {
@@ -27,7 +27,7 @@ pub fn main() -> Result<()> {
         action: SnapshotCommand::Restore(args),
     }) = &cli.command
     {
-        let dir = crate::etcd::backup::restore(args).context("snapshot restore failed")?;
+        let dir = crate::backup::restore(args).context("snapshot restore failed")?;
         println!("restored snapshot {} into {}", args.file.display(), dir.display());
         return Ok(());
     }
@@ -99,8 +99,8 @@ fn tls_for(url: &url::Url, side: &Option<Arc<ServerTls>>) -> Option<Arc<ServerTl
 /// Serves `router` on `listener`, over TLS when `tls` is given.
 async fn serve_on(listener: TcpListener, router: axum::Router, tls: Option<Arc<ServerTls>>) -> std::io::Result<()> {
     match tls {
-        Some(tls) => crate::etcd::tls::serve(listener, router, tls).await,
-        None => crate::etcd::authority::serve(listener, router).await,
+        Some(tls) => crate::tls::serve(listener, router, tls).await,
+        None => crate::listen::serve(listener, router).await,
     }
 }
 
@@ -115,8 +115,8 @@ fn load_tls(cfg: &mut ServerConfig) -> Result<ListenerTls> {
         .chain(&cfg.listen_metrics_urls)
         .cloned()
         .collect();
-    crate::etcd::tls::auto::ensure(&mut cfg.tls.client, &cfg.data_dir, &client_urls, years)?;
-    crate::etcd::tls::auto::ensure(&mut cfg.tls.peer, &cfg.data_dir, &cfg.listen_peer_urls, years)?;
+    crate::tls::auto::ensure(&mut cfg.tls.client, &cfg.data_dir, &client_urls, years)?;
+    crate::tls::auto::ensure(&mut cfg.tls.peer, &cfg.data_dir, &cfg.listen_peer_urls, years)?;
     let client = match https(&client_urls) {
         true => Some(ServerTls::new(&cfg.tls.client, &cfg.tls.options).context("client TLS")?),
         false => None,
@@ -152,7 +152,7 @@ async fn serve(mut cfg: ServerConfig) -> Result<()> {
     for u in &cfg.listen_metrics_urls {
         metrics_l.push((u.clone(), bind(u).await?));
     }
-    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let metrics = Arc::new(ServerMetrics::new().context("cannot register metrics")?);
     tracing::info!(name = %cfg.name, data_dir = %cfg.data_dir.display(), "starting rustcd {}", env!("CARGO_PKG_VERSION"));
     let join = server::discovery::prepare(&cfg)
         .await
@@ -167,12 +167,12 @@ async fn serve(mut cfg: ServerConfig) -> Result<()> {
     // Peers and metrics are served at once (electing a leader needs the peers); clients
     // only after this member has published itself to the cluster, as etcd does.
     for (url, l) in peer {
-        let app = crate::etcd::grpc::peer_router(srv.clone());
+        let app = crate::grpc::peer_router(srv.clone());
         tracing::info!(address = %url, "listening for peers");
         tasks.spawn(serve_on(l, app, tls_for(&url, &peer_tls)));
     }
     for (url, l) in metrics_l {
-        let app = crate::etcd::grpc::http_router(srv.clone());
+        let app = crate::grpc::http_router(srv.clone());
         tracing::info!(address = %url, "serving metrics");
         tasks.spawn(serve_on(l, app, tls_for(&url, &client_tls)));
     }
@@ -186,7 +186,7 @@ async fn serve(mut cfg: ServerConfig) -> Result<()> {
     }
     server::background::spawn_all(&srv);
     for (url, l) in client {
-        let app = crate::etcd::grpc::client_router(srv.clone());
+        let app = crate::grpc::client_router(srv.clone());
         tracing::info!(address = %url, "serving client traffic");
         tasks.spawn(serve_on(l, app, tls_for(&url, &client_tls)));
     }

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::setup::Config;
 
 fn helm_chart(config: &Config, action: &str, values: &serde_json::Value, timeout_secs: u32) -> Result<String, String> {
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let out = Command::new(&config.python)
         .arg(format!("{root}/scripts/helm_chart.py"))
         .args([action, &format!("{root}/charts/rustcd-operator")])

@@ -113,7 +113,7 @@ fn secure_cluster(config: &Config) {
         return;
     }
     let ns = config.namespace.as_str();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/etcdcluster-tls.yaml");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/etcdcluster-tls.yaml");
     let text = std::fs::read_to_string(path).expect("read examples/etcdcluster-tls.yaml");
     let mut docs = Vec::new();
     for doc in serde_norway::Deserializer::from_str(&text) {
@@ -165,7 +165,7 @@ fn secure_cluster(config: &Config) {
 
 /// Applies `examples/etcdcluster.yaml` in the run's namespace, with the run's image.
 fn apply_example(config: &Config) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/etcdcluster.yaml");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/etcdcluster.yaml");
     let text = std::fs::read_to_string(path).expect("read examples/etcdcluster.yaml");
     let mut cluster: Value = serde_norway::from_str(&text).expect("examples/etcdcluster.yaml is YAML");
     cluster["spec"]["image"] = Value::from(config.image.clone());

@@ -54,7 +54,7 @@ impl Config {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let root = env!("CARGO_MANIFEST_DIR");
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
         Config {
             namespace: format!("rustcd-e2e-{}-{:x}", std::process::id(), nanos & 0xffff),
             release: "rustcd-operator".into(),

@@ -10,8 +10,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 
-use crate::fake_api::FakeApiServer;
 use crate::harness::{eventually, NS};
+use testkit::kube::fake_api::FakeApiServer;
 
 /// Kills the operator if the test fails before it exits.
 struct Operator(Child);
@@ -86,13 +86,13 @@ async fn the_binary_elects_itself_serves_metrics_reconciles_and_stops_on_sigterm
         "the operator holds the Lease under its POD_NAME"
     );
 
-    let clusters: Api<rustcd::controller::EtcdCluster> = Api::namespaced(client.clone(), NS);
-    let spec = rustcd::controller::EtcdClusterSpec {
+    let clusters: Api<rustcd_operator::EtcdCluster> = Api::namespaced(client.clone(), NS);
+    let spec = rustcd_operator::EtcdClusterSpec {
         version: Some("v0.2.0".into()),
         ..Default::default()
     };
     clusters
-        .create(&Default::default(), &rustcd::controller::EtcdCluster::new("demo", spec))
+        .create(&Default::default(), &rustcd_operator::EtcdCluster::new("demo", spec))
         .await
         .unwrap();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);

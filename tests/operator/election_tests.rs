@@ -6,9 +6,9 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::PostParams;
 use kube::Api;
-use rustcd::controller::leader_election::{ElectionConfig, LeaderElector};
+use rustcd_operator::leader_election::{ElectionConfig, LeaderElector};
 
-use crate::fake_api::FakeApiServer;
+use testkit::kube::fake_api::FakeApiServer;
 
 fn config(lease: &str, identity: &str) -> ElectionConfig {
     ElectionConfig {

@@ -9,10 +9,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use rustcd::controller::{EtcdCluster, EtcdClusterSpec};
+use rustcd_operator::{EtcdCluster, EtcdClusterSpec};
 use serde_json::json;
 
-use crate::fake_api::FakeApiServer;
+use testkit::kube::fake_api::FakeApiServer;
 
 fn config_map(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> ConfigMap {
     let mut cm = ConfigMap::default();

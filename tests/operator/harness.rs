@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
-use rustcd::controller::metrics::Metrics;
-use rustcd::controller::spec::StorageSpec;
-use rustcd::controller::{run, Context, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, Settings};
+use rustcd_operator::metrics::OperatorMetrics;
+use rustcd_operator::spec::StorageSpec;
+use rustcd_operator::{run, Context, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, Settings};
 use tokio::task::JoinHandle;
 
-use crate::docker::{self, Sandbox};
-use crate::fake_api::FakeApiServer;
-use crate::kubelet::FakeKubelet;
+use testkit::kube::fake_api::FakeApiServer;
+use testkit::kube::kubelet::FakeKubelet;
+use testkit::kube::sandbox::{self as docker, Sandbox};
 
 pub const NS: &str = "ns";
 
@@ -81,7 +81,7 @@ impl Harness {
         let ctx = Arc::new(Context::new(
             self.client.clone(),
             settings,
-            Metrics::new().expect("metrics"),
+            OperatorMetrics::new().expect("metrics"),
         ));
         self.operator = Some(tokio::spawn(run(ctx, std::future::pending())));
     }

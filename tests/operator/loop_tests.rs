@@ -9,10 +9,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use rustcd::controller::status::{
+use rustcd_operator::cluster_status::{
     find_condition, Phase, CONDITION_AVAILABLE, CONDITION_DEGRADED, CONDITION_PROGRESSING,
 };
-use rustcd::controller::EtcdClusterStatus;
+use rustcd_operator::EtcdClusterStatus;
 use serde_json::json;
 
 use crate::harness::{eventually, Harness, NS};

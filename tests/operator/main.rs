@@ -7,22 +7,17 @@
 //! instead of `/readyz`:
 //!
 //! ```text
-//! OPERATOR_TEST_READINESS_PATH=/health RUSTCD_BIN=/usr/bin/etcd cargo test --test operator
+//! OPERATOR_TEST_READINESS_PATH=/health RUSTCD_BIN=/usr/bin/etcd cargo test -p rustcd-operator --test operator
 //! ```
 
 mod binary_tests;
-mod cert_manager;
-mod docker;
 mod election_tests;
-mod fake_api;
+mod examples;
 mod fake_api_tests;
 mod harness;
-mod kubelet;
+mod helm_chart;
 mod loop_tests;
 mod scale_tests;
-mod secret_volumes;
-#[path = "../support/mod.rs"]
-mod support;
 mod tls_infra_tests;
 mod tls_probe;
 mod tls_tests;

@@ -16,11 +16,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{json, Value};
 
-use crate::cert_manager::{certificate_resource, certificates, FakeCertManager, SPEC_HASH_ANNOTATION};
-use crate::docker::docker;
 use crate::harness::{eventually, Harness, NS};
-use crate::support::pki::{Request, Usage};
 use crate::tls_probe::{der_of, secret_key, served_leaf};
+use testkit::kube::cert_manager::{certificate_resource, certificates, FakeCertManager, SPEC_HASH_ANNOTATION};
+use testkit::kube::sandbox::docker;
+use testkit::pki::{Request, Usage};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// A member container's start and first readiness.

@@ -11,16 +11,16 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use rustcd::controller::member_tls::Dial;
-use rustcd::controller::spec::{IssuerKind, IssuerRef, TlsEndpoint, TlsSpec};
-use rustcd::controller::{EtcdCluster, EtcdClusterSpec};
-use rustcd::etcd::tls::Dialer;
+use rustcd_dial::Dialer;
+use rustcd_operator::member_tls::Dial;
+use rustcd_operator::spec::{IssuerKind, IssuerRef, TlsEndpoint, TlsSpec};
+use rustcd_operator::{EtcdCluster, EtcdClusterSpec};
 
-use crate::cert_manager::FakeCertManager;
-use crate::docker::docker;
 use crate::harness::{eventually, Harness, NS};
-use crate::support::pki::{Authority, Request, Usage};
 use crate::tls_probe::{der_of, secret_key, served_leaf};
+use testkit::kube::cert_manager::FakeCertManager;
+use testkit::kube::sandbox::docker;
+use testkit::pki::{Authority, Request, Usage};
 
 fn issuer_endpoint(name: &str) -> Option<TlsEndpoint> {
     Some(TlsEndpoint {
@@ -89,7 +89,7 @@ async fn member_list(
     ip: IpAddr,
 ) -> Result<Vec<(String, String, String)>, String> {
     let host = format!("{pod}.{cluster}-peer.{NS}.svc");
-    let client = rustcd::controller::etcd_client::MemberClient::connect(dial, ip, &host)
+    let client = rustcd_operator::etcd_client::MemberClient::connect(dial, ip, &host)
         .await
         .map_err(|e| e.to_string())?;
     let list = client.member_list().await.map_err(|e| e.to_string())?;
@@ -123,7 +123,7 @@ fn etcdctl_member_list(ip: IpAddr, ca: &str, cert: &str, key: &str) -> Vec<Strin
     ];
     let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
     args.extend(["--insecure-skip-tls-verify", "member", "list"]);
-    let out = crate::support::etcdctl(&endpoint, &args);
+    let out = testkit::etcdctl(&endpoint, &args);
     assert_eq!(out.status, 0, "etcdctl member list: {out:?}");
     let mut lines: Vec<String> = out.stdout.lines().map(str::to_string).collect();
     lines.sort_by_key(|l| l.split(", ").nth(2).unwrap_or_default().to_string());
@@ -192,7 +192,7 @@ async fn cert_manager_certificates_secure_the_cluster_and_rotate_without_restart
     // etcdctl with the same client certificate prints the same three members (it dials the pod IP,
     // which the member certificates do not name, hence --insecure-skip-tls-verify; the client
     // certificate is still required and checked by the member).
-    if crate::support::etcdctl_usable() {
+    if testkit::etcdctl_usable() {
         let lines = etcdctl_member_list(ip0, &ca, &cert, &key);
         assert_eq!(lines.len(), 3, "{lines:?}");
         for (k, line) in lines.iter().enumerate() {

@@ -5,9 +5,9 @@
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
-use crate::controller::names::Identity;
-use crate::controller::spec::IssuerKind;
-use crate::controller::tls::CertificateRequest;
+use crate::names::Identity;
+use crate::spec::IssuerKind;
+use crate::tls::CertificateRequest;
 
 /// `cert-manager.io/v1` `Certificate`, plural `certificates`.
 pub fn certificate_resource() -> ApiResource {
@@ -49,8 +49,8 @@ pub fn certificate(id: &Identity, request: &CertificateRequest) -> DynamicObject
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::names::test_identity;
-    use crate::controller::spec::IssuerRef;
+    use crate::names::test_identity;
+    use crate::spec::IssuerRef;
 
     #[test]
     fn a_certificate_carries_the_request() {

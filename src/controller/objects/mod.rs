@@ -10,7 +10,9 @@ mod statefulset;
 
 pub use certificates::{certificate, certificate_resource};
 pub use services::{client_service, peer_service, pod_disruption_budget};
-pub use statefulset::{default_affinity, member_args, statefulset, ClusterState, Membership, StatefulSetPlan};
+pub use statefulset::{
+    default_affinity, member_args, statefulset, InitialCluster, InitialClusterState, StatefulSetPlan,
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 

@@ -5,8 +5,8 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::controller::names::{Identity, CLIENT_PORT, PEER_PORT};
-use crate::controller::planner::quorum;
+use crate::names::{Identity, CLIENT_PORT, PEER_PORT};
+use crate::planner::quorum;
 
 fn port(name: &str, port: i32) -> ServicePort {
     ServicePort {

@@ -7,7 +7,7 @@
 //! running members ignore those flags anyway once their data directory exists.
 //!
 //! Probes go to the plain-HTTP metrics port (`--listen-metrics-urls`), which needs no client certificate
-//! even when the client port requires one. TLS (see [`crate::controller::tls`]) adds secret volumes and
+//! even when the client port requires one. TLS (see [`crate::tls`]) adds secret volumes and
 //! the certificate flags; the template names the Secrets only, so a rotated certificate changes nothing
 //! here.
 
@@ -22,45 +22,45 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::controller::names::{
+use crate::names::{
     Identity, CLIENT_PORT, CONTAINER_NAME, DATA_DIR, DATA_MOUNT_PATH, DATA_VOLUME, METRICS_PORT, PEER_PORT,
 };
-use crate::controller::spec::{AntiAffinity, EtcdClusterSpec, StorageSpec};
-use crate::controller::tls::TlsLayout;
+use crate::spec::{AntiAffinity, EtcdClusterSpec, StorageSpec};
+use crate::tls::TlsLayout;
 
 /// `--initial-cluster-state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClusterState {
+pub enum InitialClusterState {
     /// The first member of a new cluster.
     New,
     /// A member joining a running cluster (every member after the first).
     Existing,
 }
 
-impl ClusterState {
+impl InitialClusterState {
     fn flag_value(self) -> &'static str {
         match self {
-            ClusterState::New => "new",
-            ClusterState::Existing => "existing",
+            InitialClusterState::New => "new",
+            InitialClusterState::Existing => "existing",
         }
     }
 }
 
 /// The membership a pod created from the template starts with.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Membership {
+pub struct InitialCluster {
     /// `--initial-cluster-state`.
-    pub state: ClusterState,
+    pub state: InitialClusterState,
     /// Ordinals of the members `--initial-cluster` lists (the current MemberList, including a learner
     /// that was just added).
     pub ordinals: Vec<u32>,
 }
 
-impl Membership {
+impl InitialCluster {
     /// The membership of a new one-member cluster.
     pub fn bootstrap() -> Self {
-        Membership {
-            state: ClusterState::New,
+        InitialCluster {
+            state: InitialClusterState::New,
             ordinals: vec![0],
         }
     }
@@ -76,7 +76,7 @@ impl Membership {
 
     /// Reads the membership back from a StatefulSet this module built (so a reconcile that cannot list
     /// members keeps what the template says instead of guessing).
-    pub fn from_statefulset(id: &Identity, sts: &StatefulSet) -> Option<Membership> {
+    pub fn from_statefulset(id: &Identity, sts: &StatefulSet) -> Option<InitialCluster> {
         let args = sts
             .spec
             .as_ref()?
@@ -90,14 +90,14 @@ impl Membership {
             .as_ref()?;
         let value = |flag: &str| args.iter().find_map(|a| a.strip_prefix(flag)?.strip_prefix('='));
         let state = match value("--initial-cluster-state")? {
-            "new" => ClusterState::New,
-            _ => ClusterState::Existing,
+            "new" => InitialClusterState::New,
+            _ => InitialClusterState::Existing,
         };
         let ordinals = value("--initial-cluster")?
             .split(',')
             .filter_map(|entry| id.ordinal_of(entry.split('=').next()?))
             .collect();
-        Some(Membership { state, ordinals })
+        Some(InitialCluster { state, ordinals })
     }
 }
 
@@ -106,14 +106,14 @@ impl Membership {
 pub struct StatefulSetPlan {
     /// `spec.replicas`.
     pub replicas: u32,
-    /// Membership flags of the pod template.
-    pub membership: Membership,
-    /// The member image (see [`crate::controller::names::member_image`]).
+    /// InitialCluster flags of the pod template.
+    pub membership: InitialCluster,
+    /// The member image (see [`crate::names::member_image`]).
     pub image: String,
 }
 
 /// The container's arguments.
-pub fn member_args(id: &Identity, membership: &Membership, tls: &TlsLayout) -> Vec<String> {
+pub fn member_args(id: &Identity, membership: &InitialCluster, tls: &TlsLayout) -> Vec<String> {
     let mut args = vec![
         "--name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_DIR}"),

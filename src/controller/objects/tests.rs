@@ -5,10 +5,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
-use crate::controller::names::test_identity;
-use crate::controller::spec::{AntiAffinity, EtcdClusterSpec, PodOverrides, StorageSpec};
+use crate::names::test_identity;
+use crate::spec::{AntiAffinity, EtcdClusterSpec, PodOverrides, StorageSpec};
 
-fn plan(replicas: u32, membership: Membership) -> StatefulSetPlan {
+fn plan(replicas: u32, membership: InitialCluster) -> StatefulSetPlan {
     StatefulSetPlan {
         replicas,
         membership,
@@ -19,7 +19,7 @@ fn plan(replicas: u32, membership: Membership) -> StatefulSetPlan {
 #[test]
 fn bootstrap_statefulset() {
     let id = test_identity();
-    let sts = statefulset(&id, &EtcdClusterSpec::default(), &plan(1, Membership::bootstrap()));
+    let sts = statefulset(&id, &EtcdClusterSpec::default(), &plan(1, InitialCluster::bootstrap()));
     assert_eq!(sts.metadata.name.as_deref(), Some("demo"));
     assert_eq!(sts.metadata.owner_references.as_ref().unwrap()[0].uid, "u-1");
     let spec = sts.spec.as_ref().unwrap();
@@ -71,8 +71,8 @@ fn bootstrap_statefulset() {
 
 #[test]
 fn tls_mounts_secrets_and_switches_urls_to_https() {
-    use crate::controller::names::Identity;
-    use crate::controller::spec::{IssuerKind, IssuerRef, TlsEndpoint, TlsSpec};
+    use crate::names::Identity;
+    use crate::spec::{IssuerKind, IssuerRef, TlsEndpoint, TlsSpec};
     let spec = EtcdClusterSpec {
         tls: Some(TlsSpec {
             client: Some(TlsEndpoint {
@@ -95,7 +95,7 @@ fn tls_mounts_secrets_and_switches_urls_to_https() {
         peer_tls: true,
         ..test_identity()
     };
-    let sts = statefulset(&id, &spec, &plan(1, Membership::bootstrap()));
+    let sts = statefulset(&id, &spec, &plan(1, InitialCluster::bootstrap()));
     let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let volumes: Vec<_> = pod.volumes.as_ref().unwrap().iter().map(|v| v.name.as_str()).collect();
     assert_eq!(volumes, ["data", "tls-client", "tls-peer"]);
@@ -139,8 +139,8 @@ fn tls_mounts_secrets_and_switches_urls_to_https() {
 #[test]
 fn membership_round_trips_through_the_template() {
     let id = test_identity();
-    let joining = Membership {
-        state: ClusterState::Existing,
+    let joining = InitialCluster {
+        state: InitialClusterState::Existing,
         ordinals: vec![0, 1, 2],
     };
     let sts = statefulset(&id, &EtcdClusterSpec::default(), &plan(3, joining.clone()));
@@ -154,9 +154,12 @@ fn membership_round_trips_through_the_template() {
           demo-2=http://demo-2.demo-peer.ns.svc:2380"
             .to_string()
     ));
-    assert_eq!(Membership::from_statefulset(&id, &sts), Some(joining));
-    let boot = statefulset(&id, &EtcdClusterSpec::default(), &plan(1, Membership::bootstrap()));
-    assert_eq!(Membership::from_statefulset(&id, &boot), Some(Membership::bootstrap()));
+    assert_eq!(InitialCluster::from_statefulset(&id, &sts), Some(joining));
+    let boot = statefulset(&id, &EtcdClusterSpec::default(), &plan(1, InitialCluster::bootstrap()));
+    assert_eq!(
+        InitialCluster::from_statefulset(&id, &boot),
+        Some(InitialCluster::bootstrap())
+    );
 }
 
 #[test]
@@ -185,7 +188,7 @@ fn storage_resources_and_pod_overrides() {
         }),
         ..Default::default()
     };
-    let sts = statefulset(&id, &spec, &plan(3, Membership::bootstrap()));
+    let sts = statefulset(&id, &spec, &plan(3, InitialCluster::bootstrap()));
     let s = sts.spec.as_ref().unwrap();
     let claim = &s.volume_claim_templates.as_ref().unwrap()[0];
     assert_eq!(claim.metadata.name.as_deref(), Some("data"));

@@ -117,12 +117,12 @@ fn ordinals_from_names_and_peer_urls() {
 
 #[test]
 fn desired_from_spec() {
-    let spec = crate::controller::spec::EtcdClusterSpec {
+    let spec = crate::spec::EtcdClusterSpec {
         replicas: 5,
         ..Default::default()
     };
     assert_eq!(Desired::from_spec(NAME, &spec), desired(5));
-    let bad = crate::controller::spec::EtcdClusterSpec {
+    let bad = crate::spec::EtcdClusterSpec {
         replicas: -1,
         ..Default::default()
     };

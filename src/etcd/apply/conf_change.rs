@@ -8,9 +8,9 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType};
 
 use super::{ApplyError, ApplyOutput, ApplyResult, StateMachine};
-use crate::etcd::membership::Change;
-use crate::etcd::proto::etcdserverpb::Member;
-use crate::etcd::proto::rustcdpb::ConfChangeContext;
+use crate::membership::Change;
+use crate::proto::etcdserverpb::Member;
+use crate::proto::rustcdpb::ConfChangeContext;
 
 /// The raft `ConfChange` proposing `change`, answered to proposal `proposal_id`.
 pub fn encode_conf_change(proposal_id: u64, change: &Change) -> ConfChange {

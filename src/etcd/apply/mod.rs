@@ -18,13 +18,13 @@ use prost::Message;
 pub use conf_change::{decode_conf_change, encode_conf_change};
 pub use output::{ApplyError, ApplyOutput, ApplyResult};
 
-use crate::etcd::auth::AuthStore;
-use crate::etcd::lease::Lessor;
-use crate::etcd::membership::Membership;
-use crate::etcd::mvcc::{MvccError, Store};
-use crate::etcd::proto::etcdserverpb as pb;
-use crate::etcd::proto::mvccpb;
-use crate::etcd::proto::rustcdpb::{self, internal_request::Request};
+use crate::auth::AuthStore;
+use crate::lease::Lessor;
+use crate::membership::Membership;
+use crate::mvcc::{MvccError, Store};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::mvccpb;
+use crate::proto::rustcdpb::{self, internal_request::Request};
 
 /// bcrypt cost used only if a proposal carries a plain password (rustcd's own proposers
 /// always hash before proposing, so every member stores the same hash).
@@ -116,7 +116,7 @@ impl StateMachine {
             return Ok(ApplyOutput::Nothing);
         };
         if !req.username.is_empty() && self.auth.is_enabled() && req.auth_revision < self.auth.revision() {
-            return Err(ApplyError::Auth(crate::etcd::auth::AuthError::AuthOldRevision));
+            return Err(ApplyError::Auth(crate::auth::AuthError::AuthOldRevision));
         }
         let space_ok = !self.membership.has_alarm(pb::AlarmType::Nospace);
         match request {

@@ -2,10 +2,10 @@
 
 use thiserror::Error;
 
-use crate::etcd::auth::AuthError;
-use crate::etcd::lease::LeaseError;
-use crate::etcd::mvcc::MvccError;
-use crate::etcd::proto::etcdserverpb as pb;
+use crate::auth::AuthError;
+use crate::lease::LeaseError;
+use crate::mvcc::MvccError;
+use crate::proto::etcdserverpb as pb;
 
 /// The response to one applied request, before its header is filled in.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ pub enum ApplyError {
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
     #[error(transparent)]
-    Membership(#[from] crate::etcd::membership::MembershipError),
+    Membership(#[from] crate::membership::MembershipError),
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
     #[error("rustcd: malformed raft entry: {0}")]

@@ -2,9 +2,9 @@
 
 use super::store_tests::{add_role, add_user, enabled_store, grant_perm, grant_role, COST, R};
 use super::*;
-use crate::etcd::proto::authpb;
-use crate::etcd::proto::etcdserverpb as pb;
-use crate::etcd::proto::rustcdpb::AuthSnapshot;
+use crate::proto::authpb;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::rustcdpb::AuthSnapshot;
 
 #[test]
 fn range_checks() -> R {

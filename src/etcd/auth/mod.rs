@@ -43,4 +43,4 @@ pub use token::{TokenStore, DEFAULT_TOKEN_TTL};
 
 /// The permission type of grants and checks (`authpb.Permission.Type`):
 /// `Read`, `Write`, `Readwrite`.
-pub use crate::etcd::proto::authpb::permission::Type as PermType;
+pub use crate::proto::authpb::permission::Type as PermType;

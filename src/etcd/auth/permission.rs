@@ -18,7 +18,7 @@
 
 use std::cmp::Ordering;
 
-use crate::etcd::proto::authpb::{self, permission::Type as PermType};
+use crate::proto::authpb::{self, permission::Type as PermType};
 
 /// A key bound in etcd's `BytesAffineComparable` order: empty is +infinity.
 #[derive(Debug, Clone, PartialEq, Eq)]

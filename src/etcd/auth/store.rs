@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::etcd::proto::authpb::{self, permission::Type as PermType};
-use crate::etcd::proto::etcdserverpb as pb;
-use crate::etcd::proto::rustcdpb::AuthSnapshot;
+use crate::proto::authpb::{self, permission::Type as PermType};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::rustcdpb::AuthSnapshot;
 
 use super::error::AuthError;
 use super::password::{base64_decode, verify_password};

@@ -2,8 +2,8 @@
 //! spot-checked against a real etcd 3.4.23 where the two agree).
 
 use super::*;
-use crate::etcd::proto::authpb;
-use crate::etcd::proto::etcdserverpb as pb;
+use crate::proto::authpb;
+use crate::proto::etcdserverpb as pb;
 
 pub(super) const COST: u32 = 4;
 

@@ -265,8 +265,8 @@ mod serve {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tonic::{Request, Response, Status};
 
-    use crate::etcd::proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
-    use crate::etcd::proto::etcdserverpb::{self as pb};
+    use crate::proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
+    use crate::proto::etcdserverpb::{self as pb};
 
     struct FixedStatus;
 
@@ -330,7 +330,7 @@ mod serve {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         if rewrite {
-            tokio::spawn(super::serve(listener, router()));
+            tokio::spawn(crate::listen::serve(listener, router()));
         } else {
             tokio::spawn(async move { axum::serve(listener, router()).await });
         }

@@ -47,7 +47,7 @@ pub struct RestoreArgs {
     pub file: std::path::PathBuf,
     #[arg(long, default_value = "default")]
     pub name: String,
-    /// Data directory to create (must not exist or be empty). Default: <name>.rustcd
+    /// Data directory to create (must not exist or be empty). Default: NAME.rustcd
     #[arg(long)]
     pub data_dir: Option<String>,
     #[arg(long, default_value = "default=http://localhost:2380")]
@@ -71,7 +71,7 @@ pub struct Flags {
     // ---- member ----
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub name: String,
-    /// Path to the data directory. Default: <name>.rustcd
+    /// Path to the data directory. Default: NAME.rustcd
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<String>,
     #[arg(long, env = "ETCD_WAL_DIR")]

@@ -14,7 +14,7 @@ use url::Url;
 
 pub use flags::{normalize_args, Cli, Command, Flags, RestoreArgs, SnapshotCommand};
 
-use crate::etcd::tls::{self, TlsConfig, TlsInfo};
+use crate::tls::{self, TlsConfig, TlsInfo};
 
 /// etcd's default backend quota (2 GiB) and its hard maximum (8 GiB).
 pub const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
@@ -45,7 +45,7 @@ fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> Config
 
 /// Whether a new cluster is bootstrapped or an existing one joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClusterState {
+pub enum InitialClusterState {
     New,
     Existing,
 }
@@ -85,7 +85,7 @@ pub struct ServerConfig {
     pub listen_metrics_urls: Vec<Url>,
     pub initial_cluster: Vec<InitialMember>,
     pub initial_cluster_token: String,
-    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_state: InitialClusterState,
     pub quota_backend_bytes: i64,
     pub max_txn_ops: usize,
     pub max_request_bytes: usize,
@@ -354,8 +354,8 @@ impl ServerConfig {
                 .collect();
         initial_advertise_peer_urls.sort();
         let initial_cluster_state = match f.initial_cluster_state.as_str() {
-            "new" => ClusterState::New,
-            "existing" => ClusterState::Existing,
+            "new" => InitialClusterState::New,
+            "existing" => InitialClusterState::Existing,
             other => {
                 return Err(invalid(
                     "initial-cluster-state",

@@ -7,10 +7,10 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::auth_ctx::{auth_info, check_admin};
-use crate::etcd::auth::{hash_password, AuthError};
-use crate::etcd::proto::etcdserverpb::{self as pb, auth_server::Auth};
-use crate::etcd::proto::rustcdpb::{internal_request::Request as Internal, InternalAuthenticateRequest};
-use crate::etcd::server::{AuthInfo, EtcdServer};
+use crate::auth::{hash_password, AuthError};
+use crate::proto::etcdserverpb::{self as pb, auth_server::Auth};
+use crate::proto::rustcdpb::{internal_request::Request as Internal, InternalAuthenticateRequest};
+use crate::server::{AuthInfo, EtcdServer};
 
 pub struct AuthService {
     pub server: Arc<EtcdServer>,

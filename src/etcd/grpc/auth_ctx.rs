@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use tonic::{Request, Status};
 
-use super::status::{ERR_INVALID_AUTH_TOKEN, ERR_USER_EMPTY};
-use crate::etcd::auth::PermType;
-use crate::etcd::proto::etcdserverpb::{self as pb, request_op};
-use crate::etcd::server::{AuthInfo, EtcdServer};
-use crate::etcd::tls::ClientIdentity;
+use super::rpc_error::{ERR_INVALID_AUTH_TOKEN, ERR_USER_EMPTY};
+use crate::auth::PermType;
+use crate::proto::etcdserverpb::{self as pb, request_op};
+use crate::server::{AuthInfo, EtcdServer};
+use crate::tls::ClientIdentity;
 
 /// The user of a request, or the anonymous `AuthInfo` when auth is disabled.
 pub fn auth_info<T>(server: &EtcdServer, req: &Request<T>) -> Result<AuthInfo, Status> {
@@ -49,7 +49,7 @@ pub fn user_from_certificate(client_cert_auth: bool, common_name: Option<&str>) 
         .map(str::to_string)
 }
 
-fn auth_status(e: crate::etcd::auth::AuthError) -> Status {
+fn auth_status(e: crate::auth::AuthError) -> Status {
     Status::new(tonic::Code::from_i32(e.grpc_status_code()), e.to_string())
 }
 

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::auth_ctx::{auth_info, check_admin};
-use super::status::{membership_status, server_error};
-use crate::etcd::membership::MembershipError;
-use crate::etcd::proto::etcdserverpb::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
-use crate::etcd::server::{EtcdServer, MemberError};
+use super::rpc_error::{membership_status, server_error};
+use crate::membership::MembershipError;
+use crate::proto::etcdserverpb::{self as pb, cluster_client::ClusterClient, cluster_server::Cluster};
+use crate::server::{EtcdServer, MemberError};
 
 pub struct ClusterService {
     pub server: Arc<EtcdServer>,

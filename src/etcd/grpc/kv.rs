@@ -5,19 +5,19 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::auth_ctx::{auth_info, check_range, check_txn};
-use super::status::{apply_error, no_space};
-use crate::etcd::apply::ApplyOutput;
-use crate::etcd::auth::PermType;
-use crate::etcd::mvcc::validate;
-use crate::etcd::proto::etcdserverpb::{self as pb, kv_server::Kv};
-use crate::etcd::proto::rustcdpb::internal_request::Request as Internal;
-use crate::etcd::server::{background, EtcdServer};
+use super::rpc_error::{apply_error, no_space};
+use crate::apply::ApplyOutput;
+use crate::auth::PermType;
+use crate::mvcc::validate;
+use crate::proto::etcdserverpb::{self as pb, kv_server::Kv};
+use crate::proto::rustcdpb::internal_request::Request as Internal;
+use crate::server::{background, EtcdServer};
 
 pub struct KvService {
     pub server: Arc<EtcdServer>,
 }
 
-fn mvcc_status(e: crate::etcd::mvcc::MvccError) -> Status {
+fn mvcc_status(e: crate::mvcc::MvccError) -> Status {
     Status::new(tonic::Code::from_i32(e.grpc_status_code()), e.to_string())
 }
 
@@ -126,7 +126,7 @@ impl Kv for KvService {
                 Ok(Response::new(resp))
             }
             Ok(other) => Err(Status::internal(format!("unexpected apply output {other:?}"))),
-            Err(crate::etcd::server::ServerError::Apply(e)) => Err(apply_error(&e)),
+            Err(crate::server::ServerError::Apply(e)) => Err(apply_error(&e)),
             Err(e) => Err(e.into()),
         }
     }

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tonic::Status;
 
-use crate::etcd::server::EtcdServer;
+use crate::server::EtcdServer;
 
 /// etcd's `ErrGRPCNotSupportedForLearner`.
 pub fn not_supported() -> Status {

@@ -12,17 +12,17 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth_ctx::auth_info;
 use super::kv::complete_header;
-use crate::etcd::apply::ApplyOutput;
-use crate::etcd::lease::LeaseError;
-use crate::etcd::proto::etcdserverpb::{self as pb, lease_client::LeaseClient, lease_server::Lease};
-use crate::etcd::proto::rustcdpb::internal_request::Request as Internal;
-use crate::etcd::server::EtcdServer;
+use crate::apply::ApplyOutput;
+use crate::lease::LeaseError;
+use crate::proto::etcdserverpb::{self as pb, lease_client::LeaseClient, lease_server::Lease};
+use crate::proto::rustcdpb::internal_request::Request as Internal;
+use crate::server::EtcdServer;
 
 pub struct LeaseService {
     pub server: Arc<EtcdServer>,
 }
 
-fn lease_status(e: crate::etcd::lease::LeaseError) -> Status {
+fn lease_status(e: crate::lease::LeaseError) -> Status {
     Status::new(tonic::Code::from_i32(e.grpc_status_code()), e.to_string())
 }
 

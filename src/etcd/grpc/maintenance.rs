@@ -7,11 +7,11 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth_ctx::{auth_info, check_admin};
-use crate::etcd::apply::ApplyOutput;
-use crate::etcd::backup;
-use crate::etcd::proto::etcdserverpb::{self as pb, maintenance_server::Maintenance};
-use crate::etcd::proto::rustcdpb::internal_request::Request as Internal;
-use crate::etcd::server::{EtcdServer, ETCD_API_VERSION};
+use crate::apply::ApplyOutput;
+use crate::backup;
+use crate::proto::etcdserverpb::{self as pb, maintenance_server::Maintenance};
+use crate::proto::rustcdpb::internal_request::Request as Internal;
+use crate::server::{EtcdServer, ETCD_API_VERSION};
 
 /// Size of each chunk of the snapshot stream (etcd sends 32 KiB chunks).
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
@@ -20,7 +20,7 @@ pub struct MaintenanceService {
     pub server: Arc<EtcdServer>,
 }
 
-fn mvcc_status(e: crate::etcd::mvcc::MvccError) -> Status {
+fn mvcc_status(e: crate::mvcc::MvccError) -> Status {
     Status::new(tonic::Code::from_i32(e.grpc_status_code()), e.to_string())
 }
 

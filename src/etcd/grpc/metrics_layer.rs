@@ -517,7 +517,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for CountingResponseBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::etcd::proto::etcdserverpb::{
+    use crate::proto::etcdserverpb::{
         self as pb, maintenance_server::Maintenance, maintenance_server::MaintenanceServer,
     };
     use futures::Stream;

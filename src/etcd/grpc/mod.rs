@@ -9,8 +9,8 @@ mod learner_gate;
 mod lease;
 mod maintenance;
 pub mod metrics_layer;
-pub mod status;
-mod watch;
+pub mod rpc_error;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -21,12 +21,12 @@ use axum::routing::get;
 use axum::Router;
 use tonic::service::Routes;
 
-use crate::etcd::proto::etcdserverpb::{
+use crate::proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
-use crate::etcd::proto::rustcdpb::peer_server::PeerServer;
-use crate::etcd::server::{EtcdServer, CLUSTER_VERSION, ETCD_API_VERSION};
+use crate::proto::rustcdpb::peer_server::PeerServer;
+use crate::server::{EtcdServer, CLUSTER_VERSION, ETCD_API_VERSION};
 
 /// gRPC allows this much framing beyond `--max-request-bytes` (etcd's grpcOverheadBytes).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -64,7 +64,7 @@ pub fn client_router(server: Arc<EtcdServer>) -> Router {
 
 /// The peer port: Raft traffic between members plus the HTTP endpoints.
 pub fn peer_router(server: Arc<EtcdServer>) -> Router {
-    let peer = crate::etcd::peer::PeerService {
+    let peer = crate::peer::PeerService {
         cluster_id: server.cluster_id,
         raft: server.raft.clone(),
         sm: server.sm.clone(),
@@ -101,7 +101,7 @@ async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
 
 async fn health_problem(server: &EtcdServer) -> Option<String> {
     if let Some(a) = server.sm.read().membership.alarms.first() {
-        let name = crate::etcd::proto::etcdserverpb::AlarmType::try_from(a.alarm)
+        let name = crate::proto::etcdserverpb::AlarmType::try_from(a.alarm)
             .map(|t| t.as_str_name())
             .unwrap_or("UNKNOWN");
         return Some(format!("ALARM {name}"));

@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::etcd::proto::etcdserverpb::{LeaseGrantResponse, LeaseTimeToLiveResponse};
+use crate::proto::etcdserverpb::{LeaseGrantResponse, LeaseTimeToLiveResponse};
 
 use super::error::LeaseError;
 use super::expiry_queue::ExpiryQueue;

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::etcd::proto::rustcdpb::{LeaseRecord, LeaseSnapshot};
+use crate::proto::rustcdpb::{LeaseRecord, LeaseSnapshot};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)

@@ -46,7 +46,7 @@ pub use lessor::{
     min_lease_ttl, Lessor, LessorConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_EXPIRED_RETRY_INTERVAL, MAX_LEASE_TTL,
 };
 
-use crate::etcd::proto::etcdserverpb::LeaseTimeToLiveResponse;
+use crate::proto::etcdserverpb::LeaseTimeToLiveResponse;
 
 /// The `LeaseTimeToLive` answer etcd gives for a lease that does not exist:
 /// not an error, but `TTL: -1`, `grantedTTL: 0` and no keys.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::etcd::proto::rustcdpb::{LeaseRecord, LeaseSnapshot};
+use crate::proto::rustcdpb::{LeaseRecord, LeaseSnapshot};
 
 use super::lessor::{Lease, Lessor, LessorConfig};
 

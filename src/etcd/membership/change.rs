@@ -5,7 +5,7 @@
 //! change identically; a refused change leaves both the member list and Raft's
 //! configuration untouched.
 
-use crate::etcd::proto::etcdserverpb::Member;
+use crate::proto::etcdserverpb::Member;
 
 use super::Membership;
 
@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn removed_ids_never_come_back() {
         let mut m = three();
-        m.activate_alarm(2, crate::etcd::proto::etcdserverpb::AlarmType::Nospace);
+        m.activate_alarm(2, crate::proto::etcdserverpb::AlarmType::Nospace);
         m.apply_change(&Change::Remove(2)).unwrap();
         assert!(m.alarms.is_empty());
         assert_eq!(m.apply_change(&Change::Remove(2)), Err(MembershipError::NotFound));

@@ -1,7 +1,7 @@
 //! Cluster membership: member and cluster IDs derived exactly as etcd derives them,
 //! the member list, and the cluster-wide alarms. Applied in Raft log order.
 //!
-//! [`change`] holds the membership changes (add, promote, update, remove) with etcd's
+//! `change` holds the membership changes (add, promote, update, remove) with etcd's
 //! validation rules; [`reconfig`] the strict-reconfig checks a member makes before it
 //! proposes one.
 
@@ -10,9 +10,9 @@ pub mod reconfig;
 
 use sha1::{Digest, Sha1};
 
-use crate::etcd::config::InitialMember;
-use crate::etcd::proto::etcdserverpb::{AlarmMember, AlarmType, Member};
-use crate::etcd::proto::rustcdpb::ClusterSnapshot;
+use crate::config::InitialMember;
+use crate::proto::etcdserverpb::{AlarmMember, AlarmType, Member};
+use crate::proto::rustcdpb::ClusterSnapshot;
 
 pub use change::{Change, MembershipError};
 

@@ -127,8 +127,8 @@ pub fn may_promote(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::etcd::membership::Change;
-    use crate::etcd::proto::etcdserverpb::Member;
+    use crate::membership::Change;
+    use crate::proto::etcdserverpb::Member;
 
     /// `started` voters with names, then `unstarted` voters without.
     fn cluster(started: u64, unstarted: u64) -> Membership {

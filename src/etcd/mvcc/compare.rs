@@ -4,8 +4,8 @@ use std::cmp::Ordering;
 
 use super::key_index::Record;
 use super::store::{KeySpan, Store};
-use crate::etcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use crate::etcd::proto::etcdserverpb::Compare;
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::Compare;
 
 impl Store {
     /// Evaluates one compare against the store at revision `rev`.

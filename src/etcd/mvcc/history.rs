@@ -3,7 +3,7 @@
 use super::error::MvccError;
 use super::key_index::Record;
 use super::store::{KeySpan, Store};
-use crate::etcd::proto::mvccpb::Event;
+use crate::proto::mvccpb::Event;
 
 impl Store {
     /// Events of keys in `key`/`range_end` (etcd range convention) with mod

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::etcd::proto::mvccpb::KeyValue;
+use crate::proto::mvccpb::KeyValue;
 
 /// Bytes of metadata accounted per stored revision in size estimates
 /// (revision key, create/mod revision, version, lease, framing).

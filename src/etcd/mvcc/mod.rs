@@ -3,7 +3,7 @@
 //! # Data structure
 //!
 //! * `index: BTreeMap<Bytes, KeyHistory>` — every key that has at least one
-//!   retained revision, in key order. A [`KeyHistory`](key_index) is the key's
+//!   retained revision, in key order. A `KeyHistory` (`key_index`) is the key's
 //!   records (value, create revision, version, lease, or a tombstone) in
 //!   increasing `(main, sub)` revision order. A tombstone ends a generation.
 //!   Reading key `k` at revision `r` = binary search for the last record with

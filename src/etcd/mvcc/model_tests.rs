@@ -5,11 +5,11 @@ use proptest::prelude::*;
 
 use super::tests::no_lease;
 use super::*;
-use crate::etcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use crate::etcd::proto::etcdserverpb::{
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::{
     request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
-use crate::etcd::proto::mvccpb::{event::EventType, KeyValue};
+use crate::proto::mvccpb::{event::EventType, KeyValue};
 
 #[derive(Clone, Debug)]
 struct Rec {

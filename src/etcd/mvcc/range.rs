@@ -8,8 +8,8 @@ use bytes::Bytes;
 use super::error::MvccError;
 use super::key_index::Record;
 use super::store::{KeySpan, Store};
-use crate::etcd::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::etcd::proto::etcdserverpb::{RangeRequest, RangeResponse};
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 
 impl Store {
     /// Serves a range request at `req.revision` (0 or negative = current).

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use super::error::MvccError;
 use super::key_index::Record;
 use super::store::{LogEntry, Store};
-use crate::etcd::proto::mvccpb::KeyValue;
-use crate::etcd::proto::rustcdpb::{MvccSnapshot, RevisionRecord};
+use crate::proto::mvccpb::KeyValue;
+use crate::proto::rustcdpb::{MvccSnapshot, RevisionRecord};
 
 impl Store {
     /// Every retained revision in `(main, sub)` order plus the revision counters.

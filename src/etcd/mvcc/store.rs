@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::error::MvccError;
 use super::key_index::{KeyHistory, Record};
-use crate::etcd::proto::mvccpb::{event::EventType, Event};
+use crate::proto::mvccpb::{event::EventType, Event};
 
 /// One entry of the revision log: which key was written at `(main, sub)`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,10 @@
 //! Unit tests of the MVCC store; expected values checked against etcd 3.4.23.
 
 use super::*;
-use crate::etcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use crate::etcd::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::etcd::proto::etcdserverpb::{request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp};
-use crate::etcd::proto::mvccpb::{event::EventType, KeyValue};
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::{request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp};
+use crate::proto::mvccpb::{event::EventType, KeyValue};
 
 pub(super) fn no_lease(_: i64) -> bool {
     false

@@ -8,11 +8,11 @@ use bytes::Bytes;
 
 use super::error::MvccError;
 use super::store::{KeySpan, Store, WriteTxn};
-use crate::etcd::proto::etcdserverpb::{
+use crate::proto::etcdserverpb::{
     request_op, response_op, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
     ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
-use crate::etcd::proto::mvccpb::Event;
+use crate::proto::mvccpb::Event;
 
 /// Which branch each (nested) txn takes, decided before the txn runs.
 struct TxnPath {
@@ -28,7 +28,7 @@ fn header(revision: i64) -> Option<ResponseHeader> {
     })
 }
 
-fn branch(req: &TxnRequest, succeeded: bool) -> &[crate::etcd::proto::etcdserverpb::RequestOp] {
+fn branch(req: &TxnRequest, succeeded: bool) -> &[crate::proto::etcdserverpb::RequestOp] {
     if succeeded {
         &req.success
     } else {

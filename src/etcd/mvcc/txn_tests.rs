@@ -2,11 +2,11 @@
 
 use super::tests::{cmp, no_lease, op_put, op_range, put, rreq};
 use super::*;
-use crate::etcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use crate::etcd::proto::etcdserverpb::{
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::{
     request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
 };
-use crate::etcd::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::event::EventType;
 
 #[test]
 fn txn_compares_and_nested_headers() {
@@ -42,7 +42,7 @@ fn txn_compares_and_nested_headers() {
     assert!(resp.succeeded && resp.header.is_none());
     assert_eq!(ev.len(), 1);
     assert_eq!(s.current_revision(), 3);
-    let hdr_rev = |op: &crate::etcd::proto::etcdserverpb::ResponseOp| match &op.response {
+    let hdr_rev = |op: &crate::proto::etcdserverpb::ResponseOp| match &op.response {
         Some(response_op::Response::ResponseRange(r)) => r.header.unwrap().revision,
         Some(response_op::Response::ResponsePut(r)) => r.header.unwrap().revision,
         Some(response_op::Response::ResponseTxn(r)) => r.header.unwrap().revision,

@@ -5,10 +5,8 @@
 use std::collections::HashSet;
 
 use super::error::MvccError;
-use crate::etcd::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::etcd::proto::etcdserverpb::{
-    request_op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::{request_op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
 /// Validates a range request: non-empty key, known sort order and target
 /// (etcd >= 3.5 rejects unknown values; 3.4 crashes on an unknown target).

@@ -1,7 +1,7 @@
 //! Validation tests; each case was checked against etcd 3.4.23 (gRPC gateway).
 
 use super::*;
-use crate::etcd::proto::etcdserverpb::{
+use crate::proto::etcdserverpb::{
     request_op::Request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 

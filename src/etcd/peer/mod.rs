@@ -15,15 +15,15 @@ pub use service::PeerService;
 
 use std::time::Duration;
 
-use crate::etcd::proto::rustcdpb::{peer_client::PeerClient, MembersRequest, MembersResponse};
-use crate::etcd::tls::Dialer;
+use crate::proto::rustcdpb::{peer_client::PeerClient, MembersRequest, MembersResponse};
+use crate::tls::Dialer;
 
 /// Asks the member at peer URL `url` for the cluster as it knows it.
 pub async fn fetch_members(url: &str, timeout: Duration, dialer: &Dialer) -> Result<MembersResponse, String> {
     let channel = dialer
         .connect(url, |e| e.connect_timeout(timeout).timeout(timeout))
         .await
-        .map_err(|e| format!("{url}: {}", crate::etcd::tls::client::error_chain(&e)))?;
+        .map_err(|e| format!("{url}: {}", rustcd_dial::error_chain(&e)))?;
     let resp = PeerClient::new(channel)
         .members(MembersRequest {})
         .await
@@ -35,11 +35,7 @@ pub async fn fetch_members(url: &str, timeout: Duration, dialer: &Dialer) -> Res
 /// reports that only after the handshake) shows up as the TLS alert, not just "canceled".
 pub fn status_text(status: &tonic::Status) -> String {
     match std::error::Error::source(status) {
-        Some(source) => format!(
-            "{}: {}",
-            status.message(),
-            crate::etcd::tls::client::error_chain(source)
-        ),
+        Some(source) => format!("{}: {}", status.message(), rustcd_dial::error_chain(source)),
         None => status.message().to_string(),
     }
 }

@@ -10,8 +10,8 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
 
-use crate::etcd::proto::rustcdpb::{peer_client::PeerClient, RaftBatch};
-use crate::etcd::tls::Dialer;
+use crate::proto::rustcdpb::{peer_client::PeerClient, RaftBatch};
+use crate::tls::Dialer;
 
 /// Part of the error a member returns to a removed member's stream (the sender recognises it).
 pub const REMOVED_MARK: &str = "has been removed from the cluster";
@@ -178,7 +178,7 @@ async fn run_sender(ctx: SenderContext, peer: u64, urls: Vec<String>, mut rx: mp
             Ok(c) => c,
             Err(e) => {
                 ctx.connectivity.down(peer);
-                let error = crate::etcd::tls::client::error_chain(&e);
+                let error = rustcd_dial::error_chain(&e);
                 tracing::debug!(peer = format!("{peer:x}"), %url, %error, "peer unreachable; retrying");
                 drain_for(&mut rx, Duration::from_millis(200)).await;
                 if rx.is_closed() {

@@ -10,11 +10,9 @@ use raft::eraftpb::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::REMOVED_MARK;
-use crate::etcd::apply::StateMachine;
-use crate::etcd::proto::rustcdpb::{
-    peer_server::Peer, MembersRequest, MembersResponse, PeerAck, RaftBatch, SnapshotChunk,
-};
-use crate::etcd::raft_node::RaftHandle;
+use crate::apply::StateMachine;
+use crate::proto::rustcdpb::{peer_server::Peer, MembersRequest, MembersResponse, PeerAck, RaftBatch, SnapshotChunk};
+use crate::raft_node::RaftHandle;
 
 pub struct PeerService {
     pub cluster_id: u64,

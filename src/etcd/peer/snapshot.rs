@@ -10,7 +10,7 @@ use raft::eraftpb::Message;
 use tonic::Status;
 
 use super::sender::SenderContext;
-use crate::etcd::proto::rustcdpb::{peer_client::PeerClient, SnapshotChunk};
+use crate::proto::rustcdpb::{peer_client::PeerClient, SnapshotChunk};
 
 /// Size of one chunk of snapshot data on the wire.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
@@ -77,7 +77,7 @@ async fn send_inner(ctx: &SenderContext, url: &str, msg: Message) -> Result<(), 
         .dialer
         .connect(url, |e| e.connect_timeout(Duration::from_secs(5)))
         .await
-        .map_err(|e| crate::etcd::tls::client::error_chain(&e))?;
+        .map_err(|e| rustcd_dial::error_chain(&e))?;
     PeerClient::new(channel)
         .max_encoding_message_size(CHUNK_BYTES * 2)
         .snapshot(futures::stream::iter(chunks))

@@ -11,10 +11,10 @@
 
 mod driver;
 mod logger;
-mod status;
 mod storage;
+mod view;
 
 pub use driver::{snapshot_metadata, spawn, DriverConfig, DriverHooks, Durable, RaftError, RaftHandle};
 pub use logger::raft_logger;
-pub use status::RaftStatus;
 pub use storage::NodeStorage;
+pub use view::RaftView;

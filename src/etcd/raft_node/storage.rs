@@ -10,7 +10,7 @@ use raft::eraftpb::{Entry, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-use crate::etcd::apply::StateMachine;
+use crate::apply::StateMachine;
 
 /// raft-rs storage: `MemStorage` for entries and hard state; snapshots from the state machine.
 pub struct NodeStorage {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{AuthInfo, EtcdServer, CLUSTER_VERSION};
-use crate::etcd::config::{url_string, AutoCompaction};
-use crate::etcd::proto::etcdserverpb::{self as pb, alarm_request::AlarmAction, AlarmType};
-use crate::etcd::proto::rustcdpb::{internal_request::Request, ClusterVersionSet, MemberAttributes};
+use crate::config::{url_string, AutoCompaction};
+use crate::proto::etcdserverpb::{self as pb, alarm_request::AlarmAction, AlarmType};
+use crate::proto::rustcdpb::{internal_request::Request, ClusterVersionSet, MemberAttributes};
 
 const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_REVOKES_PER_ROUND: usize = 1000;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::etcd::raft_node::NodeStorage;
+use crate::raft_node::NodeStorage;
 use parking_lot::RwLock;
 use prost::Message as _;
 use protobuf::Message as _;
@@ -16,18 +16,17 @@ use raft::{Config as RaftConfig, RawNode};
 use super::discovery::JoinInfo;
 use super::watch_source::{Headers, StoreHistory};
 use super::{EtcdServer, IdGenerator, LeaderLink};
-use crate::etcd::apply::{encode_conf_change, RestoreError, StateMachine};
-use crate::etcd::auth::TokenStore;
-use crate::etcd::config::{ClusterState, ServerConfig};
-use crate::etcd::lease::min_lease_ttl;
-use crate::etcd::membership::{self, Change, Membership};
-use crate::etcd::metrics::Metrics;
-use crate::etcd::peer::{Connectivity, PeerTransport};
-use crate::etcd::proto::rustcdpb::{ClusterSnapshot, StateSnapshot, WalMetadata};
-use crate::etcd::raft_node::{self, raft_logger, DriverConfig, DriverHooks, Durable, RaftStatus};
-use crate::etcd::storage::{snapshot_file_name, DataDir, SnapshotFiles, StorageError, Wal};
-use crate::etcd::tls::Dialer;
-use crate::etcd::watch::WatchHub;
+use crate::apply::{encode_conf_change, RestoreError, StateMachine};
+use crate::auth::TokenStore;
+use crate::config::{InitialClusterState, ServerConfig};
+use crate::lease::min_lease_ttl;
+use crate::membership::{self, Change, Membership};
+use crate::metrics::ServerMetrics;
+use crate::peer::{Connectivity, PeerTransport};
+use crate::proto::rustcdpb::{ClusterSnapshot, StateSnapshot, WalMetadata};
+use crate::raft_node::{self, raft_logger, DriverConfig, DriverHooks, Durable, RaftView};
+use crate::storage::{snapshot_file_name, DataDir, SnapshotFiles, StorageError, Wal};
+use crate::watch::WatchHub;
 
 /// WAL segment size (etcd uses 64 MB segments).
 const WAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -52,7 +51,7 @@ pub enum BootstrapError {
     #[error("cannot start the raft thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error(transparent)]
-    Tls(#[from] crate::etcd::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A started member and the driver thread's handle.
@@ -62,7 +61,11 @@ pub struct Started {
 }
 
 /// Opens the data directory and starts the member.
-pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>, join: Option<JoinInfo>) -> Result<Started, BootstrapError> {
+pub fn start(
+    cfg: ServerConfig,
+    metrics: Arc<ServerMetrics>,
+    join: Option<JoinInfo>,
+) -> Result<Started, BootstrapError> {
     let dirs = DataDir::new(&cfg.data_dir, cfg.wal_dir.as_deref());
     dirs.create()?;
     dirs.check_version()?;
@@ -180,7 +183,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>, join: Option<JoinInfo>) -
     };
     let node = RawNode::new(&raft_cfg, storage, &raft_logger())?;
 
-    let status = Arc::new(RaftStatus::default());
+    let status = Arc::new(RaftView::default());
     let removed = Arc::new(tokio::sync::Notify::new());
     // The transport reports snapshot outcomes to the driver, which starts after it.
     let handle_slot: Arc<std::sync::OnceLock<raft_node::RaftHandle>> = Arc::default();
@@ -254,7 +257,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>, join: Option<JoinInfo>) -
                 }
             })
         },
-        Dialer::for_peers(&cfg.tls)?,
+        crate::tls::peer_dialer(&cfg.tls)?,
     );
     let (raft, driver) = raft_node::spawn(
         node,
@@ -276,7 +279,7 @@ pub fn start(cfg: ServerConfig, metrics: Arc<Metrics>, join: Option<JoinInfo>) -
         ids: IdGenerator::new(meta.member_id),
         sm,
         started_at: now,
-        leader_link: LeaderLink::new(Dialer::for_clients(&cfg.tls)?),
+        leader_link: LeaderLink::new(crate::tls::client_dialer(&cfg.tls)?),
         removed,
         connectivity,
         cfg,
@@ -304,7 +307,7 @@ fn fresh_member(
         };
         return Ok((meta, Vec::new(), HardState::default()));
     }
-    if cfg.initial_cluster_state == ClusterState::Existing {
+    if cfg.initial_cluster_state == InitialClusterState::Existing {
         return Err(BootstrapError::Join(
             "--initial-cluster-state=existing: the running cluster was not asked for its members".into(),
         ));

@@ -12,13 +12,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::etcd::config::{ClusterState, InitialMember, ServerConfig};
-use crate::etcd::membership::{self, Membership};
-use crate::etcd::peer::fetch_members;
-use crate::etcd::proto::etcdserverpb::Member;
-use crate::etcd::proto::rustcdpb::MembersResponse;
-use crate::etcd::storage::DataDir;
-use crate::etcd::tls::Dialer;
+use crate::config::{InitialClusterState, InitialMember, ServerConfig};
+use crate::membership::{self, Membership};
+use crate::peer::fetch_members;
+use crate::proto::etcdserverpb::Member;
+use crate::proto::rustcdpb::MembersResponse;
+use crate::storage::DataDir;
+use crate::tls::Dialer;
 
 use super::BootstrapError;
 
@@ -44,9 +44,9 @@ pub async fn prepare(cfg: &ServerConfig) -> Result<Option<JoinInfo>, BootstrapEr
         return Ok(None);
     }
     let peers = remote_peer_urls(cfg);
-    let dialer = Dialer::for_peers(&cfg.tls)?;
+    let dialer = crate::tls::peer_dialer(&cfg.tls)?;
     match cfg.initial_cluster_state {
-        ClusterState::Existing => {
+        InitialClusterState::Existing => {
             if peers.is_empty() {
                 return Err(BootstrapError::Join(
                     "--initial-cluster-state=existing needs --initial-cluster to list the running members".into(),
@@ -65,7 +65,7 @@ pub async fn prepare(cfg: &ServerConfig) -> Result<Option<JoinInfo>, BootstrapEr
                 members: remote.members,
             }))
         }
-        ClusterState::New => {
+        InitialClusterState::New => {
             let expected = Membership::bootstrap(&cfg.initial_cluster, &cfg.initial_cluster_token);
             let me = membership::member_id(&cfg.initial_advertise_peer_urls, &cfg.initial_cluster_token, None);
             let answers =

@@ -5,7 +5,7 @@ use parking_lot::Mutex;
 use tonic::transport::Channel;
 
 use super::EtcdServer;
-use crate::etcd::tls::Dialer;
+use crate::tls::Dialer;
 
 /// Caches one channel per leader; replaced when leadership moves.
 #[derive(Default)]
@@ -44,7 +44,7 @@ impl LeaderLink {
         let ch = match self.dialer.connect(&url, |e| e).await {
             Ok(ch) => ch,
             Err(e) => {
-                let error = crate::etcd::tls::client::error_chain(&e);
+                let error = rustcd_dial::error_chain(&e);
                 tracing::debug!(leader = format!("{leader:x}"), %url, %error, "cannot connect to the leader");
                 return None;
             }

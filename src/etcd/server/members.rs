@@ -3,10 +3,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{EtcdServer, ServerError, REQUEST_TIMEOUT};
-use crate::etcd::apply::{encode_conf_change, ApplyError, ApplyOutput};
-use crate::etcd::membership::{self, reconfig, Change, MembershipError};
-use crate::etcd::proto::etcdserverpb::Member;
-use crate::etcd::raft_node::RaftError;
+use crate::apply::{encode_conf_change, ApplyError, ApplyOutput};
+use crate::membership::{self, reconfig, Change, MembershipError};
+use crate::proto::etcdserverpb::Member;
+use crate::raft_node::RaftError;
 
 /// Why a membership request failed.
 #[derive(Debug, thiserror::Error)]

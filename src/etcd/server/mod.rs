@@ -22,14 +22,14 @@ pub use ids::IdGenerator;
 pub use leader_link::LeaderLink;
 pub use members::MemberError;
 
-use crate::etcd::apply::{ApplyError, ApplyOutput, StateMachine};
-use crate::etcd::auth::TokenStore;
-use crate::etcd::config::ServerConfig;
-use crate::etcd::metrics::Metrics;
-use crate::etcd::proto::etcdserverpb::ResponseHeader;
-use crate::etcd::proto::rustcdpb::{internal_request::Request, InternalRequest};
-use crate::etcd::raft_node::{RaftError, RaftHandle};
-use crate::etcd::watch::WatchHub;
+use crate::apply::{ApplyError, ApplyOutput, StateMachine};
+use crate::auth::TokenStore;
+use crate::config::ServerConfig;
+use crate::metrics::ServerMetrics;
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::rustcdpb::{internal_request::Request, InternalRequest};
+use crate::raft_node::{RaftError, RaftHandle};
+use crate::watch::WatchHub;
 
 /// How long a request may wait for Raft before etcd's "request timed out" error.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
@@ -66,7 +66,7 @@ pub struct EtcdServer {
     pub sm: Arc<RwLock<StateMachine>>,
     pub tokens: TokenStore,
     pub watch: Arc<WatchHub>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ServerMetrics>,
     pub ids: IdGenerator,
     pub started_at: Instant,
     /// Forwarding channel to the leader (followers forward lease keep-alives to it).
@@ -74,7 +74,7 @@ pub struct EtcdServer {
     /// Notified when this member has been removed from the cluster (it then stops).
     pub removed: Arc<tokio::sync::Notify>,
     /// Which peers this member's transport reaches (for etcd's strict reconfig checks).
-    pub connectivity: Arc<crate::etcd::peer::Connectivity>,
+    pub connectivity: Arc<crate::peer::Connectivity>,
 }
 
 impl EtcdServer {

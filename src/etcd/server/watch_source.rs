@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::etcd::apply::StateMachine;
-use crate::etcd::mvcc::MvccError;
-use crate::etcd::proto::{etcdserverpb::ResponseHeader, mvccpb};
-use crate::etcd::raft_node::RaftStatus;
-use crate::etcd::watch::{HeaderSource, History};
+use crate::apply::StateMachine;
+use crate::mvcc::MvccError;
+use crate::proto::{etcdserverpb::ResponseHeader, mvccpb};
+use crate::raft_node::RaftView;
+use crate::watch::{HeaderSource, History};
 
 /// The MVCC store's history, read under the state machine's read lock.
 pub struct StoreHistory(pub Arc<RwLock<StateMachine>>);
@@ -43,7 +43,7 @@ impl History for StoreHistory {
 pub struct Headers {
     pub cluster_id: u64,
     pub member_id: u64,
-    pub status: Arc<RaftStatus>,
+    pub status: Arc<RaftView>,
 }
 
 impl HeaderSource for Headers {

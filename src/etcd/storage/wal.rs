@@ -120,7 +120,7 @@ pub(crate) fn remove_tmp_files(dir: &Path, suffix: &str) -> Result<usize> {
 }
 
 /// An open write-ahead log. See the module documentation of
-/// [`crate::etcd::storage`] for the on-disk format.
+/// [`crate::storage`] for the on-disk format.
 ///
 /// Writes are buffered in the OS until [`Wal::sync`]; nothing is durable
 /// before it returns. After any write or sync error the WAL is poisoned and

@@ -268,7 +268,7 @@ pub fn check_https_url(info: &TlsInfo, url: &url::Url) -> Result<(), String> {
     Err(if info.prefix.is_empty() {
         format!(
             "TLS key/cert (--cert-file, --key-file) must be provided for client url {} with HTTPS scheme",
-            crate::etcd::config::url_string(url)
+            crate::config::url_string(url)
         )
     } else {
         format!("cannot listen on TLS for {host}: KeyFile and CertFile are not presented")

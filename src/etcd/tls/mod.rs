@@ -23,9 +23,10 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use client::Dialer;
+pub use client::{client_dialer, peer_dialer};
 pub use config::{TlsConfig, TlsInfo, TlsOptions, TlsVersion};
 pub use identity::ClientIdentity;
+pub use rustcd_dial::Dialer;
 pub use server::{serve, ServerTls};
 
 /// A TLS file or setting that cannot be used.

@@ -1,6 +1,6 @@
 //! https listeners: the rustls server configuration of one side (client or peer) and the
 //! accept loop that runs the TLS handshake before handing the stream to
-//! [`authority::serve_io`](crate::etcd::authority::serve_io), so the `:authority` repair and
+//! [`listen::serve_io`], so the `:authority` repair and
 //! hyper's HTTP/1.1 + HTTP/2 serving work unchanged inside TLS.
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use super::identity::{check_allowed_cn, check_allowed_hostname, common_name, ClientIdentity};
 use super::reload::ReloadingKey;
 use super::{files, TlsError, TlsInfo, TlsOptions, TlsVersion};
-use crate::etcd::authority;
+use crate::listen;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,7 +129,7 @@ impl ServerTls {
             return;
         }
         let identity = ClientIdentity { common_name: cn };
-        authority::serve_io(tls, peer, router, Some(identity)).await
+        listen::serve_io(tls, peer, router, Some(identity)).await
     }
 }
 
@@ -146,7 +146,7 @@ async fn linger(mut tcp: TcpStream) {
 /// Accepts connections on `listener` forever, serving each over TLS on its own task.
 pub async fn serve(listener: TcpListener, router: axum::Router, tls: Arc<ServerTls>) -> std::io::Result<()> {
     loop {
-        let stream = authority::accept(&listener).await;
+        let stream = listen::accept(&listener).await;
         tokio::spawn(tls.clone().serve_connection(stream, router.clone()));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{HeaderSource, History, KeyRange, WatchHub};
-use crate::etcd::proto::{
+use crate::proto::{
     etcdserverpb::ResponseHeader,
     mvccpb::{event::EventType, Event, KeyValue},
 };

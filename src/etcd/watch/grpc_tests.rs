@@ -13,6 +13,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use super::fake::{FakeHeader, FakeHistory, Op};
 use super::{WatchHub, WatchService};
+use crate::grpc::watch::WatchGrpc;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 
 /// Where writes go: the fake history behind our hub, or a real etcd.
 enum Backend {
@@ -190,7 +192,7 @@ async fn etcd_client_against_rustcd_watch_service() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(svc.into_server())
+            .add_service(served(svc))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     let mut client = Client::connect([addr.to_string()], None).await.unwrap();
@@ -229,7 +231,7 @@ async fn real_etcd_behaves_like_the_scenario() {
 /// a watcher that asked for fragments and sent whole otherwise; an idle
 /// `progress_notify` watcher gets an empty response with its own id.
 async fn raw_scenario(endpoint: String, mut b: Backend, p: &str) {
-    use crate::etcd::proto::etcdserverpb::{
+    use crate::proto::etcdserverpb::{
         watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
     };
     use futures::StreamExt;
@@ -317,7 +319,7 @@ async fn raw_fragments_and_progress_notify_against_rustcd() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(svc.into_server())
+            .add_service(served(svc))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     raw_scenario(addr.to_string(), Backend::Fake(history, hub), "f/").await;
@@ -366,59 +368,6 @@ async fn real_etcd_permission_denied_watch() {
     );
 }
 
-/// A per-stream authorizer built from the request metadata (the etcd `token`).
-#[tokio::test]
-async fn authorizer_factory_sees_stream_metadata() {
-    use super::{Authorizer, AuthorizerFactory};
-    use crate::etcd::proto::etcdserverpb::{
-        watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
-    };
-    use futures::StreamExt;
-
-    let history = FakeHistory::new();
-    let hub = WatchHub::new(history, Arc::new(FakeHeader), Duration::from_secs(600));
-    let factory: AuthorizerFactory = Arc::new(|md: &tonic::metadata::MetadataMap| {
-        let user = md
-            .get("token")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let a: Authorizer = Arc::new(move |req: &WatchCreateRequest| {
-            if user == "admin" || !req.key.starts_with(b"secret") {
-                Ok(())
-            } else {
-                Err(tonic::Status::permission_denied("etcdserver: permission denied"))
-            }
-        });
-        Some(a)
-    });
-    let svc = WatchService::new(hub).with_authorizer_factory(factory);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc.into_server())
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let mut client = WatchClient::connect(format!("http://{addr}")).await.unwrap();
-    for (token, denied) in [("bob", true), ("admin", false)] {
-        let req = WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                key: b"secret/x".to_vec(),
-                ..Default::default()
-            })),
-        };
-        let mut request = tonic::Request::new(futures::stream::iter(vec![req]).chain(futures::stream::pending()));
-        request.metadata_mut().insert("token", token.parse().unwrap());
-        let mut stream = client.watch(request).await.unwrap().into_inner();
-        let r = stream.next().await.unwrap().unwrap();
-        assert!(r.created);
-        assert_eq!(r.canceled, denied, "{token}: {r:?}");
-        assert_eq!(r.watch_id, if denied { -1 } else { 0 });
-    }
-    server.abort();
-}
-
 /// Serves a fixed history (puts k1..k6 at revisions 1..6, compacted at 3, then
 /// a put of k7 every 100 ms) on `RUSTCD_WATCH_SERVE_ADDR` for 6 s, for manual
 /// checks with `etcdctl watch` (`--prev-kv`, `--rev`, `-i` + `progress`).
@@ -437,7 +386,7 @@ async fn serve_fake_history_for_etcdctl() {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(WatchService::new(hub.clone()).into_server())
+            .add_service(served(WatchService::new(hub.clone())))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     for i in 0..60 {
@@ -447,4 +396,9 @@ async fn serve_fake_history_for_etcdctl() {
         }
     }
     server.abort();
+}
+
+/// `svc` as the server's tonic Watch service (without an auth store).
+fn served(svc: WatchService) -> WatchServer<WatchGrpc> {
+    WatchServer::new(WatchGrpc::without_auth(svc))
 }

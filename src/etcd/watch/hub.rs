@@ -12,7 +12,7 @@ use super::state::{Outbound, PushError, QueueState, Sink, State, StreamId, Strea
 use super::sync::{sync_thread, Wake, MAX_TAIL_EVENTS};
 use super::watcher::{event_rev, KeyRange, SyncState, Watcher};
 use super::{HeaderSource, History, ERR_COMPACTED, ERR_DUPLICATE_ID, ERR_EMPTY_RANGE};
-use crate::etcd::proto::{
+use crate::proto::{
     etcdserverpb::{WatchCreateRequest, WatchResponse},
     mvccpb,
 };

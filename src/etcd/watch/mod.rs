@@ -5,9 +5,10 @@
 //!
 //! * [`WatchHub`] owns every watcher of every stream. The apply loop calls
 //!   [`WatchHub::notify`] after each applied write; it never blocks there.
-//! * [`WatchService`] implements the tonic `Watch` trait: one task per gRPC
-//!   stream reads create / cancel / progress requests and registers watchers in
-//!   the hub; the response stream drains a per-stream queue the hub fills.
+//! * [`WatchService`] is the stream engine (transport-agnostic; `grpc::watch` serves it as
+//!   the tonic `Watch` service): one task per stream reads create / cancel / progress
+//!   requests and registers watchers in the hub; the response stream drains a per-stream
+//!   queue the hub fills.
 //! * [`History`] and [`HeaderSource`] are what the hub needs from the rest of
 //!   the server (the MVCC store and the cluster / Raft identity).
 //!
@@ -20,9 +21,9 @@
 //! // after installing a snapshot: hub.restore();
 //! let svc = WatchService::new(hub.clone())
 //!     .with_max_request_bytes(cfg.max_request_bytes)
-//!     // per stream, from its metadata (etcd clients send a `token`):
-//!     .with_authorizer_factory(Arc::new(move |md| Some(auth.authorizer_for(md))));
-//! Server::builder().add_service(svc.into_server())
+//!     // per stream, the permissions of the stream's user:
+//!     .with_authorizer(authorizer);
+//! let responses = svc.serve_stream(requests);
 //! // metrics: hub.stats()
 //! ```
 //!
@@ -87,12 +88,10 @@ mod tests;
 #[cfg(test)]
 mod tests_stress;
 
-use crate::etcd::proto::{etcdserverpb, mvccpb};
+use crate::proto::{etcdserverpb, mvccpb};
 
 pub use hub::{WatchHub, WatchStats, DEFAULT_QUEUE_CAPACITY};
-pub use stream::{
-    Authorizer, AuthorizerFactory, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES,
-};
+pub use stream::{Authorizer, WatchResponseStream, WatchService, DEFAULT_MAX_REQUEST_BYTES, GRPC_OVERHEAD_BYTES};
 pub use watcher::KeyRange;
 
 /// The `cancel_reason` etcd clients show for a watcher whose revision was compacted.

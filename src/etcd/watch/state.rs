@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::watcher::{KeyRange, SyncState, Watcher};
-use crate::etcd::proto::etcdserverpb::WatchResponse;
+use crate::proto::etcdserverpb::WatchResponse;
 
 /// Identifies one gRPC watch stream inside the hub.
 pub(crate) type StreamId = u64;

@@ -10,16 +10,12 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio::sync::{mpsc, Semaphore};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 use super::hub::WatchHub;
 use super::state::{Outbound, QueueState, StreamId};
 use super::ERR_COMPACTED;
-use crate::etcd::proto::etcdserverpb::{
-    watch_request::RequestUnion,
-    watch_server::{Watch, WatchServer},
-    WatchCreateRequest, WatchRequest, WatchResponse,
-};
+use crate::proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest, WatchResponse};
 
 /// etcd's default `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
@@ -34,16 +30,12 @@ const CONTROL_SLOTS: usize = 16;
 /// watch with a `created` + `canceled` response carrying the error.
 pub type Authorizer = Arc<dyn Fn(&WatchCreateRequest) -> Result<(), Status> + Send + Sync>;
 
-/// Builds the [`Authorizer`] of one stream from the metadata of its gRPC
-/// request (where etcd clients put their auth `token`); `None` = no checks.
-pub type AuthorizerFactory = Arc<dyn Fn(&tonic::metadata::MetadataMap) -> Option<Authorizer> + Send + Sync>;
-
-/// The tonic `Watch` service, backed by a [`WatchHub`].
+/// The watch stream engine over a [`WatchHub`]: turns one stream of requests into one stream of
+/// responses. Transport-agnostic; `grpc::watch` serves it as the tonic `Watch` service.
 #[derive(Clone)]
 pub struct WatchService {
     hub: WatchHub,
     authorizer: Option<Authorizer>,
-    authorizer_factory: Option<AuthorizerFactory>,
     max_request_bytes: usize,
 }
 
@@ -63,7 +55,6 @@ impl WatchService {
         Self {
             hub,
             authorizer: None,
-            authorizer_factory: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
@@ -71,13 +62,6 @@ impl WatchService {
     /// Applies `authorizer` to every create request.
     pub fn with_authorizer(mut self, authorizer: Authorizer) -> Self {
         self.authorizer = Some(authorizer);
-        self
-    }
-
-    /// Builds a per-stream authorizer from each stream's request metadata
-    /// (takes precedence over [`with_authorizer`](Self::with_authorizer)).
-    pub fn with_authorizer_factory(mut self, factory: AuthorizerFactory) -> Self {
-        self.authorizer_factory = Some(factory);
         self
     }
 
@@ -89,11 +73,6 @@ impl WatchService {
         self
     }
 
-    /// Wraps the service in the generated tonic server.
-    pub fn into_server(self) -> WatchServer<Self> {
-        WatchServer::new(self)
-    }
-
     /// Serves one watch stream from any request stream (used by the tonic
     /// handler; callable directly for in-process use). Must run inside a tokio
     /// runtime: it spawns the task reading `inbound`. The watchers live until
@@ -103,13 +82,7 @@ impl WatchService {
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
-        self.serve_stream_with(inbound, self.authorizer.clone())
-    }
-
-    fn serve_stream_with<S>(&self, inbound: S, authorizer: Option<Authorizer>) -> WatchResponseStream
-    where
-        S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
-    {
+        let authorizer = self.authorizer.clone();
         let (sid, rx, tx, queue) = self.hub.open_stream();
         let hub = self.hub.clone();
         tokio::spawn(run_requests(hub, authorizer, sid, inbound, tx));
@@ -120,19 +93,6 @@ impl WatchService {
             max_request_bytes: self.max_request_bytes,
             pending: VecDeque::new(),
         }
-    }
-}
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = WatchResponseStream;
-
-    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
-        let authorizer = match &self.authorizer_factory {
-            Some(factory) => factory(request.metadata()),
-            None => self.authorizer.clone(),
-        };
-        Ok(Response::new(self.serve_stream_with(request.into_inner(), authorizer)))
     }
 }
 
@@ -322,7 +282,7 @@ impl Stream for WatchResponseStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::etcd::proto::mvccpb::{Event, KeyValue};
+    use crate::proto::mvccpb::{Event, KeyValue};
     use proptest::prelude::*;
 
     fn ev(i: usize, len: usize) -> Event {

@@ -14,7 +14,7 @@ use parking_lot::{Condvar, Mutex};
 use super::hub::{Inner, WatchHub};
 use super::state::{Outbound, State, WatcherKey};
 use super::watcher::{event_rev, KeyRange, SyncState};
-use crate::etcd::proto::{etcdserverpb::WatchResponse, mvccpb};
+use crate::proto::{etcdserverpb::WatchResponse, mvccpb};
 
 /// Events read from history per catch-up step (etcd: 1000 revisions).
 const SYNC_BATCH_EVENTS: usize = 1000;

@@ -10,11 +10,11 @@ use tonic::Status;
 
 use super::fake::{FakeHeader, FakeHistory, Op, CLUSTER_ID, MEMBER_ID};
 use super::*;
-use crate::etcd::proto::etcdserverpb::{
+use crate::proto::etcdserverpb::{
     watch_create_request::FilterType, watch_request::RequestUnion, WatchCancelRequest, WatchCreateRequest,
     WatchProgressRequest, WatchRequest, WatchResponse,
 };
-use crate::etcd::proto::mvccpb::{event::EventType, Event};
+use crate::proto::mvccpb::{event::EventType, Event};
 
 pub(super) struct TestClient {
     pub(super) tx: Option<mpsc::UnboundedSender<Result<WatchRequest, Status>>>,

@@ -9,8 +9,8 @@ use super::fake::Op;
 use super::tests::{connect, hour, prefix, rev, setup, watch};
 use super::watcher::KeyRange;
 use super::History;
-use crate::etcd::proto::etcdserverpb::{watch_create_request::FilterType, WatchCreateRequest};
-use crate::etcd::proto::mvccpb::{event::EventType, Event};
+use crate::proto::etcdserverpb::{watch_create_request::FilterType, WatchCreateRequest};
+use crate::proto::mvccpb::{event::EventType, Event};
 
 #[tokio::test]
 async fn concurrent_writes_during_replay_no_gap_no_duplicate() {

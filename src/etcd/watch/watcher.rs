@@ -1,6 +1,6 @@
 //! Watcher state and key-range matching.
 
-use crate::etcd::proto::{etcdserverpb::watch_create_request::FilterType, mvccpb};
+use crate::proto::{etcdserverpb::watch_create_request::FilterType, mvccpb};
 
 /// The key range a watcher observes, normalised the way etcd's gRPC layer does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -6,8 +6,8 @@ use std::time::Instant;
 use raft::eraftpb::Entry;
 
 use super::Driver;
-use crate::etcd::apply::{decode_conf_change, Applied};
-use crate::etcd::membership::Change;
+use crate::apply::{decode_conf_change, Applied};
+use crate::membership::Change;
 
 impl Driver {
     /// Applies one configuration change entry to the member list, Raft's configuration and

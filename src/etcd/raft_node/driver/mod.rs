@@ -16,11 +16,11 @@ mod snapshots;
 
 pub use snapshots::snapshot_metadata;
 
-use super::status::RaftStatus;
 use super::storage::NodeStorage;
-use crate::etcd::apply::{Applied, ApplyResult, StateMachine};
-use crate::etcd::peer::PeerTransport;
-use crate::etcd::storage::{SnapshotFiles, Wal};
+use super::view::RaftView;
+use crate::apply::{Applied, ApplyResult, StateMachine};
+use crate::peer::PeerTransport;
+use crate::storage::{SnapshotFiles, Wal};
 
 /// Upper bound of proposals taken into one Ready (one fsync).
 const MAX_BATCH: usize = 4096;
@@ -79,7 +79,7 @@ enum Input {
 }
 
 /// Receives each applied write's revision and events.
-pub type EventSink = Box<dyn Fn(i64, &[crate::etcd::proto::mvccpb::Event]) + Send>;
+pub type EventSink = Box<dyn Fn(i64, &[crate::proto::mvccpb::Event]) + Send>;
 
 /// Callbacks into the rest of the server, run on the driver thread right after an entry applies.
 pub struct DriverHooks {
@@ -116,7 +116,7 @@ pub struct DriverConfig {
 #[derive(Clone)]
 pub struct RaftHandle {
     tx: SyncSender<Input>,
-    pub status: Arc<RaftStatus>,
+    pub status: Arc<RaftView>,
 }
 
 impl RaftHandle {
@@ -198,7 +198,7 @@ struct Driver {
     wal: Wal,
     snapshots: SnapshotFiles,
     sm: Arc<RwLock<StateMachine>>,
-    status: Arc<RaftStatus>,
+    status: Arc<RaftView>,
     hooks: DriverHooks,
     cfg: DriverConfig,
     rx: Receiver<Input>,
@@ -228,7 +228,7 @@ pub fn spawn(
     sm: Arc<RwLock<StateMachine>>,
     hooks: DriverHooks,
     cfg: DriverConfig,
-    status: Arc<RaftStatus>,
+    status: Arc<RaftView>,
     transport: PeerTransport,
 ) -> std::io::Result<(RaftHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel(16 * 1024);
@@ -431,7 +431,7 @@ impl Driver {
         }
     }
 
-    fn on_ready(&mut self) -> Result<(), crate::etcd::storage::StorageError> {
+    fn on_ready(&mut self) -> Result<(), crate::storage::StorageError> {
         if !self.node.has_ready() {
             return Ok(());
         }

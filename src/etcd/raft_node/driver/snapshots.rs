@@ -7,14 +7,14 @@ use prost::Message as _;
 use raft::eraftpb::{ConfState, Snapshot};
 
 use super::Driver;
-use crate::etcd::storage::StorageError;
+use crate::storage::StorageError;
 
 impl Driver {
     /// Installs a snapshot sent by the leader: state machine, raft log start, snapshot
     /// file and WAL marker, then lets watchers catch up from the new history.
     pub(super) fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), StorageError> {
         let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
-        let state = match crate::etcd::proto::rustcdpb::StateSnapshot::decode(snap.get_data()) {
+        let state = match crate::proto::rustcdpb::StateSnapshot::decode(snap.get_data()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(index, error = %e, "leader sent an undecodable snapshot; ignoring it");

@@ -1,8 +1,0 @@
-//! `rustcd`: the etcd-compatible server. Accepts etcd's flags; see `rustcd --help`.
-
-fn main() {
-    if let Err(e) = rustcd::etcd::run::main() {
-        eprintln!("rustcd: {e:#}");
-        std::process::exit(1);
-    }
-}
