@@ -49,9 +49,13 @@ pub struct DockerCluster {
 }
 
 impl DockerCluster {
-    /// Builds the image and starts `n` members bootstrapped together.
+    /// Builds the image and starts `n` members bootstrapped together. Names (image, networks,
+    /// containers) are unique per process and per cluster, so the tests of one binary can run
+    /// clusters side by side.
     pub fn start(n: usize) -> DockerCluster {
-        let name = format!("rc{}", std::process::id());
+        static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("rc{}-{seq}", std::process::id());
         let mut c = DockerCluster {
             image: format!("{name}:latest"),
             peer_net: format!("{name}-peer"),
