@@ -164,13 +164,19 @@ openapi_inputs() {
     xargs -n1 dirname | LC_ALL=C sort -u | sed 's|^|k8s.io/kubernetes/|'
 }
 
+# Version stamps as hack/lib/version.sh sets them: component-base (kube-* --version, /version of
+# kube-apiserver's own handlers) and client-go's pkg/version (the aggregator, which serves /version).
 ldflags() {
-  local v=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-  local date
+  local date p
   date="$(date -u -d "@${SOURCE_DATE_EPOCH:-1610600000}" +%Y-%m-%dT%H:%M:%SZ)"
-  printf '%s ' "-X $v.gitVersion=$K8S_VERSION" "-X $v.gitMajor=1" "-X $v.gitMinor=20" \
-    "-X $v.gitCommit=$K8S_COMMIT" "-X $v.gitTreeState=archive" "-X $v.buildDate=$date"
+  for p in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
+    printf '%s ' "-X $p.gitVersion=$K8S_VERSION" "-X $p.gitMajor=1" "-X $p.gitMinor=20" \
+      "-X $p.gitCommit=$K8S_COMMIT" "-X $p.gitTreeState=archive" "-X $p.buildDate=$date"
+  done
 }
+
+# A binary is up to date when its stamp holds the flags it was built with.
+up_to_date() { [[ -x $BIN/$1 && -e $CACHE/stamp.$1 && $(cat "$CACHE/stamp.$1") == "$2" ]]; }
 
 build_bins() {
   local k
@@ -178,12 +184,12 @@ build_bins() {
   mkdir -p "$BIN" "$CACHE/overlay"
   local b
   for b in kube-apiserver kube-controller-manager kube-scheduler; do
-    [[ -x $BIN/$b && -e $CACHE/stamp.$b ]] && continue
+    up_to_date "$b" "$(ldflags)" && continue
     log "building $b"
     (cd "$k" && CGO_ENABLED=0 go build -tags providerless -ldflags "$(ldflags)" -o "$BIN/$b" "./cmd/$b")
-    touch "$CACHE/stamp.$b"
+    printf '%s' "$(ldflags)" >"$CACHE/stamp.$b"
   done
-  if [[ ! -x $BIN/kubelet || ! -e $CACHE/stamp.kubelet ]]; then
+  if ! up_to_date kubelet "$(ldflags)"; then
     # dockershim starts pod sandboxes with oom_score_adj -998, which nothing here may set:
     # build the kubelet with defaultSandboxOOMAdj = 0 through an overlay (the tree stays as is).
     local f="pkg/kubelet/dockershim/docker_sandbox.go"
@@ -195,7 +201,7 @@ print(json.dumps({"Replace": {sys.argv[1]: sys.argv[3], sys.argv[2]: sys.argv[3]
 EOF
     log "building kubelet (defaultSandboxOOMAdj = 0 via -overlay)"
     (cd "$k" && go build -tags providerless -overlay "$CACHE/overlay/overlay.json" -ldflags "$(ldflags)" -o "$BIN/kubelet" ./cmd/kubelet)
-    touch "$CACHE/stamp.kubelet"
+    printf '%s' "$(ldflags)" >"$CACHE/stamp.kubelet"
   fi
 }
 
@@ -215,7 +221,8 @@ build_pause() {
 
 cmd_build() {
   [[ $(id -u) -eq 0 ]] || die "build needs root (apt-get)"
-  if [[ -e $CACHE/stamp.build ]] && docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1; then
+  if [[ -e $CACHE/stamp.build && $(cat "$CACHE/stamp.build") == "$(ldflags)" ]] &&
+    docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1; then
     log "already built: $BIN"
     return 0
   fi
@@ -229,7 +236,7 @@ cmd_build() {
   gen_openapi
   build_bins
   build_pause
-  touch "$CACHE/stamp.build"
+  printf '%s' "$(ldflags)" >"$CACHE/stamp.build"
   log "built in $((SECONDS - t0)) s into $BIN"
 }
 
@@ -488,7 +495,10 @@ cmd_up() {
     esac
   done
   [[ -n $state ]] || die "usage: k8s.sh up <state-dir> [--store etcd|rustcd] [--store-bin PATH] [--with-kubelet]"
-  [[ -e $CACHE/stamp.build ]] || die "not built: run scripts/k8s.sh build"
+  local b
+  for b in kube-apiserver kube-controller-manager kube-scheduler; do
+    [[ -e $CACHE/stamp.$b ]] || die "$b not built: run scripts/k8s.sh build"
+  done
   case $store in
     etcd) store_bin=${store_bin:-/usr/bin/etcd} ;;
     rustcd) [[ -n $store_bin ]] || die "--store rustcd needs --store-bin PATH" ;;
