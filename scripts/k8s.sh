@@ -21,8 +21,11 @@ K8S_SRC_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 K8S_VERSION="v1.20.2"
 K8S_COMMIT="faecb196815e248d3ecfb03c680a4507229c2a56" # upstream v1.20.2
 PAUSE_IMAGE="rustcd-k8s-pause:3.2"
+# For test pods: Debian's static busybox in a FROM scratch image (nothing can be pulled here).
+BUSYBOX_IMAGE="rustcd-k8s-busybox:1"
 CACHE_ROOT="${RUSTCD_CACHE:-$HOME/.cache/rustcd}"
 CACHE="$CACHE_ROOT/k8s-$K8S_SRC_VERSION"
+SCRIPT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 BIN="$CACHE/bin"
 
 log() { printf 'k8s.sh: %s\n' "$*" >&2; }
@@ -216,13 +219,25 @@ build_pause() {
   gcc -Os -Wall -Werror -static -DVERSION=v3.2-rustcd -o "$d/pause" "$k/build/pause/linux/pause.c"
   strip "$d/pause"
   printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$d/Dockerfile"
-  docker build -q -t "$PAUSE_IMAGE" "$d" >/dev/null
+  docker build -q -t "$PAUSE_IMAGE" "$d" >"$d/build.log" 2>&1 || die "docker build failed: $d/build.log"
+}
+
+build_busybox() {
+  if docker image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1; then return 0; fi
+  local d="$CACHE/busybox-image"
+  rm -rf "$d"
+  mkdir -p "$d/bin"
+  log "building image $BUSYBOX_IMAGE from /bin/busybox (busybox-static)"
+  cp /bin/busybox "$d/bin/busybox"
+  printf 'FROM scratch\nCOPY bin /bin\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\nENTRYPOINT ["/bin/sh"]\n' >"$d/Dockerfile"
+  docker build -q -t "$BUSYBOX_IMAGE" "$d" >"$d/build.log" 2>&1 || die "docker build failed: $d/build.log"
 }
 
 cmd_build() {
   [[ $(id -u) -eq 0 ]] || die "build needs root (apt-get)"
   if [[ -e $CACHE/stamp.build && $(cat "$CACHE/stamp.build") == "$(ldflags)" ]] &&
-    docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1; then
+    docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 &&
+    docker image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1; then
     log "already built: $BIN"
     return 0
   fi
@@ -236,6 +251,7 @@ cmd_build() {
   gen_openapi
   build_bins
   build_pause
+  build_busybox
   printf '%s' "$(ldflags)" >"$CACHE/stamp.build"
   log "built in $((SECONDS - t0)) s into $BIN"
 }
@@ -596,8 +612,104 @@ cmd_down() {
   log "down: stopped ${#live[@]} process(es) of $dir"
 }
 
-start_kubelet() { die "--with-kubelet: not implemented yet"; }
-kubelet_cleanup() { :; }
+# ---------------------------------------------------------------------------------------------
+# kubelet (up --with-kubelet)
+# ---------------------------------------------------------------------------------------------
+
+# The sysctls the kubelet (setupKernelTunables) and dockershim's no-op network plugin write. The
+# kubelet runs in its own mount namespace where each of these files is covered by a copy, so the
+# host's values never change.
+KUBELET_SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
+  kernel/keys/root_maxkeys kernel/keys/root_maxbytes
+  net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables)
+
+# Runs as the kubelet's PID 1 of its mount namespace (through `unshare -m`): covers the sysctls
+# and /var/log, then execs the kubelet. Arguments: <kubelet dir> <kubelet binary> <flags...>.
+kubelet_ns_exec() {
+  local kd=$1
+  shift
+  # Nothing mounted here may reach the host, except under the kubelet's root dir (a shared
+  # mount, so dockerd sees the kubelet's secret and configmap tmpfs mounts).
+  mount --make-private /
+  mount --make-private /proc
+  local s
+  for s in "${KUBELET_SYSCTLS[@]}"; do
+    [[ -e /proc/sys/$s ]] || continue
+    mount --bind "$kd/sysctl/${s//\//.}" "/proc/sys/$s"
+  done
+  # dockershim writes pod log symlinks under the fixed /var/log/pods and /var/log/containers.
+  mount --bind "$kd/varlog" /var/log
+  exec "$@"
+}
+
+start_kubelet() {
+  local kd="$STATE/kubelet"
+  [[ -x $BIN/kubelet ]] || die "kubelet not built: run scripts/k8s.sh build"
+  docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 || die "$PAUSE_IMAGE missing: run scripts/k8s.sh build"
+  docker info >/dev/null 2>&1 || die "docker is not running"
+  mkdir -p "$kd/root" "$kd/sysctl" "$kd/varlog/pods" "$kd/varlog/containers" "$kd/dockershim" \
+    "$kd/volume-plugins" "$kd/seccomp" "$kd/certs"
+  local s
+  for s in "${KUBELET_SYSCTLS[@]}"; do
+    [[ -e /proc/sys/$s ]] && cat "/proc/sys/$s" >"$kd/sysctl/${s//\//.}"
+  done
+  # The root dir as a shared mount of its own (undone by `down`).
+  if ! mountpoint -q "$kd/root"; then
+    mount --bind "$kd/root" "$kd/root"
+  fi
+  mount --make-shared "$kd/root"
+  kubeconfig "$kd/kubeconfig" kubelet
+  spawn kubelet unshare -m --propagation unchanged \
+    bash "$SCRIPT" __kubelet_ns "$kd" "$BIN/kubelet" \
+    --kubeconfig="$kd/kubeconfig" \
+    --hostname-override=localhost \
+    --root-dir="$kd/root" --cert-dir="$kd/certs" \
+    --experimental-dockershim-root-directory="$kd/dockershim" \
+    --volume-plugin-dir="$kd/volume-plugins" --seccomp-profile-root="$kd/seccomp" \
+    --tls-cert-file="$PKI/kubelet-serving.crt" --tls-private-key-file="$PKI/kubelet-serving.key" \
+    --client-ca-file="$PKI/ca.crt" --anonymous-auth=false --authorization-mode=Webhook \
+    --address=127.0.0.1 --port="$KUBELET_PORT" --read-only-port=0 \
+    --healthz-bind-address=127.0.0.1 --healthz-port="$KUBELET_HEALTHZ_PORT" \
+    --container-runtime=docker --docker-endpoint=unix:///var/run/docker.sock \
+    --network-plugin= \
+    --pod-infra-container-image="$PAUSE_IMAGE" \
+    --cgroup-driver=cgroupfs --cgroups-per-qos=false --enforce-node-allocatable= \
+    --fail-swap-on=false --make-iptables-util-chains=false --oom-score-adj=0 \
+    --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
+    --eviction-hard= --eviction-soft= \
+    --register-node=true \
+    --v=2
+  wait_for "kubelet /healthz" 90 kubelet curl -fsS --max-time 3 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
+  wait_for "node localhost Ready" 120 kubelet node_ready
+  log "kubelet: node localhost Ready (kubelet on 127.0.0.1:$KUBELET_PORT)"
+}
+
+node_ready() {
+  [[ $(kubectl --kubeconfig "$STATE/kubeconfig" get node localhost \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+
+# After the kubelet has stopped: remove the pods' containers it left in Docker (found through
+# dockershim's sandbox checkpoints, so only this cluster's), and unmount its shared root dir.
+kubelet_cleanup() {
+  local kd="$1/kubelet" f id c
+  [[ -d $kd ]] || return 0
+  if [[ -d $kd/dockershim/sandbox ]] && docker info >/dev/null 2>&1; then
+    for f in "$kd"/dockershim/sandbox/*; do
+      [[ -e $f ]] || continue
+      id=$(basename "$f")
+      for c in $(docker ps -aq --filter "label=io.kubernetes.sandbox.id=$id"); do
+        docker rm -f "$c" >/dev/null 2>&1 || true
+      done
+      docker rm -f "$id" >/dev/null 2>&1 || true
+    done
+  fi
+  # Mounts under the root dir (secret tmpfs, the bind mount itself), deepest first.
+  local m
+  while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done < <(awk -v p="$kd/root" '$5 == p || index($5, p "/") == 1 {print $5}' /proc/self/mountinfo | sort -r)
+}
 
 # ---------------------------------------------------------------------------------------------
 # main
@@ -610,6 +722,7 @@ main() {
     build) cmd_build "$@" ;;
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
+    __kubelet_ns) kubelet_ns_exec "$@" ;;
     *)
       sed -n '2,16p' "$0" >&2
       exit 2
