@@ -192,19 +192,35 @@ build_bins() {
     (cd "$k" && CGO_ENABLED=0 go build -tags providerless -ldflags "$(ldflags)" -o "$BIN/$b" "./cmd/$b")
     printf '%s' "$(ldflags)" >"$CACHE/stamp.$b"
   done
-  if ! up_to_date kubelet "$(ldflags)"; then
-    # dockershim starts pod sandboxes with oom_score_adj -998, which nothing here may set:
-    # build the kubelet with defaultSandboxOOMAdj = 0 through an overlay (the tree stays as is).
-    local f="pkg/kubelet/dockershim/docker_sandbox.go"
+  # The kubelet is built with an overlay (the tree stays as is):
+  # - dockershim starts pod sandboxes with oom_score_adj -998, which nothing here may set
+  #   (no CAP_SYS_RESOURCE): defaultSandboxOOMAdj = 0;
+  # - cmd/kubelet/app/plugins.go links the AWS, Azure and GCP image credential providers even with
+  #   -tags providerless; AWS's probes the EC2 metadata address 169.254.169.254 when the kubelet
+  #   starts. Dropped: no traffic may leave loopback.
+  local sig
+  sig="$(ldflags) overlay=2"
+  if ! up_to_date kubelet "$sig"; then
+    local f="pkg/kubelet/dockershim/docker_sandbox.go" g="cmd/kubelet/app/plugins.go"
     grep -Eq 'defaultSandboxOOMAdj( int)? *= *-998' "$k/$f" || die "$f: defaultSandboxOOMAdj = -998 not found"
     sed -E 's/defaultSandboxOOMAdj( int)? *= *-998/defaultSandboxOOMAdj\1 = 0/' "$k/$f" >"$CACHE/overlay/docker_sandbox.go"
-    python3 - "$k/$f" "$(readlink -f "$k")/$f" "$CACHE/overlay/docker_sandbox.go" >"$CACHE/overlay/overlay.json" <<'EOF'
-import json, sys
-print(json.dumps({"Replace": {sys.argv[1]: sys.argv[3], sys.argv[2]: sys.argv[3]}}))
-EOF
-    log "building kubelet (defaultSandboxOOMAdj = 0 via -overlay)"
+    grep -q '"k8s.io/kubernetes/pkg/credentialprovider/aws"' "$k/$g" || die "$g: credential provider imports not found"
+    grep -v '_ "k8s.io/kubernetes/pkg/credentialprovider/\(aws\|azure\|gcp\)"' "$k/$g" >"$CACHE/overlay/plugins.go"
+    python3 - "$k" "$(readlink -f "$k")" "$CACHE/overlay" "$f" "$g" >"$CACHE/overlay/overlay.json" <<'PY'
+import json, os, sys
+root, real, ov, f, g = sys.argv[1:]
+rep = {}
+for rel, name in ((f, "docker_sandbox.go"), (g, "plugins.go")):
+    for base in (root, real):
+        rep[os.path.join(base, rel)] = os.path.join(ov, name)
+print(json.dumps({"Replace": rep}))
+PY
+    log "building kubelet (overlay: defaultSandboxOOMAdj = 0, no cloud credential providers)"
     (cd "$k" && go build -tags providerless -overlay "$CACHE/overlay/overlay.json" -ldflags "$(ldflags)" -o "$BIN/kubelet" ./cmd/kubelet)
-    printf '%s' "$(ldflags)" >"$CACHE/stamp.kubelet"
+    if [[ $(go tool nm "$BIN/kubelet" | grep -c 'pkg/credentialprovider/aws\.') -gt 0 ]]; then
+      die "kubelet still links the AWS credential provider"
+    fi
+    printf '%s' "$sig" >"$CACHE/stamp.kubelet"
   fi
 }
 
@@ -235,7 +251,7 @@ build_busybox() {
 
 cmd_build() {
   [[ $(id -u) -eq 0 ]] || die "build needs root (apt-get)"
-  if [[ -e $CACHE/stamp.build && $(cat "$CACHE/stamp.build") == "$(ldflags)" ]] &&
+  if [[ -e $CACHE/stamp.build && $(cat "$CACHE/stamp.build") == "$(ldflags) overlay=2" ]] &&
     docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 &&
     docker image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1; then
     log "already built: $BIN"
@@ -252,7 +268,7 @@ cmd_build() {
   build_bins
   build_pause
   build_busybox
-  printf '%s' "$(ldflags)" >"$CACHE/stamp.build"
+  printf '%s' "$(ldflags) overlay=2" >"$CACHE/stamp.build"
   log "built in $((SECONDS - t0)) s into $BIN"
 }
 
@@ -659,7 +675,7 @@ start_kubelet() {
   fi
   mount --make-shared "$kd/root"
   kubeconfig "$kd/kubeconfig" kubelet
-  spawn kubelet unshare -m --propagation unchanged \
+  spawn kubelet env AWS_EC2_METADATA_DISABLED=true unshare -m --propagation unchanged \
     bash "$SCRIPT" __kubelet_ns "$kd" "$BIN/kubelet" \
     --kubeconfig="$kd/kubeconfig" \
     --hostname-override=localhost \
