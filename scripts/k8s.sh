@@ -328,6 +328,7 @@ make_pki() {
     "$lo,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
   cert admin "/O=system:masters/CN=admin" clientAuth
+  cert front-proxy-client "/CN=front-proxy-client" clientAuth
   cert controller-manager "/CN=system:kube-controller-manager" clientAuth
   cert scheduler "/CN=system:kube-scheduler" clientAuth
   cert kubelet "/O=system:nodes/CN=system:node:localhost" clientAuth
@@ -456,6 +457,10 @@ start_control_plane() {
     --etcd-cafile="$PKI/ca.crt" --etcd-certfile="$PKI/store-client.crt" --etcd-keyfile="$PKI/store-client.key" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" --token-auth-file="$PKI/tokens.csv" \
+    --requestheader-client-ca-file="$PKI/ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range=10.0.0.0/24 \
@@ -538,7 +543,9 @@ cmd_up() {
   esac
   [[ -x $store_bin ]] || die "store binary $store_bin not found"
   store_bin="$(readlink -f "$store_bin")"
-  command -v etcdctl >/dev/null || die "etcdctl missing (apt-get install etcd-client)"
+  if [[ $store == etcd && $store_bin == /usr/bin/etcd ]] || ! command -v etcdctl >/dev/null; then
+    apt_install etcd-server etcd-client
+  fi
   stop_system_etcd
 
   mkdir -p "$state"
@@ -596,23 +603,21 @@ EOF
   log "up: KUBECONFIG=$STATE/kubeconfig ($APISERVER_URL, store $store at $STORE_ENDPOINTS)"
 }
 
-cmd_down() {
-  local state=${1:-}
-  [[ -n $state ]] || die "usage: k8s.sh down <state-dir>"
-  [[ -d $state ]] || { log "down: $state does not exist"; return 0; }
-  local dir
-  dir="$(cd "$state" && pwd)"
-  [[ -f $dir/pids ]] || { log "down: no pids file in $dir"; return 0; }
-  local n p st live=()
-  # Reverse start order: kubelet and control plane first, the store last.
+# stop_procs <pids file> <phase: cp|store>: TERM to every live recorded process of the phase (the
+# store members, or everything else), then KILL what still runs after 20 s.
+stop_procs() {
+  local file=$1 phase=$2 n p st live=() e kind
   while read -r n p st; do
     [[ -n $p ]] || continue
+    kind="cp"
+    [[ $n == store-* ]] && kind=store
+    [[ $kind == "$phase" ]] || continue
     if [[ $(proc_start_time "$p") == "$st" ]]; then
       kill -TERM "$p" 2>/dev/null || true
       live+=("$p:$st:$n")
     fi
-  done < <(tac "$dir/pids")
-  local deadline=$((SECONDS + 20)) e
+  done < <(tac "$file")
+  local deadline=$((SECONDS + 20))
   for e in "${live[@]}"; do
     p=${e%%:*}
     st=${e#*:}
@@ -623,9 +628,24 @@ cmd_down() {
       kill -KILL "$p" 2>/dev/null || true
     fi
   done
+  STOPPED=$((STOPPED + ${#live[@]}))
+}
+
+cmd_down() {
+  local state=${1:-}
+  [[ -n $state ]] || die "usage: k8s.sh down <state-dir>"
+  [[ -d $state ]] || { log "down: $state does not exist"; return 0; }
+  local dir
+  dir="$(cd "$state" && pwd)"
+  [[ -f $dir/pids ]] || { log "down: no pids file in $dir"; return 0; }
+  STOPPED=0
+  # The kubelet and the control plane first (so the API server does not spin on a vanished
+  # store), then the store.
+  stop_procs "$dir/pids" cp
   kubelet_cleanup "$dir"
+  stop_procs "$dir/pids" store
   : >"$dir/pids"
-  log "down: stopped ${#live[@]} process(es) of $dir"
+  log "down: stopped $STOPPED process(es) of $dir"
 }
 
 # ---------------------------------------------------------------------------------------------
