@@ -12,7 +12,16 @@
 #       and scheduler (and optionally a kubelet on Docker) on free loopback ports. Writes
 #       <state-dir>/kubeconfig (admin), <state-dir>/env (facts for tests) and <state-dir>/pids.
 #   scripts/k8s.sh down <state-dir>
-#       Stops what `up` started, by PID (TERM, then KILL after a timeout).
+#       Stops what `up` started, by PID (TERM, then KILL after a timeout); with a kubelet, also
+#       removes its pods' Docker containers and its mounts under <state-dir>.
+#
+# <state-dir>/env (KEY=VALUE lines, for tests): KUBECONFIG, K8S_VERSION, K8S_APISERVER_URL,
+# K8S_CA_FILE, K8S_ADMIN_TOKEN_FILE (bearer token of a system:masters user), K8S_WITH_KUBELET,
+# K8S_NODE_NAME, STORE_KIND, STORE_BIN, STORE_ENDPOINTS (comma-separated https URLs),
+# STORE_CA_FILE, STORE_CERT_FILE, STORE_KEY_FILE (a client certificate the store accepts),
+# STORE_DATA_DIRS, PIDS_FILE, LOG_DIR. Test pods can use the image rustcd-k8s-busybox:1
+# (imagePullPolicy: Never; Burstable or BestEffort: Guaranteed pods get oom_score_adj -997, which
+# nothing here may set).
 #
 # Nothing fetched here is committed: the source lives in the cache only.
 set -euo pipefail
@@ -556,8 +565,13 @@ cmd_up() {
       [[ $(proc_start_time "$p") == "$st" ]] && die "$STATE already runs a cluster ($n, pid $p): run down first"
     done <"$STATE/pids"
   fi
+  # Leftovers of an earlier run (its kubelet's containers and mounts first).
+  kubelet_cleanup "$STATE"
+  if awk -v p="$STATE/" 'index($5, p) == 1 {found = 1} END {exit !found}' /proc/self/mountinfo; then
+    die "$STATE still has mounts under it; unmount them first"
+  fi
   rm -rf "$STATE/pki" "$STATE/store" "$STATE/logs" "$STATE/apiserver" "$STATE/controller-manager" \
-    "$STATE/scheduler" "$STATE/pids" "$STATE/env" "$STATE/kubeconfig"
+    "$STATE/scheduler" "$STATE/kubelet" "$STATE/pids" "$STATE/env" "$STATE/kubeconfig"
   mkdir -p "$STATE/logs"
   : >"$STATE/pids"
   PKI="$STATE/pki"
@@ -760,7 +774,7 @@ main() {
     down) cmd_down "$@" ;;
     __kubelet_ns) kubelet_ns_exec "$@" ;;
     *)
-      sed -n '2,16p' "$0" >&2
+      sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2
       exit 2
       ;;
   esac
