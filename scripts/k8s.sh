@@ -11,6 +11,10 @@
 #       Starts a 3-member store cluster (client and peer TLS), kube-apiserver, controller-manager
 #       and scheduler (and optionally a kubelet on Docker) on free loopback ports. Writes
 #       <state-dir>/kubeconfig (admin), <state-dir>/env (facts for tests) and <state-dir>/pids.
+#   scripts/k8s.sh check <state-dir>
+#       A kubectl smoke test of a running cluster: namespaces, a ConfigMap, a ServiceAccount's token
+#       Secret, a Deployment's ReplicaSet and Pods (and, with a kubelet, a Pod reading a secret
+#       volume and an emptyDir, through kubectl logs and exec).
 #   scripts/k8s.sh down <state-dir>
 #       Stops what `up` started, by PID (TERM, then KILL after a timeout); with a kubelet, also
 #       removes its pods' Docker containers and its mounts under <state-dir>.
@@ -762,6 +766,79 @@ kubelet_cleanup() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# check: a smoke test of a running cluster with kubectl
+# ---------------------------------------------------------------------------------------------
+
+cmd_check() {
+  local state=${1:-}
+  [[ -n $state && -f $state/env ]] || die "usage: k8s.sh check <state-dir> (of a running cluster)"
+  local dir kc ns
+  dir="$(cd "$state" && pwd)"
+  kc=(kubectl --kubeconfig "$dir/kubeconfig")
+  ns="smoke-$$"
+  step() { log "check: $*"; }
+  step "readyz: $("${kc[@]}" get --raw /readyz)"
+  step "namespace $ns"
+  "${kc[@]}" create namespace "$ns" >/dev/null
+  "${kc[@]}" get namespaces default kube-system kube-public kube-node-lease >/dev/null
+  step "ConfigMap"
+  "${kc[@]}" -n "$ns" create configmap cm1 --from-literal=k=v >/dev/null
+  [[ $("${kc[@]}" -n "$ns" get configmap cm1 -o jsonpath='{.data.k}') == v ]] || die "ConfigMap data"
+  step "ServiceAccount token Secret"
+  "${kc[@]}" -n "$ns" create serviceaccount robot >/dev/null
+  local deadline=$((SECONDS + 60)) secret=""
+  until [[ -n $secret ]]; do
+    ((SECONDS < deadline)) || die "no token Secret for ServiceAccount robot"
+    secret="$("${kc[@]}" -n "$ns" get serviceaccount robot -o jsonpath='{.secrets[0].name}')"
+    [[ -n $secret ]] || sleep 0.5
+  done
+  [[ $("${kc[@]}" -n "$ns" get secret "$secret" -o jsonpath='{.type}') == kubernetes.io/service-account-token ]] ||
+    die "Secret $secret is not a service-account token"
+  step "Deployment -> ReplicaSet -> 2 Pods"
+  "${kc[@]}" -n "$ns" create deployment web --image="$BUSYBOX_IMAGE" --replicas=2 -- /bin/sleep 3600 >/dev/null
+  deadline=$((SECONDS + 60))
+  until [[ $("${kc[@]}" -n "$ns" get pods -l app=web -o name | wc -l) -eq 2 ]]; do
+    ((SECONDS < deadline)) || die "the Deployment's Pods did not appear"
+    sleep 0.5
+  done
+  "${kc[@]}" -n "$ns" get replicasets -l app=web -o name | grep -q . || die "no ReplicaSet"
+  if grep -q '^K8S_WITH_KUBELET=1$' "$dir/env"; then
+    step "Pod with a secret volume and an emptyDir on node localhost"
+    "${kc[@]}" -n "$ns" create secret generic s1 --from-literal=password=hunter2 >/dev/null
+    "${kc[@]}" -n "$ns" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: files}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: $BUSYBOX_IMAGE
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "cat /secret/password; echo; echo scratch-ok >/scratch/f; cat /scratch/f; sleep 3600"]
+    resources: {requests: {cpu: 10m, memory: 16Mi}}
+    volumeMounts:
+    - {name: sec, mountPath: /secret}
+    - {name: scratch, mountPath: /scratch}
+  volumes:
+  - {name: sec, secret: {secretName: s1}}
+  - {name: scratch, emptyDir: {}}
+EOF
+    "${kc[@]}" -n "$ns" wait pod/files --for=condition=Ready --timeout=120s >/dev/null
+    "${kc[@]}" -n "$ns" wait pods -l app=web --for=condition=Ready --timeout=120s >/dev/null
+    deadline=$((SECONDS + 30))
+    until [[ $("${kc[@]}" -n "$ns" logs files) == $'hunter2\nscratch-ok' ]]; do
+      ((SECONDS < deadline)) || die "pod files: logs are $("${kc[@]}" -n "$ns" logs files)"
+      sleep 0.5
+    done
+    [[ $("${kc[@]}" -n "$ns" exec files -- cat /secret/password) == hunter2 ]] || die "exec"
+  fi
+  step "deleting namespace $ns"
+  "${kc[@]}" delete namespace "$ns" --wait=false >/dev/null
+  log "check: ok"
+}
+
+# ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
 
@@ -772,6 +849,7 @@ main() {
     build) cmd_build "$@" ;;
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
+    check) cmd_check "$@" ;;
     __kubelet_ns) kubelet_ns_exec "$@" ;;
     *)
       sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2
