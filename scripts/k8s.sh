@@ -125,7 +125,6 @@ fetch_source() {
   rm -rf "$src/vendor/github.com/modern-go/reflect2"
   mkdir -p "$src/vendor/github.com/modern-go/reflect2"
   find "$r2" -maxdepth 1 -type f -name '*.go' ! -name '*_test.go' -exec cp {} "$src/vendor/github.com/modern-go/reflect2/" \;
-  [[ -f $r2/go_above_118.go || -f $src/vendor/github.com/modern-go/reflect2/go_above_118.go ]] || true
   # GOPATH mode: the tree must sit at $GOPATH/src/k8s.io/kubernetes.
   mkdir -p "$CACHE/gopath/src/k8s.io"
   ln -sfn "$src" "$CACHE/gopath/src/k8s.io/kubernetes"
@@ -554,11 +553,12 @@ cmd_up() {
     rustcd) [[ -n $store_bin ]] || die "--store rustcd needs --store-bin PATH" ;;
     *) die "--store must be etcd or rustcd" ;;
   esac
-  [[ -x $store_bin ]] || die "store binary $store_bin not found"
-  store_bin="$(readlink -f "$store_bin")"
-  if [[ $store == etcd && $store_bin == /usr/bin/etcd ]] || ! command -v etcdctl >/dev/null; then
+  # Debian's etcd (the default store) and etcdctl (health checks).
+  if [[ $store_bin == /usr/bin/etcd ]] || ! command -v etcdctl >/dev/null; then
     apt_install etcd-server etcd-client
   fi
+  [[ -x $store_bin ]] || die "store binary $store_bin not found"
+  store_bin="$(readlink -f "$store_bin")"
   stop_system_etcd
 
   mkdir -p "$state"
