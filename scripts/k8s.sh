@@ -420,11 +420,13 @@ wait_for() {
   done
 }
 
+# shellcheck disable=SC2317 # run through wait_for
 store_healthy() {
   ETCDCTL_API=3 etcdctl --endpoints="$1" --cacert="$PKI/ca.crt" --cert="$PKI/store-client.crt" \
     --key="$PKI/store-client.key" --command-timeout=2s endpoint health
 }
 
+# shellcheck disable=SC2317 # run through wait_for
 http_ok() { # http_ok <url>: GET with the admin token answers "ok"
   [[ $(curl -sS --max-time 3 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" "$1") == ok ]]
 }
@@ -525,6 +527,7 @@ start_control_plane() {
   wait_for "the default ServiceAccount's token Secret" 90 kube-controller-manager sa_token_exists
 }
 
+# shellcheck disable=SC2317 # run through wait_for
 sa_token_exists() {
   kubectl --kubeconfig "$STATE/kubeconfig" -n default get serviceaccount default \
     -o jsonpath='{.secrets[0].name}' | grep -q .
@@ -696,8 +699,19 @@ kubelet_ns_exec() {
   exec "$@"
 }
 
+# One kubelet per Docker daemon: a second one would kill the first one's containers as pods it does
+# not know. The running one is named here as "<pid> <start time> <state dir>".
+KUBELET_CLAIM=/run/rustcd-k8s-kubelet
+
 start_kubelet() {
   local kd="$STATE/kubelet"
+  if [[ -s $KUBELET_CLAIM ]]; then
+    local cp cst cdir
+    read -r cp cst cdir <"$KUBELET_CLAIM" || true
+    if [[ -n $cp && $(proc_start_time "$cp") == "$cst" ]]; then
+      die "a kubelet of $cdir already runs on this Docker (pid $cp): run down on it first"
+    fi
+  fi
   [[ -x $BIN/kubelet ]] || die "kubelet not built: run scripts/k8s.sh build"
   docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 || die "$PAUSE_IMAGE missing: run scripts/k8s.sh build"
   docker info >/dev/null 2>&1 || die "docker is not running"
@@ -733,11 +747,16 @@ start_kubelet() {
     --eviction-hard= --eviction-soft= \
     --register-node=true \
     --v=2
+  local n p st
+  while read -r n p st; do
+    if [[ $n == kubelet ]]; then printf '%s %s %s\n' "$p" "$st" "$STATE" >"$KUBELET_CLAIM"; fi
+  done <"$STATE/pids"
   wait_for "kubelet /healthz" 90 kubelet curl -fsS --max-time 3 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
   wait_for "node localhost Ready" 120 kubelet node_ready
   log "kubelet: node localhost Ready (kubelet on 127.0.0.1:$KUBELET_PORT)"
 }
 
+# shellcheck disable=SC2317 # run through wait_for
 node_ready() {
   [[ $(kubectl --kubeconfig "$STATE/kubeconfig" get node localhost \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
@@ -748,6 +767,7 @@ node_ready() {
 kubelet_cleanup() {
   local kd="$1/kubelet" f id c
   [[ -d $kd ]] || return 0
+  if [[ -s $KUBELET_CLAIM && $(cut -d' ' -f3- "$KUBELET_CLAIM") == "$1" ]]; then rm -f "$KUBELET_CLAIM"; fi
   if [[ -d $kd/dockershim/sandbox ]] && docker info >/dev/null 2>&1; then
     for f in "$kd"/dockershim/sandbox/*; do
       [[ -e $f ]] || continue
@@ -858,4 +878,5 @@ main() {
   esac
 }
 
-main "$@"
+# One line: bash reads no further than it, so editing this file under a running build is safe.
+main "$@"; exit $?
