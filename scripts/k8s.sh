@@ -564,6 +564,10 @@ cmd_up() {
   store_bin="$(readlink -f "$store_bin")"
   stop_system_etcd
 
+  if ((with_kubelet)); then
+    kubelet_claim_free
+    [[ -x $BIN/kubelet ]] || die "kubelet not built: run scripts/k8s.sh build"
+  fi
   mkdir -p "$state"
   STATE="$(cd "$state" && pwd)"
   if [[ -s $STATE/pids ]]; then
@@ -703,15 +707,18 @@ kubelet_ns_exec() {
 # not know. The running one is named here as "<pid> <start time> <state dir>".
 KUBELET_CLAIM=/run/rustcd-k8s-kubelet
 
+kubelet_claim_free() {
+  [[ -s $KUBELET_CLAIM ]] || return 0
+  local cp cst cdir
+  read -r cp cst cdir <"$KUBELET_CLAIM" || true
+  if [[ -n $cp && $(proc_start_time "$cp") == "$cst" ]]; then
+    die "a kubelet of $cdir already runs on this Docker (pid $cp): run down on it first"
+  fi
+}
+
 start_kubelet() {
   local kd="$STATE/kubelet"
-  if [[ -s $KUBELET_CLAIM ]]; then
-    local cp cst cdir
-    read -r cp cst cdir <"$KUBELET_CLAIM" || true
-    if [[ -n $cp && $(proc_start_time "$cp") == "$cst" ]]; then
-      die "a kubelet of $cdir already runs on this Docker (pid $cp): run down on it first"
-    fi
-  fi
+  kubelet_claim_free
   [[ -x $BIN/kubelet ]] || die "kubelet not built: run scripts/k8s.sh build"
   docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 || die "$PAUSE_IMAGE missing: run scripts/k8s.sh build"
   docker info >/dev/null 2>&1 || die "docker is not running"
