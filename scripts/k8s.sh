@@ -278,8 +278,12 @@ cmd_build() {
   go_env
   gen_openapi
   build_bins
-  build_pause
-  build_busybox
+  if docker info >/dev/null 2>&1; then
+    build_pause
+    build_busybox
+  else
+    log "warning: Docker is not running: no $PAUSE_IMAGE and $BUSYBOX_IMAGE (needed by up --with-kubelet only)"
+  fi
   printf '%s' "$(ldflags) overlay=2" >"$CACHE/stamp.build"
   log "built in $((SECONDS - t0)) s into $BIN"
 }
