@@ -13,6 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::spec::{EtcdClusterSpec, StorageSpec, TlsSpec};
+
 /// Condition type: the cluster serves requests (it has a leader and a quorum of healthy voters).
 pub const CONDITION_AVAILABLE: &str = "Available";
 /// Condition type: the operator is moving the cluster toward its spec.
@@ -82,6 +84,42 @@ pub struct EtcdClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["ordinal"]))]
     pub member_volumes: Vec<VolumeRecord>,
+    /// The parts of the spec that cannot change after creation, as the cluster was created with them:
+    /// what the operator checks the CRD's transition rules against, also where the API server does
+    /// not run them (Kubernetes before 1.25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_with: Option<CreatedWith>,
+}
+
+/// `spec.storage` and `spec.tls` as the cluster was created with them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedWith {
+    /// `spec.storage` (absent: emptyDir).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// `spec.tls` (absent: plain http).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+impl CreatedWith {
+    /// The record of `spec`.
+    pub fn of(spec: &EtcdClusterSpec) -> CreatedWith {
+        CreatedWith {
+            storage: spec.storage.clone(),
+            tls: spec.tls.clone(),
+        }
+    }
+
+    /// `spec` with these creation-time fields: the "old" side of the transition rules.
+    pub fn applied_to(&self, spec: &EtcdClusterSpec) -> EtcdClusterSpec {
+        EtcdClusterSpec {
+            storage: self.storage.clone(),
+            tls: self.tls.clone(),
+            ..spec.clone()
+        }
+    }
 }
 
 /// The volume a started member's data lives on.
@@ -106,9 +144,11 @@ pub struct MemberStatus {
     pub id: String,
     /// Member name; empty until the member has started and published its name.
     #[serde(default)]
+    #[schemars(transform = without_default)]
     pub name: String,
     /// First peer URL.
     #[serde(default, rename = "peerURL")]
+    #[schemars(transform = without_default)]
     pub peer_url: String,
     /// Client URLs; empty until the member has started.
     #[serde(default, rename = "clientURLs", skip_serializing_if = "Vec::is_empty")]
@@ -119,6 +159,12 @@ pub struct MemberStatus {
     /// Whether the member answered its status/health check.
     #[serde(default)]
     pub healthy: bool,
+}
+
+/// Drops the `default` schemars derives from `#[serde(default)]` on a `String`: Kubernetes 1.20's CRD
+/// validation takes `default: ''` for null and refuses the whole CRD ("must be of type string").
+fn without_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
 }
 
 impl MemberStatus {

@@ -272,3 +272,70 @@ fn schema_is_structural() {
     let crd = committed_json();
     assert_structural(schema(&crd), "openAPIV3Schema");
 }
+
+/// Every `default` in the schema, with its path.
+fn defaults<'a>(node: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(d) = map.get("default") {
+                out.push((path.clone(), d));
+            }
+            for (key, child) in map {
+                if key != "default" {
+                    defaults(child, format!("{path}.{key}"), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                defaults(child, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Kubernetes 1.20 reads an empty-string (or null) default as null and refuses the whole CRD
+/// (`default: Invalid value: "null": in body must be of type string`), seen on the real 1.20.2.
+#[test]
+fn no_default_is_empty_or_null() {
+    let crd = committed_json();
+    let mut found = Vec::new();
+    defaults(schema(&crd), String::new(), &mut found);
+    assert!(!found.is_empty(), "the walk finds the schema's defaults");
+    let empty: Vec<_> = found
+        .iter()
+        .filter(|(_, d)| d.is_null() || d.as_str() == Some(""))
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert!(empty.is_empty(), "empty or null defaults at {empty:?}");
+}
+
+/// Every CEL rule of the schema.
+fn all_rules<'a>(node: &'a Value, out: &mut Vec<&'a serde_json::Map<String, Value>>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::Array(rules)) = map.get("x-kubernetes-validations") {
+                out.extend(rules.iter().filter_map(Value::as_object));
+            }
+            map.values().for_each(|child| all_rules(child, out));
+        }
+        Value::Array(items) => items.iter().for_each(|child| all_rules(child, out)),
+        _ => {}
+    }
+}
+
+/// The rules use only what Kubernetes 1.25 (the first to run CEL by default) knows: `rule` and
+/// `message`. `fieldPath` and `reason` (1.28) or `messageExpression` (1.27) would make a 1.25-1.27 API
+/// server refuse the CRD under kubectl's strict field validation.
+#[test]
+fn cel_rules_use_only_what_kubernetes_1_25_knows() {
+    let crd = committed_json();
+    let mut rules = Vec::new();
+    all_rules(schema(&crd), &mut rules);
+    assert!(rules.len() >= 4, "{rules:?}");
+    for rule in rules {
+        let keys: Vec<&str> = rule.keys().map(String::as_str).collect();
+        assert!(keys.iter().all(|k| ["rule", "message"].contains(k)), "{keys:?}");
+    }
+}

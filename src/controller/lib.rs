@@ -44,6 +44,7 @@
 pub mod assess;
 pub mod cluster_status;
 pub mod crd;
+pub mod disruption_budget;
 pub mod error;
 pub mod etcd_client;
 pub mod execute;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -20,6 +19,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::assess::assess;
+use super::cluster_status::{CreatedWith, EtcdClusterStatus};
+use super::disruption_budget::BudgetApi;
 use super::error::Error;
 use super::execute::{apply, gate, Executor};
 use super::member_tls::{self, Dial};
@@ -28,7 +29,7 @@ use super::names::{Identity, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY};
 use super::objects::{certificate, certificate_resource, client_service, peer_service, pod_disruption_budget};
 use super::observe::observe;
 use super::planner::{next_step, Desired, Step};
-use super::report::build_status;
+use super::report::{build_status, invalid_spec_status};
 use super::spec::EtcdCluster;
 use super::tls::TlsLayout;
 
@@ -71,8 +72,10 @@ pub struct Context {
     pub settings: Settings,
     /// Event recorder (events.k8s.io/v1).
     pub recorder: Recorder,
-    /// OperatorMetrics.
+    /// Metrics.
     pub metrics: OperatorMetrics,
+    /// The PodDisruptionBudget version the API server serves (discovered by [`run`]).
+    pub budget_api: std::sync::OnceLock<BudgetApi>,
 }
 
 impl Context {
@@ -87,7 +90,13 @@ impl Context {
             client,
             settings,
             metrics,
+            budget_api: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The PodDisruptionBudget version to use (`policy/v1` until [`run`] has discovered it).
+    pub fn budget_api(&self) -> BudgetApi {
+        self.budget_api.get().copied().unwrap_or_default()
     }
 }
 
@@ -147,14 +156,21 @@ async fn prepare_tls(ctx: &Context, id: &Identity, tls: &TlsLayout) -> Result<Di
 async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let id = Identity::of(cluster)?;
     let spec = &cluster.spec;
-    if let Err(invalid) = spec.validate() {
-        // The API server should have refused it (the CRD carries the same rules); nothing to do until
-        // the spec changes.
+    let previous = cluster.status.clone().unwrap_or_default();
+    // The CRD's rules, also where the API server does not run them (CEL before Kubernetes 1.25; the
+    // transition rules against what the cluster was created with).
+    let checked = match &previous.created_with {
+        Some(created) => spec.validate_update(&created.applied_to(spec)),
+        None => spec.validate(),
+    };
+    if let Err(invalid) = checked {
         tracing::warn!(cluster = %id.name, namespace = %id.namespace, error = %invalid, "invalid spec");
         publish(ctx, cluster, EventType::Warning, "InvalidSpec", invalid.to_string()).await;
+        let now = Time(k8s_openapi::chrono::Utc::now());
+        let status = invalid_spec_status(&previous, cluster.meta().generation, &invalid, now);
+        write_status(ctx, cluster, &id, status).await?;
         return Ok(Action::await_change());
     }
-    let previous = cluster.status.clone().unwrap_or_default();
     let tls = TlsLayout::of(&id, spec);
     let dial = match prepare_tls(ctx, &id, &tls).await {
         Ok(dial) => Ok(dial),
@@ -193,9 +209,10 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
         .filter(|m| !m.is_learner)
         .count();
     let budget_for = voters.max(usize::try_from(spec.replicas).unwrap_or(1));
+    let budget_api = ctx.budget_api();
     apply(
-        &Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), ns),
-        &pod_disruption_budget(&id, budget_for),
+        &Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &budget_api.resource()),
+        &budget_api.object(&pod_disruption_budget(&id, budget_for))?,
     )
     .await?;
 
@@ -219,7 +236,7 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
         }
     }
 
-    let status = build_status(
+    let mut status = build_status(
         &id,
         cluster.meta().generation,
         &previous,
@@ -227,25 +244,38 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
         &step,
         Time(k8s_openapi::chrono::Utc::now()),
     );
-    if cluster.status.as_ref() != Some(&status) {
-        let patch = serde_json::json!({
-            "apiVersion": EtcdCluster::api_version(&()),
-            "kind": EtcdCluster::kind(&()),
-            "status": status,
-        });
-        Api::<EtcdCluster>::namespaced(ctx.client.clone(), ns)
-            .patch_status(
-                &id.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
-    }
+    status.created_with = previous.created_with.clone().or_else(|| Some(CreatedWith::of(spec)));
+    write_status(ctx, cluster, &id, status).await?;
     executed?;
     Ok(match step {
         Step::None => Action::requeue(ctx.settings.idle_requeue),
         _ => Action::requeue(ctx.settings.busy_requeue),
     })
+}
+
+/// Writes `status` with server-side apply on the status subresource, unless it is what `cluster` has.
+async fn write_status(
+    ctx: &Context,
+    cluster: &EtcdCluster,
+    id: &Identity,
+    status: EtcdClusterStatus,
+) -> Result<(), Error> {
+    if cluster.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": EtcdCluster::api_version(&()),
+        "kind": EtcdCluster::kind(&()),
+        "status": status,
+    });
+    Api::<EtcdCluster>::namespaced(ctx.client.clone(), &id.namespace)
+        .patch_status(
+            &id.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Runs the controller until `shutdown` completes (then finishes the reconciles in flight).
@@ -261,11 +291,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         }
     }
     let ns = ctx.settings.namespace.as_deref();
+    // A second run on the same context keeps what the first discovered.
+    let _ = ctx.budget_api.set(BudgetApi::discover(&client).await);
+    let budgets = ctx.budget_api().resource();
+    tracing::info!(api_version = %budgets.api_version, "PodDisruptionBudget API");
+    let budgets_api = match ns {
+        Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &budgets),
+        None => Api::<DynamicObject>::all_with(client.clone(), &budgets),
+    };
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
     Controller::new(api::<EtcdCluster>(&client, ns), watcher::Config::default())
         .owns(api::<StatefulSet>(&client, ns), managed.clone())
         .owns(api::<Service>(&client, ns), managed.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), managed.clone())
+        .owns_with(budgets_api, budgets, managed.clone())
         .watches(api::<Pod>(&client, ns), managed, |pod: Pod| {
             let cluster = pod.labels().get(LABEL_INSTANCE)?.clone();
             Some(ObjectRef::<EtcdCluster>::new(&cluster).within(&pod.namespace()?))

@@ -10,6 +10,7 @@ use super::cluster_status::{
 };
 use super::names::Identity;
 use super::planner::{quorum, Step};
+use super::spec::SpecError;
 
 /// How the cluster is doing, in the terms of the conditions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +134,35 @@ pub fn build_status(
         conditions,
         selector: Some(id.selector_string()),
         member_volumes: a.records.clone(),
+        created_with: previous.created_with.clone(),
     }
+}
+
+/// The status for a spec the operator refuses (`problems`, from
+/// [`EtcdClusterSpec::validate`](super::spec::EtcdClusterSpec::validate) or
+/// [`validate_update`](super::spec::EtcdClusterSpec::validate_update)): `previous` with `Degraded` and `Stalled` true, reason
+/// `InvalidSpec`, naming the problems; nothing else changes, as nothing is acted on.
+pub fn invalid_spec_status(
+    previous: &EtcdClusterStatus,
+    generation: Option<i64>,
+    problems: &SpecError,
+    now: Time,
+) -> EtcdClusterStatus {
+    let mut status = previous.clone();
+    for type_ in [CONDITION_DEGRADED, CONDITION_STALLED] {
+        set_condition(
+            &mut status.conditions,
+            condition(
+                type_,
+                true,
+                "InvalidSpec",
+                problems.to_string(),
+                generation,
+                now.clone(),
+            ),
+        );
+    }
+    status
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub const VERSION_PATTERN: &str = r"^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$
 pub const STORAGE_IMMUTABLE_RULE: &str =
     "has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || self.storage == oldSelf.storage)";
 /// Message returned by the API server when [`STORAGE_IMMUTABLE_RULE`] fails.
-pub const STORAGE_IMMUTABLE_MESSAGE: &str = "storage is immutable after creation";
+pub const STORAGE_IMMUTABLE_MESSAGE: &str = "spec.storage is immutable after creation";
 
 /// CEL rule on each TLS endpoint: a certificate comes either from a Secret or from cert-manager.
 pub const TLS_EXCLUSIVE_RULE: &str = "has(self.secretName) != has(self.issuerRef)";
@@ -49,7 +49,7 @@ pub const TLS_OPERATOR_SECRET_MESSAGE: &str = "operatorSecretName needs client T
 /// (the members' URLs change scheme with it, and running members keep the flags they started with).
 pub const TLS_IMMUTABLE_RULE: &str = "has(self.tls) == has(oldSelf.tls) && (!has(self.tls) || self.tls == oldSelf.tls)";
 /// Message returned by the API server when [`TLS_IMMUTABLE_RULE`] fails.
-pub const TLS_IMMUTABLE_MESSAGE: &str = "tls is immutable after creation";
+pub const TLS_IMMUTABLE_MESSAGE: &str = "spec.tls is immutable after creation";
 
 fn default_replicas() -> i32 {
     DEFAULT_REPLICAS
@@ -80,8 +80,8 @@ fn default_replicas() -> i32 {
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    { "rule": STORAGE_IMMUTABLE_RULE, "message": STORAGE_IMMUTABLE_MESSAGE, "fieldPath": ".storage" },
-    { "rule": TLS_IMMUTABLE_RULE, "message": TLS_IMMUTABLE_MESSAGE, "fieldPath": ".tls" }
+    { "rule": STORAGE_IMMUTABLE_RULE, "message": STORAGE_IMMUTABLE_MESSAGE },
+    { "rule": TLS_IMMUTABLE_RULE, "message": TLS_IMMUTABLE_MESSAGE }
 ]))]
 pub struct EtcdClusterSpec {
     /// Number of voting members. Scaling moves one member at a time (learner first on the way up).
@@ -312,10 +312,10 @@ impl EtcdClusterSpec {
             Err(SpecError(problems)) => problems,
         };
         if self.storage != old.storage {
-            problems.push(format!("spec.storage: {STORAGE_IMMUTABLE_MESSAGE}"));
+            problems.push(STORAGE_IMMUTABLE_MESSAGE.to_string());
         }
         if self.tls != old.tls {
-            problems.push(format!("spec.tls: {TLS_IMMUTABLE_MESSAGE}"));
+            problems.push(TLS_IMMUTABLE_MESSAGE.to_string());
         }
         if problems.is_empty() {
             Ok(())
@@ -496,7 +496,7 @@ mod tests {
         let none = EtcdClusterSpec::default();
         assert!(with("a").validate_update(&with("a")).is_ok());
         let e = with("b").validate_update(&with("a")).unwrap_err();
-        assert!(e.to_string().contains("spec.tls: tls is immutable"), "{e}");
+        assert!(e.to_string().contains("spec.tls is immutable after creation"), "{e}");
         assert!(none.validate_update(&with("a")).is_err());
         assert!(with("a").validate_update(&none).is_err());
     }

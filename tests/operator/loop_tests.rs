@@ -321,6 +321,51 @@ async fn an_invalid_spec_is_reported_and_not_acted_on() {
     );
 }
 
+/// The CRD's transition rules (storage and TLS are immutable) are CEL, which Kubernetes before 1.25
+/// ignores (and the fake API server does not run): the operator refuses the change itself, against
+/// the `status.createdWith` record, and touches nothing.
+#[tokio::test]
+async fn a_changed_immutable_field_is_refused_by_the_operator() {
+    let mut h = Harness::without_pods().await;
+    h.create_cluster("fixed", 3, false).await;
+    h.start_operator();
+    h.wait_status("fixed", CONVERGE, |s| s.created_with.is_some()).await;
+    let before = eventually(CONVERGE, || statefulset(&h, "fixed"))
+        .await
+        .expect("StatefulSet created");
+    h.clusters()
+        .patch(
+            "fixed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"storage": {"size": "1Gi"}, "replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    let refused = h
+        .wait_status("fixed", CONVERGE, |s| {
+            find_condition(&s.conditions, CONDITION_DEGRADED).is_some_and(|c| c.reason == "InvalidSpec")
+        })
+        .await;
+    let degraded = find_condition(&refused.status.as_ref().unwrap().conditions, CONDITION_DEGRADED).unwrap();
+    assert_eq!(degraded.status, "True");
+    assert!(
+        degraded.message.contains("spec.storage is immutable"),
+        "{}",
+        degraded.message
+    );
+    let warned = eventually(CONVERGE, || async {
+        h.warnings()
+            .await
+            .into_iter()
+            .find(|note| note.contains("spec.storage is immutable"))
+    })
+    .await;
+    assert!(warned.is_some(), "an InvalidSpec warning names the field");
+    // Nothing acted on: not the storage, not the replica change made in the same patch.
+    let after = statefulset(&h, "fixed").await.expect("StatefulSet kept");
+    assert_eq!(after.spec, before.spec);
+}
+
 #[tokio::test]
 async fn pvcs_of_removed_members_are_retained_or_deleted_as_the_spec_says() {
     let Some(mut h) = Harness::with_members("pvc").await else {
