@@ -22,7 +22,8 @@ Output: {"manifest": the rendered templates as `helm template` prints them, "not
 "crds": the chart's CRDs as Helm sent them, "created": every object Helm created, as sent}.
 
 install: Helm's Install action against the cluster of $KUBECONFIG (`helm install --create-namespace --wait`;
-used by the e2e test). Output: {"name": ..., "namespace": ..., "version": ...}.
+used by the e2e test; `--no-wait` returns once the objects exist, for a control plane without a kubelet).
+Output: {"name": ..., "namespace": ..., "version": ...}.
 uninstall: Helm's Uninstall action (`helm uninstall --wait`) against the cluster of $KUBECONFIG.
 """
 
@@ -354,11 +355,11 @@ def render(chart: str, values: dict, release: str, namespace: str, kube_version:
         }
 
 
-def install(chart: str, values: dict, release: str, namespace: str, timeout: int) -> dict:
+def install(chart: str, values: dict, release: str, namespace: str, timeout: int, wait: bool = True) -> dict:
     config = helm_sdkpy.Configuration(namespace=namespace, kubeconfig=os.environ.get("KUBECONFIG"))
     result = asyncio.run(
         helm_sdkpy.Install(config).run(
-            release, chart, values=values or None, create_namespace=True, wait=True, timeout=timeout
+            release, chart, values=values or None, create_namespace=True, wait=wait, timeout=timeout
         )
     )
     return {"name": result.get("name", release), "namespace": namespace, "version": result.get("version")}
@@ -378,6 +379,7 @@ def main() -> int:
     parser.add_argument("--release", default="rustcd-operator")
     parser.add_argument("--namespace", default="rustcd-system")
     parser.add_argument("--timeout", type=int, default=300)
+    parser.add_argument("--no-wait", action="store_true", help="install: do not wait for the Deployment")
     parser.add_argument("--kube-version", default=DEFAULT_KUBE_VERSION, help="render: the fake API server's version")
     args = parser.parse_args()
     values = json.loads(args.values)
@@ -392,7 +394,7 @@ def main() -> int:
         elif args.action == "render":
             out = render(args.chart, values, args.release, args.namespace, args.kube_version)
         elif args.action == "install":
-            out = install(args.chart, values, args.release, args.namespace, args.timeout)
+            out = install(args.chart, values, args.release, args.namespace, args.timeout, wait=not args.no_wait)
         else:
             out = uninstall(args.release, args.namespace, args.timeout)
     except helm_sdkpy.HelmError as err:

@@ -2,15 +2,22 @@
 # Installs what building and testing rustcd needs on a fresh Debian machine.
 #   scripts/setup.sh             protoc (to build rustcd)
 #   scripts/setup.sh --with-etcd also Debian's etcd 3.4 server and etcdctl (the test oracle)
+#   scripts/setup.sh --with-kubernetes  also builds (once per machine, cached outside the clone by
+#                                version) the Kubernetes 1.20.2 control plane: scripts/k8s.sh build
 # Both also install Helm's Go library (the helm-sdkpy wheel, from PyPI) into .cache/helm-venv for the chart
 # tests (tests/helm_chart.rs, scripts/helm_chart.py); there is no helm binary.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 want=(protobuf-compiler)
-if [[ "${1:-}" == "--with-etcd" ]]; then
-  want+=(etcd-server etcd-client)
-fi
+with_kubernetes=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-etcd) want+=(etcd-server etcd-client) ;;
+    --with-kubernetes) with_kubernetes=true ;;
+    *) echo "usage: $0 [--with-etcd] [--with-kubernetes]" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${want[@]}"; do
@@ -52,4 +59,8 @@ if ! "$helm_python" -c 'import helm_sdkpy, yaml' >/dev/null 2>&1; then
   "$helm_python" -m pip install --quiet --disable-pip-version-check --ignore-requires-python \
     'helm-sdkpy==0.1.32' 'PyYAML>=6,<7'
   "$helm_python" -c 'import helm_sdkpy, yaml' || { echo "setup: helm-sdkpy does not import" >&2; exit 1; }
+fi
+
+if $with_kubernetes; then
+  "$(dirname "$0")/k8s.sh" build
 fi

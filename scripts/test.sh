@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: setup, format, lint and doc checks, then every crate's unit and property tests
-# and the integration test binaries (tests/: member, cluster, docker, operator; e2e skips without
+# and the integration test binaries (tests/: member, cluster, docker, operator, kubernetes_operator on
+# a real Kubernetes 1.20 control plane that setup builds once per machine; e2e skips without
 # KUBECONFIG). Used by CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --with-etcd
+scripts/setup.sh --with-etcd --with-kubernetes
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
