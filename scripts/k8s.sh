@@ -15,6 +15,10 @@
 #       A kubectl smoke test of a running cluster: namespaces, a ConfigMap, a ServiceAccount's token
 #       Secret, a Deployment's ReplicaSet and Pods (and, with a kubelet, a Pod reading a secret
 #       volume and an emptyDir, through kubectl logs and exec).
+#   scripts/k8s.sh restart-store-member <state-dir> <N>
+#       Starts store member sN (0, 1 or 2) again with the command line `up` started it with (saved
+#       in <state-dir>/store/sN.cmd) on its existing data dir, after it was stopped or killed
+#       (refuses while it still runs), and waits until it is healthy.
 #   scripts/k8s.sh down <state-dir>
 #       Stops what `up` started, by PID (TERM, then KILL after a timeout); with a kubelet, also
 #       removes its pods' Docker containers and its mounts under <state-dir>.
@@ -26,6 +30,9 @@
 # STORE_DATA_DIRS, PIDS_FILE, LOG_DIR. Test pods can use the image rustcd-k8s-busybox:1
 # (imagePullPolicy: Never; Burstable or BestEffort: Guaranteed pods get oom_score_adj -997, which
 # nothing here may set).
+#
+# K8S_APISERVER_EXTRA_ARGS (up): extra kube-apiserver flags, split on whitespace and appended last
+# (so they override the defaults), e.g. K8S_APISERVER_EXTRA_ARGS=--etcd-compaction-interval=10s.
 #
 # Nothing fetched here is committed: the source lives in the cache only.
 set -euo pipefail
@@ -446,18 +453,21 @@ start_store() {
   for i in 0 1 2; do
     mkdir -p "$STATE/store/s$i"
     chmod 700 "$STATE/store/s$i"
-    spawn "store-s$i" "$bin" \
-      --name "s$i" --data-dir "$STATE/store/s$i" \
-      --listen-client-urls "https://127.0.0.1:${CLIENT_PORTS[$i]}" \
-      --advertise-client-urls "https://127.0.0.1:${CLIENT_PORTS[$i]}" \
-      --listen-peer-urls "https://127.0.0.1:${PEER_PORTS[$i]}" \
-      --initial-advertise-peer-urls "https://127.0.0.1:${PEER_PORTS[$i]}" \
-      --initial-cluster "$cluster" --initial-cluster-state new \
-      --initial-cluster-token "rustcd-k8s-$$" \
-      --cert-file "$PKI/store.crt" --key-file "$PKI/store.key" \
-      --trusted-ca-file "$PKI/ca.crt" --client-cert-auth \
-      --peer-cert-file "$PKI/store.crt" --peer-key-file "$PKI/store.key" \
-      --peer-trusted-ca-file "$PKI/ca.crt" --peer-client-cert-auth
+    local args=("$bin"
+      --name "s$i" --data-dir "$STATE/store/s$i"
+      --listen-client-urls "https://127.0.0.1:${CLIENT_PORTS[$i]}"
+      --advertise-client-urls "https://127.0.0.1:${CLIENT_PORTS[$i]}"
+      --listen-peer-urls "https://127.0.0.1:${PEER_PORTS[$i]}"
+      --initial-advertise-peer-urls "https://127.0.0.1:${PEER_PORTS[$i]}"
+      --initial-cluster "$cluster" --initial-cluster-state new
+      --initial-cluster-token "rustcd-k8s-$$"
+      --cert-file "$PKI/store.crt" --key-file "$PKI/store.key"
+      --trusted-ca-file "$PKI/ca.crt" --client-cert-auth
+      --peer-cert-file "$PKI/store.crt" --peer-key-file "$PKI/store.key"
+      --peer-trusted-ca-file "$PKI/ca.crt" --peer-client-cert-auth)
+    # For restart-store-member: the exact command line, one argument per line.
+    printf '%s\n' "${args[@]}" >"$STATE/store/s$i.cmd"
+    spawn "store-s$i" "${args[@]}"
   done
   for i in 0 1 2; do
     wait_for "store member s$i ($kind)" 60 "store-s$i" store_healthy "https://127.0.0.1:${CLIENT_PORTS[$i]}"
@@ -467,6 +477,9 @@ start_store() {
 
 start_control_plane() {
   mkdir -p "$STATE/apiserver" "$STATE/controller-manager" "$STATE/scheduler"
+  local extra=()
+  # shellcheck disable=SC2206 # split on whitespace on purpose (documented in the header)
+  [[ -z ${K8S_APISERVER_EXTRA_ARGS:-} ]] || extra=($K8S_APISERVER_EXTRA_ARGS)
   spawn kube-apiserver "$BIN/kube-apiserver" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
     --secure-port="$APISERVER_PORT" --insecure-port=0 \
@@ -491,7 +504,8 @@ start_control_plane() {
     --kubelet-certificate-authority="$PKI/ca.crt" \
     --kubelet-preferred-address-types=Hostname,InternalIP \
     --profiling=false \
-    --v=1
+    --v=1 \
+    "${extra[@]}"
   wait_for "kube-apiserver /readyz" 180 kube-apiserver http_ok "$APISERVER_URL/readyz"
   log "kube-apiserver ready at $APISERVER_URL"
 
@@ -675,6 +689,26 @@ cmd_down() {
   stop_procs "$dir/pids" store
   : >"$dir/pids"
   log "down: stopped $STOPPED process(es) of $dir"
+}
+
+cmd_restart_store_member() {
+  local state=${1:-} n=${2:-}
+  [[ -n $state && $n =~ ^[0-2]$ ]] || die "usage: k8s.sh restart-store-member <state-dir> <0|1|2>"
+  [[ -f $state/pids && -f $state/store/s$n.cmd ]] || die "$state: no cluster started by up"
+  STATE="$(cd "$state" && pwd)"
+  PKI="$STATE/pki"
+  # A member just killed may take a moment to be gone (and reaped).
+  local deadline=$((SECONDS + 10))
+  while alive "store-s$n" && ((SECONDS < deadline)); do sleep 0.2; done
+  alive "store-s$n" && die "store-s$n still runs: stop or kill it first"
+  local args=() url
+  mapfile -t args <"$STATE/store/s$n.cmd"
+  url=$(awk 'prev == "--listen-client-urls" {print; exit} {prev = $0}' "$STATE/store/s$n.cmd")
+  grep -v "^store-s$n " "$STATE/pids" >"$STATE/pids.new" || true
+  mv "$STATE/pids.new" "$STATE/pids"
+  spawn "store-s$n" "${args[@]}"
+  wait_for "store member s$n (restarted)" 60 "store-s$n" store_healthy "$url"
+  log "restart-store-member: s$n healthy at $url"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -880,6 +914,7 @@ main() {
     build) cmd_build "$@" ;;
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
+    restart-store-member) cmd_restart_store_member "$@" ;;
     check) cmd_check "$@" ;;
     __kubelet_ns) kubelet_ns_exec "$@" ;;
     *)

@@ -25,6 +25,7 @@ pub mod docker;
 pub mod etcdctl_pair;
 #[cfg(feature = "kube")]
 pub mod kube;
+pub mod kubernetes;
 pub mod linearizability;
 mod normalize;
 pub mod objects;
