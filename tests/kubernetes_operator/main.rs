@@ -10,10 +10,12 @@
 //! runs); without it the test fails saying so. `RUSTCD_SKIP_KUBERNETES=1` skips it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
+use testkit::kubernetes::{prerequisites, ControlPlane, Store};
 
 const NAMESPACE: &str = "rustcd-system";
 const RELEASE: &str = "rustcd";
@@ -23,67 +25,20 @@ fn root() -> &'static Path {
     testkit::repo_root()
 }
 
-/// A control plane started by `k8s.sh up`, stopped (by PID, in `k8s.sh down`) when dropped.
-struct ControlPlane {
-    dir: tempfile::TempDir,
+/// `kubectl <args>` as the admin, which must succeed: its stdout.
+fn kubectl_ok(plane: &ControlPlane, args: &[&str]) -> String {
+    let out = plane.kubectl(args);
+    assert_eq!(out.status, 0, "kubectl {args:?}: {}", out.stderr);
+    out.stdout
 }
 
-impl ControlPlane {
-    fn up() -> ControlPlane {
-        let dir = tempfile::Builder::new()
-            .prefix("rustcd-k8s-")
-            .tempdir()
-            .expect("tempdir");
-        let out = Command::new(root().join("scripts/k8s.sh"))
-            .arg("up")
-            .arg(dir.path())
-            .args(["--store", "rustcd", "--store-bin"])
-            .arg(testkit::built_binary("rustcd"))
-            .output()
-            .expect("run scripts/k8s.sh up");
-        let plane = ControlPlane { dir };
-        assert!(
-            out.status.success(),
-            "scripts/k8s.sh up failed (is the control plane built? scripts/setup.sh --with-kubernetes):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        plane
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/k8s.sh"))
-            .arg("down")
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
-/// kubectl with `kubeconfig`: (success, stdout, stderr).
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args(["--request-timeout", "20s"])
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// kubectl that must succeed: its stdout.
-fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
-    let (ok, out, err) = kubectl(kubeconfig, args);
-    assert!(ok, "kubectl {args:?}: {err}");
-    out
+/// `kubectl get <args> -o json` as the admin, when it succeeds.
+fn get_json(plane: &ControlPlane, args: &[&str]) -> Option<Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = plane.kubectl(&all);
+    (out.status == 0).then(|| serde_json::from_str(&out.stdout).expect("kubectl JSON"))
 }
 
 /// Polls `probe` until it returns `Some` (or `WITHIN` passes: `None`).
@@ -100,57 +55,29 @@ fn eventually<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-/// A kubeconfig for the chart's ServiceAccount: its token Secret (1.20 creates one per ServiceAccount).
-fn service_account_kubeconfig(admin: &Path, dir: &Path) -> PathBuf {
+/// A kubeconfig for the chart's ServiceAccount, from its token Secret (1.20 creates one per
+/// ServiceAccount).
+fn service_account_kubeconfig(plane: &ControlPlane) -> PathBuf {
     let account = format!("{RELEASE}-rustcd-operator");
     let secret = eventually(|| {
-        let (ok, out, _) = kubectl(
-            admin,
-            &[
-                "-n",
-                NAMESPACE,
-                "get",
-                "sa",
-                &account,
-                "-o",
-                "jsonpath={.secrets[0].name}",
-            ],
-        );
-        (ok && !out.is_empty()).then_some(out)
+        let sa = get_json(plane, &["-n", NAMESPACE, "sa", &account])?;
+        sa["secrets"][0]["name"].as_str().map(str::to_string)
     })
     .expect("the ServiceAccount's token Secret");
-    let token = kubectl_ok(
-        admin,
-        &[
-            "-n",
-            NAMESPACE,
-            "get",
-            "secret",
-            &secret,
-            "-o",
-            "jsonpath={.data.token}",
-        ],
+    let secret = get_json(plane, &["-n", NAMESPACE, "secret", &secret]).expect("token Secret");
+    // The typed Secret decodes its base64 data.
+    let secret: Secret = serde_json::from_value(secret).expect("a Secret");
+    let token = secret.data.unwrap_or_default().remove("token").expect("token").0;
+    let path = plane.dir().join("operator.kubeconfig");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+         users:\n- name: operator\n  user:\n    token: {}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: operator\n\
+         current-context: c\n",
+        plane.env("K8S_APISERVER_URL"),
+        plane.env("K8S_CA_FILE"),
+        String::from_utf8(token).expect("token text"),
     );
-    let token = Command::new("base64")
-        .arg("-d")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().expect("stdin").write_all(token.as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("base64 -d");
-    let token = String::from_utf8(token.stdout).expect("token");
-    let path = dir.join("operator.kubeconfig");
-    let raw = kubectl_ok(admin, &["config", "view", "--raw", "--minify", "--flatten"]);
-    std::fs::write(&path, raw).expect("write kubeconfig");
-    kubectl_ok(
-        &path,
-        &["config", "set-credentials", "operator", &format!("--token={token}")],
-    );
-    kubectl_ok(&path, &["config", "set-context", "--current", "--user=operator"]);
+    std::fs::write(&path, kubeconfig).expect("write kubeconfig");
     path
 }
 
@@ -201,15 +128,18 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
         testkit::print_skip("RUSTCD_SKIP_KUBERNETES is set");
         return;
     }
-    let plane = ControlPlane::up();
-    let admin = plane.kubeconfig();
+    if let Err(missing) = prerequisites() {
+        panic!("{missing}");
+    }
+    let store = Store::Rustcd(testkit::built_binary("rustcd"));
+    let plane = ControlPlane::up(store, "").unwrap_or_else(|e| panic!("{e}"));
 
     // Helm's Install action installs the CRD from the chart unchanged, then the chart (no kubelet:
     // the operator's own Deployment never becomes ready, so Helm does not wait for it).
     let python = root().join(".cache/helm-venv/bin/python");
     let values = serde_json::json!({"logFormat": "text"}).to_string();
     let helm = Command::new(&python)
-        .env("KUBECONFIG", &admin)
+        .env("KUBECONFIG", plane.env("KUBECONFIG"))
         .arg(root().join("scripts/helm_chart.py"))
         .arg("install")
         .arg(root().join("charts/rustcd-operator"))
@@ -230,47 +160,38 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
         "helm install: {}",
         String::from_utf8_lossy(&helm.stderr)
     );
-    let crd = kubectl_ok(&admin, &["get", "crd", "etcdclusters.rustcd.io", "-o", "json"]);
+    let crd = kubectl_ok(&plane, &["get", "crd", "etcdclusters.rustcd.io", "-o", "json"]);
     let crd: Value = serde_json::from_str(&crd).expect("CRD JSON");
     assert_eq!(crd["spec"]["versions"][0]["name"], "v1alpha1");
 
     // The operator as the chart runs it: the ServiceAccount's token and the chart's RBAC.
-    let operator_config = service_account_kubeconfig(&admin, plane.dir.path());
-    let operator = Operator::start(&operator_config, plane.dir.path().join("operator.log"));
+    let operator_config = service_account_kubeconfig(&plane);
+    let operator = Operator::start(&operator_config, plane.dir().join("operator.log"));
 
-    kubectl_ok(&admin, &["create", "namespace", "demo"]);
+    kubectl_ok(&plane, &["create", "namespace", "demo"]);
     let example = root().join("examples/etcdcluster.yaml");
     let example = example.to_str().expect("path");
     // kubectl 1.32's client-side validation does not know the CRD's x-kubernetes-validations on a
     // 1.20 server (README: "Kubernetes 1.20-1.24"); the custom resource itself validates fine.
-    kubectl_ok(&admin, &["-n", "demo", "apply", "-f", example]);
+    kubectl_ok(&plane, &["-n", "demo", "apply", "-f", example]);
 
     // The objects the operator owns, the PodDisruptionBudget as policy/v1beta1 (1.20 has no v1).
     for kind in ["statefulset/example", "service/example", "service/example-peer"] {
-        let found = eventually(|| kubectl(&admin, &["-n", "demo", "get", kind]).0.then_some(()));
+        let found = eventually(|| (plane.kubectl(&["-n", "demo", "get", kind]).status == 0).then_some(()));
         assert!(found.is_some(), "{kind} not created; operator log:\n{}", operator.log());
     }
     let pdb = eventually(|| {
-        let (ok, out, _) = kubectl(
-            &admin,
-            &[
-                "-n",
-                "demo",
-                "get",
-                "poddisruptionbudgets.v1beta1.policy",
-                "example",
-                "-o",
-                "json",
-            ],
-        );
-        ok.then(|| serde_json::from_str::<Value>(&out).expect("PDB JSON"))
+        get_json(
+            &plane,
+            &["-n", "demo", "poddisruptionbudgets.v1beta1.policy", "example"],
+        )
     })
     .expect("PodDisruptionBudget created");
     assert_eq!(pdb["spec"]["minAvailable"], 2, "quorum of 3");
     assert_eq!(pdb["metadata"]["ownerReferences"][0]["kind"], "EtcdCluster");
 
     // `kubectl get etcdclusters`: the printer columns.
-    let table = kubectl_ok(&admin, &["-n", "demo", "get", "etcdclusters"]);
+    let table = kubectl_ok(&plane, &["-n", "demo", "get", "etcdclusters"]);
     let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(
         header,
@@ -283,9 +204,9 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
     );
 
     // The scale subresource.
-    kubectl_ok(&admin, &["-n", "demo", "scale", "etcdcluster/example", "--replicas=5"]);
+    kubectl_ok(&plane, &["-n", "demo", "scale", "etcdcluster/example", "--replicas=5"]);
     let replicas = kubectl_ok(
-        &admin,
+        &plane,
         &[
             "-n",
             "demo",
@@ -300,7 +221,7 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
 
     // The status the operator writes, including the record of the immutable fields.
     let recorded = eventually(|| {
-        let out = kubectl_ok(&admin, &["-n", "demo", "get", "etcdcluster", "example", "-o", "json"]);
+        let out = kubectl_ok(&plane, &["-n", "demo", "get", "etcdcluster", "example", "-o", "json"]);
         let cluster: Value = serde_json::from_str(&out).expect("cluster JSON");
         cluster["status"]["createdWith"].is_object().then_some(cluster)
     })
@@ -315,11 +236,11 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
     // 1.20 ignores the CRD's CEL transition rules: the API server accepts the change, the operator
     // refuses it (Degraded/Stalled InvalidSpec, a Warning Event) and changes nothing.
     let before = kubectl_ok(
-        &admin,
+        &plane,
         &["-n", "demo", "get", "statefulset", "example", "-o", "jsonpath={.spec}"],
     );
     kubectl_ok(
-        &admin,
+        &plane,
         &[
             "-n",
             "demo",
@@ -333,7 +254,7 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
         ],
     );
     let refused = eventually(|| {
-        let out = kubectl_ok(&admin, &["-n", "demo", "get", "etcdcluster", "example", "-o", "json"]);
+        let out = kubectl_ok(&plane, &["-n", "demo", "get", "etcdcluster", "example", "-o", "json"]);
         let cluster: Value = serde_json::from_str(&out).expect("cluster JSON");
         let degraded = condition(&cluster, "Degraded")?.clone();
         (degraded["reason"] == "InvalidSpec").then_some(degraded)
@@ -346,13 +267,13 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
             .contains("spec.storage is immutable"),
         "{refused}"
     );
-    let described = kubectl_ok(&admin, &["-n", "demo", "describe", "etcdcluster", "example"]);
+    let described = kubectl_ok(&plane, &["-n", "demo", "describe", "etcdcluster", "example"]);
     assert!(
         described.contains("InvalidSpec"),
         "kubectl describe shows the Warning Event:\n{described}"
     );
     let after = kubectl_ok(
-        &admin,
+        &plane,
         &["-n", "demo", "get", "statefulset", "example", "-o", "jsonpath={.spec}"],
     );
     assert_eq!(after, before, "nothing acted on");
