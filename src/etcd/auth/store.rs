@@ -66,7 +66,7 @@ impl AuthStore {
     }
 
     /// `(enabled, auth_revision)`.
-    pub fn status(&self) -> (bool, u64) {
+    pub fn enabled_and_revision(&self) -> (bool, u64) {
         (self.enabled, self.revision)
     }
 

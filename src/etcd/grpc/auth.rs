@@ -84,7 +84,7 @@ impl Auth for AuthService {
         req: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
         auth_info(&self.server, &req)?;
-        let (enabled, auth_revision) = self.server.sm.read().auth.status();
+        let (enabled, auth_revision) = self.server.sm.read().auth.enabled_and_revision();
         Ok(Response::new(pb::AuthStatusResponse {
             header: Some(self.server.header()),
             enabled,

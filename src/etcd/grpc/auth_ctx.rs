@@ -13,7 +13,7 @@ use crate::tls::ClientIdentity;
 
 /// The user of a request, or the anonymous `AuthInfo` when auth is disabled.
 pub fn auth_info<T>(server: &EtcdServer, req: &Request<T>) -> Result<AuthInfo, Status> {
-    let (enabled, revision) = server.sm.read().auth.status();
+    let (enabled, revision) = server.sm.read().auth.enabled_and_revision();
     if !enabled {
         return Ok(AuthInfo::default());
     }
