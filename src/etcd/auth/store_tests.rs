@@ -63,7 +63,7 @@ pub(super) fn enabled_store() -> R<AuthStore> {
 #[test]
 fn new_store_is_disabled_at_revision_1() {
     let s = AuthStore::new();
-    assert_eq!(s.status(), (false, 1));
+    assert_eq!(s.enabled_and_revision(), (false, 1));
     let st = s.auth_status();
     assert!(!st.enabled);
     assert_eq!(st.auth_revision, 1);
@@ -86,7 +86,7 @@ fn enable_requires_root_user_with_root_role() -> R {
     s.enable()?; // idempotent
     assert_eq!(s.revision(), rev);
     s.disable();
-    assert_eq!(s.status(), (false, rev + 1), "disable bumps");
+    assert_eq!(s.enabled_and_revision(), (false, rev + 1), "disable bumps");
     s.disable();
     assert_eq!(s.revision(), rev + 1, "disabling twice is a no-op");
     Ok(())
