@@ -11,6 +11,12 @@
 #       Starts a 3-member store cluster (client and peer TLS), kube-apiserver, controller-manager
 #       and scheduler (and optionally a kubelet on Docker) on free loopback ports. Writes
 #       <state-dir>/kubeconfig (admin), <state-dir>/env (facts for tests) and <state-dir>/pids.
+#       --with-kubelet makes it a one-node cluster whose pods run in Docker (dockershim, the
+#       default bridge): the node `localhost`; cluster DNS (dnsmasq on the bridge address, fed
+#       from Endpoints); a default StorageClass `standard` (the controller-manager's hostPath
+#       provisioner, volumes under /tmp/hostpath_pv); and the API server on <bridge address>:443,
+#       the `kubernetes` Service's IP, so in-cluster clients (KUBERNETES_SERVICE_HOST) reach it
+#       without a kube-proxy. One such cluster per Docker daemon.
 #   scripts/k8s.sh check <state-dir>
 #       A kubectl smoke test of a running cluster: namespaces, a ConfigMap, a ServiceAccount's token
 #       Secret, a Deployment's ReplicaSet and Pods (and, with a kubelet, a Pod reading a secret
@@ -25,7 +31,7 @@
 #
 # <state-dir>/env (KEY=VALUE lines, for tests): KUBECONFIG, K8S_VERSION, K8S_APISERVER_URL,
 # K8S_CA_FILE, K8S_ADMIN_TOKEN_FILE (bearer token of a system:masters user), K8S_WITH_KUBELET,
-# K8S_NODE_NAME, STORE_KIND, STORE_BIN, STORE_ENDPOINTS (comma-separated https URLs),
+# K8S_NODE_NAME, K8S_CLUSTER_DNS, STORE_KIND, STORE_BIN, STORE_ENDPOINTS (comma-separated https URLs),
 # STORE_CA_FILE, STORE_CERT_FILE, STORE_KEY_FILE (a client certificate the store accepts),
 # STORE_DATA_DIRS, PIDS_FILE, LOG_DIR. Test pods can use the image rustcd-k8s-busybox:1
 # (imagePullPolicy: Never; Burstable or BestEffort: Guaranteed pods get oom_score_adj -997, which
@@ -278,7 +284,7 @@ cmd_build() {
   fi
   local t0=$SECONDS
   apt_install golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev openssl gcc libc6-dev \
-    etcd-server etcd-client busybox-static python3
+    etcd-server etcd-client busybox-static python3 dnsmasq-base socat
   stop_system_etcd
   mkdir -p "$CACHE/tools"
   fetch_source
@@ -348,7 +354,7 @@ make_pki() {
   cert store "/CN=rustcd-store" serverAuth,clientAuth "$lo"
   cert store-client "/CN=kube-apiserver-etcd-client" clientAuth
   cert apiserver "/CN=kube-apiserver" serverAuth \
-    "$lo,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "$lo,IP:$APISERVER_HOST,IP:$SERVICE_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
   cert admin "/O=system:masters/CN=admin" clientAuth
   cert front-proxy-client "/CN=front-proxy-client" clientAuth
@@ -481,7 +487,7 @@ start_control_plane() {
   # shellcheck disable=SC2206 # split on whitespace on purpose (documented in the header)
   [[ -z ${K8S_APISERVER_EXTRA_ARGS:-} ]] || extra=($K8S_APISERVER_EXTRA_ARGS)
   spawn kube-apiserver "$BIN/kube-apiserver" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+    --bind-address="$APISERVER_HOST" --advertise-address="$APISERVER_HOST" \
     --secure-port="$APISERVER_PORT" --insecure-port=0 \
     --cert-dir="$STATE/apiserver" \
     --etcd-servers="$STORE_ENDPOINTS" \
@@ -494,7 +500,7 @@ start_control_plane() {
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$SERVICE_RANGE" \
     --endpoint-reconciler-type=none \
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction \
@@ -510,6 +516,10 @@ start_control_plane() {
   log "kube-apiserver ready at $APISERVER_URL"
 
   kubeconfig "$STATE/controller-manager/kubeconfig" controller-manager
+  local cm_extra=()
+  # With a node: PersistentVolumes for claims (hostPath under /tmp/hostpath_pv, removed with
+  # their claims and by `down`), as the StorageClass `standard` asks for.
+  ((WITH_KUBELET)) && cm_extra=(--enable-hostpath-provisioner)
   spawn kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig="$STATE/controller-manager/kubeconfig" \
     --authentication-kubeconfig="$STATE/controller-manager/kubeconfig" \
@@ -523,7 +533,8 @@ start_control_plane() {
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --controllers='*,bootstrapsigner,tokencleaner' \
     --profiling=false \
-    --v=1
+    --v=1 \
+    "${cm_extra[@]}"
 
   kubeconfig "$STATE/scheduler/kubeconfig" scheduler
   spawn kube-scheduler "$BIN/kube-scheduler" \
@@ -585,6 +596,8 @@ cmd_up() {
   if ((with_kubelet)); then
     kubelet_claim_free
     [[ -x $BIN/kubelet ]] || die "kubelet not built: run scripts/k8s.sh build"
+    # Cluster DNS, and what dockershim's port-forward runs.
+    apt_install dnsmasq-base socat
   fi
   mkdir -p "$state"
   STATE="$(cd "$state" && pwd)"
@@ -611,7 +624,18 @@ cmd_up() {
   PEER_PORTS=("${ports[@]:3:3}")
   APISERVER_PORT=${ports[6]} CM_PORT=${ports[7]} SCHED_PORT=${ports[8]}
   KUBELET_PORT=${ports[9]} KUBELET_HEALTHZ_PORT=${ports[10]}
-  APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
+  APISERVER_HOST=127.0.0.1 SERVICE_RANGE=10.0.0.0/24 SERVICE_IP=10.0.0.1
+  WITH_KUBELET=$with_kubelet
+  if ((with_kubelet)); then
+    node_network
+    # Pods reach the API server as in-cluster clients do: KUBERNETES_SERVICE_HOST is the
+    # `kubernetes` Service's IP, the first of the service range, and its port is 443. There is no
+    # kube-proxy here, so that IP is the Docker bridge's own address, where the API server listens.
+    APISERVER_HOST=$NODE_GW APISERVER_PORT=443 SERVICE_RANGE=$NODE_SERVICE_RANGE SERVICE_IP=$NODE_GW
+    port_free "$NODE_GW" 443 || die "$NODE_GW:443 is in use (the API server of a node cluster listens there)"
+    port_free "$NODE_GW" 53 || die "$NODE_GW:53 is in use (the cluster DNS of a node cluster listens there)"
+  fi
+  APISERVER_URL="https://$APISERVER_HOST:$APISERVER_PORT"
 
   # If anything below fails, stop what was started.
   trap 'log "up failed; stopping what was started"; cmd_down "$STATE" || true' EXIT
@@ -621,7 +645,9 @@ cmd_up() {
   start_control_plane
   kubectl --kubeconfig "$STATE/kubeconfig" get --raw /readyz >/dev/null
   if ((with_kubelet)); then
+    start_dns
     start_kubelet
+    default_storage_class
   fi
 
   cat >"$STATE/env" <<EOF
@@ -632,6 +658,7 @@ K8S_CA_FILE=$PKI/ca.crt
 K8S_ADMIN_TOKEN_FILE=$PKI/admin.token
 K8S_WITH_KUBELET=$with_kubelet
 K8S_NODE_NAME=$( ((with_kubelet)) && echo localhost)
+K8S_CLUSTER_DNS=$( ((with_kubelet)) && echo "$NODE_GW")
 STORE_KIND=$store
 STORE_BIN=$store_bin
 STORE_ENDPOINTS=$STORE_ENDPOINTS
@@ -682,11 +709,21 @@ cmd_down() {
   dir="$(cd "$state" && pwd)"
   [[ -f $dir/pids ]] || { log "down: no pids file in $dir"; return 0; }
   STOPPED=0
+  # The hostPath volumes the provisioner made for this cluster (asked while the API still runs).
+  local volumes=()
+  if [[ -f $dir/kubeconfig ]] && grep -q '^K8S_WITH_KUBELET=1$' "$dir/env" 2>/dev/null; then
+    mapfile -t volumes < <(kubectl --kubeconfig "$dir/kubeconfig" --request-timeout=10s get pv \
+      -o jsonpath='{range .items[*]}{.spec.hostPath.path}{"\n"}{end}' 2>/dev/null || true)
+  fi
   # The kubelet and the control plane first (so the API server does not spin on a vanished
   # store), then the store.
   stop_procs "$dir/pids" cp
   kubelet_cleanup "$dir"
   stop_procs "$dir/pids" store
+  local v
+  for v in "${volumes[@]}"; do
+    [[ $v == /tmp/hostpath_pv/* && $v != */../* ]] && rm -rf "$v"
+  done
   : >"$dir/pids"
   log "down: stopped $STOPPED process(es) of $dir"
 }
@@ -741,6 +778,86 @@ kubelet_ns_exec() {
   exec "$@"
 }
 
+# The Docker bridge the kubelet's pods join (dockershim with no network plugin): NODE_GW is its
+# address on this host (the pods' gateway), NODE_SERVICE_RANGE the /24 starting there.
+node_network() {
+  docker info >/dev/null 2>&1 || die "docker is not running"
+  local br cidr
+  br=$(docker network inspect bridge -f '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null || true)
+  [[ -n $br ]] || br=docker0
+  cidr=$(ip -4 -o addr show dev "$br" 2>/dev/null | awk '{print $4; exit}')
+  [[ -n $cidr ]] || die "the Docker bridge $br has no IPv4 address"
+  NODE_GW=${cidr%/*}
+  [[ $NODE_GW == *.1 ]] || die "the Docker bridge $br has address $NODE_GW; a node cluster needs one ending in .1"
+  NODE_SERVICE_RANGE="${NODE_GW%.*}.0/24"
+}
+
+# port_free <ip> <port>: nothing listens on ip:port (TCP and UDP).
+port_free() {
+  python3 -c '
+import socket, sys
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind((sys.argv[1], int(sys.argv[2])))
+    s.close()
+' "$1" "$2" 2>/dev/null
+}
+
+# Cluster DNS for the pods (there is no CoreDNS in Debian): dnsmasq on NODE_GW:53 answering for
+# cluster.local from a hosts file, which `dns-feed` rewrites from the API's Endpoints as CoreDNS
+# does: `<hostname>.<service>.<ns>.svc.cluster.local` for each ready address with a hostname (a
+# StatefulSet pod behind its headless Service), plus kubernetes.default.svc. Other names get no
+# answer: nothing here resolves beyond the cluster.
+start_dns() {
+  local d="$STATE/dns"
+  mkdir -p "$d"
+  printf '%s kubernetes.default.svc.cluster.local\n' "$NODE_GW" >"$d/hosts"
+  spawn dnsmasq dnsmasq --keep-in-foreground --log-facility=- --conf-file=/dev/null --user=root \
+    --pid-file="$d/dnsmasq.pid" --no-resolv --no-hosts --no-poll --bind-interfaces \
+    --listen-address="$NODE_GW" --port=53 --addn-hosts="$d/hosts" --local=/cluster.local/ \
+    --domain-needed --no-negcache --local-ttl=0
+  wait_for "cluster DNS on $NODE_GW:53" 20 dnsmasq dns_listening
+  spawn dns-feed bash "$SCRIPT" __dns_feed "$STATE" "$NODE_GW"
+  log "cluster DNS: dnsmasq on $NODE_GW:53, fed from Endpoints"
+}
+
+# shellcheck disable=SC2317 # run through wait_for
+dns_listening() { ! port_free "$NODE_GW" 53 && [[ -s $STATE/dns/dnsmasq.pid ]]; }
+
+# The feed loop (as the process dns-feed): once a second, the Endpoints' named addresses into
+# <state>/dns/hosts; on a change, SIGHUP makes dnsmasq reread it.
+dns_feed() {
+  local state=$1 gw=$2 d="$1/dns" pid
+  # shellcheck disable=SC2016 # a Go template, not shell
+  local tpl='{{range .items}}{{$ns := .metadata.namespace}}{{$svc := .metadata.name}}{{range .subsets}}{{range .addresses}}{{if .hostname}}{{.ip}} {{.hostname}}.{{$svc}}.{{$ns}}.svc.cluster.local{{"\n"}}{{end}}{{end}}{{end}}{{end}}'
+  while :; do
+    if kubectl --kubeconfig "$state/kubeconfig" --request-timeout=5s get endpoints -A \
+      -o go-template="$tpl" >"$d/endpoints" 2>"$d/feed.err"; then
+      { printf '%s kubernetes.default.svc.cluster.local\n' "$gw"; sort "$d/endpoints"; } >"$d/hosts.new"
+      if ! cmp -s "$d/hosts.new" "$d/hosts"; then
+        mv "$d/hosts.new" "$d/hosts"
+        pid=$(cat "$d/dnsmasq.pid" 2>/dev/null || true)
+        if [[ -n $pid ]]; then kill -HUP "$pid" 2>/dev/null || true; fi
+      fi
+    fi
+    sleep 1
+  done
+}
+
+# The default StorageClass: hostPath volumes from the controller-manager's provisioner.
+default_storage_class() {
+  kubectl --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
+}
+
 # One kubelet per Docker daemon: a second one would kill the first one's containers as pods it does
 # not know. The running one is named here as "<pid> <start time> <state dir>".
 KUBELET_CLAIM=/run/rustcd-k8s-kubelet
@@ -791,6 +908,7 @@ start_kubelet() {
     --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
     --eviction-hard= --eviction-soft= \
     --register-node=true \
+    --cluster-dns="$NODE_GW" --cluster-domain=cluster.local \
     --v=2
   local n p st
   while read -r n p st; do
@@ -868,26 +986,45 @@ cmd_check() {
   done
   "${kc[@]}" -n "$ns" get replicasets -l app=web -o name | grep -q . || die "no ReplicaSet"
   if grep -q '^K8S_WITH_KUBELET=1$' "$dir/env"; then
-    step "Pod with a secret volume and an emptyDir on node localhost"
+    step "Pod with a secret volume, an emptyDir and a claim of the default StorageClass"
     "${kc[@]}" -n "$ns" create secret generic s1 --from-literal=password=hunter2 >/dev/null
     "${kc[@]}" -n "$ns" apply -f - >/dev/null <<EOF
 apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: claim}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 16Mi}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sub}
+spec:
+  clusterIP: None
+  selector: {app: files}
+  ports: [{port: 80}]
+---
+apiVersion: v1
 kind: Pod
-metadata: {name: files}
+metadata: {name: files, labels: {app: files}}
 spec:
   restartPolicy: Never
+  hostname: files
+  subdomain: sub
   containers:
   - name: c
     image: $BUSYBOX_IMAGE
     imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "cat /secret/password; echo; echo scratch-ok >/scratch/f; cat /scratch/f; sleep 3600"]
+    command: ["/bin/sh", "-c", "cat /secret/password; echo; echo scratch-ok >/scratch/f; cat /scratch/f; echo claim-ok >/data/f; sleep 3600"]
     resources: {requests: {cpu: 10m, memory: 16Mi}}
     volumeMounts:
     - {name: sec, mountPath: /secret}
     - {name: scratch, mountPath: /scratch}
+    - {name: data, mountPath: /data}
   volumes:
   - {name: sec, secret: {secretName: s1}}
   - {name: scratch, emptyDir: {}}
+  - {name: data, persistentVolumeClaim: {claimName: claim}}
 EOF
     "${kc[@]}" -n "$ns" wait pod/files --for=condition=Ready --timeout=120s >/dev/null
     "${kc[@]}" -n "$ns" wait pods -l app=web --for=condition=Ready --timeout=120s >/dev/null
@@ -897,6 +1034,15 @@ EOF
       sleep 0.5
     done
     [[ $("${kc[@]}" -n "$ns" exec files -- cat /secret/password) == hunter2 ]] || die "exec"
+    [[ $("${kc[@]}" -n "$ns" exec files -- cat /data/f) == claim-ok ]] || die "the claim's volume"
+    step "cluster DNS: files.sub.$ns.svc.cluster.local from inside the pod"
+    local ip name="files.sub.$ns.svc.cluster.local"
+    ip=$("${kc[@]}" -n "$ns" get pod files -o jsonpath='{.status.podIP}')
+    deadline=$((SECONDS + 30))
+    until "${kc[@]}" -n "$ns" exec files -- nslookup "$name" 2>/dev/null | grep -q "Address: $ip\$"; do
+      ((SECONDS < deadline)) || die "$name does not resolve to $ip: $("${kc[@]}" -n "$ns" exec files -- nslookup "$name" 2>&1)"
+      sleep 1
+    done
   fi
   step "deleting namespace $ns"
   "${kc[@]}" delete namespace "$ns" --wait=false >/dev/null
@@ -917,6 +1063,7 @@ main() {
     restart-store-member) cmd_restart_store_member "$@" ;;
     check) cmd_check "$@" ;;
     __kubelet_ns) kubelet_ns_exec "$@" ;;
+    __dns_feed) dns_feed "$@" ;;
     *)
       sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2
       exit 2

@@ -98,6 +98,13 @@ pub struct EtcdClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 
+    /// The members' `imagePullPolicy`. Unset, Kubernetes' default applies: `Always` for a `:latest`
+    /// (or untagged) image, `IfNotPresent` otherwise; set `IfNotPresent` or `Never` for an image
+    /// loaded onto the nodes (`kind load docker-image rustcd:latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pull_policy_schema")]
+    pub image_pull_policy: Option<PullPolicy>,
+
     /// Persistent storage for each member. Absent: an emptyDir (data lives as long as the pod).
     /// Immutable after creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +139,7 @@ impl Default for EtcdClusterSpec {
             replicas: DEFAULT_REPLICAS,
             version: None,
             image: None,
+            image_pull_policy: None,
             storage: None,
             resources: None,
             pod: None,
@@ -176,6 +184,38 @@ pub struct PodOverrides {
     /// PriorityClass of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+}
+
+/// When the kubelet pulls the member image (a container's `imagePullPolicy`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    /// Before every container start.
+    Always,
+    /// Only when the node does not have it.
+    IfNotPresent,
+    /// Never: the node must have it.
+    Never,
+}
+
+/// `Option<PullPolicy>` as a structural schema (schemars' `anyOf` with a null branch is not one,
+/// and the API server refuses the CRD).
+fn pull_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Always", "IfNotPresent", "Never"],
+        "nullable": true,
+    })
+}
+
+impl PullPolicy {
+    /// The value of a container's `imagePullPolicy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
 }
 
 /// Default pod anti-affinity between members of one cluster.

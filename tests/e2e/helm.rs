@@ -1,14 +1,13 @@
 //! Installing and removing the operator's chart with Helm's Go library (scripts/helm_chart.py).
 
-use std::process::Command;
-
 use serde_json::json;
 
+use super::kubectl::command;
 use super::setup::Config;
 
 fn helm_chart(config: &Config, action: &str, values: &serde_json::Value, timeout_secs: u32) -> Result<String, String> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let out = Command::new(&config.python)
+    let out = command(&config.python)
         .arg(format!("{root}/scripts/helm_chart.py"))
         .args([action, &format!("{root}/charts/rustcd-operator")])
         .args(["--values", &values.to_string(), "--release", &config.release])

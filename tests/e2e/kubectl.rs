@@ -1,7 +1,9 @@
 //! Running `kubectl`, waiting for conditions, and port-forwarding to a Service.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -9,9 +11,26 @@ use serde_json::Value;
 /// Upper bound for one kubectl call that does not wait on purpose.
 const REQUEST_TIMEOUT: &str = "--request-timeout=30s";
 
+/// The kubeconfig of the cluster the run made for itself (none: `KUBECONFIG` from the environment).
+static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+
+/// Points every later kubectl (and Helm) call at `path`, set once before the scenario starts.
+pub fn use_kubeconfig(path: &Path) {
+    let _ = KUBECONFIG.set(path.to_path_buf());
+}
+
+/// `program` with `KUBECONFIG` set to the run's own cluster, if it made one.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some(path) = KUBECONFIG.get() {
+        cmd.env("KUBECONFIG", path);
+    }
+    cmd
+}
+
 /// Runs `kubectl ARGS` (with `stdin` piped in when given): its stdout, or a message with its stderr.
 pub fn kubectl_with_input(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut child = Command::new("kubectl")
+    let mut child = command("kubectl")
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -80,7 +99,7 @@ impl PortForward {
     pub fn start(namespace: &str, service: &str, remote_port: u16) -> Result<Self, String> {
         let target = format!("svc/{service}");
         let ports = format!(":{remote_port}");
-        let mut child = Command::new("kubectl")
+        let mut child = command("kubectl")
             .args([
                 "port-forward",
                 "-n",
@@ -100,10 +119,14 @@ impl PortForward {
             return Err("kubectl port-forward: no stdout".into());
         };
         // "Forwarding from 127.0.0.1:43567 -> 2379"
-        let port = BufReader::new(stdout).lines().map_while(Result::ok).find_map(|line| {
+        let mut lines = BufReader::new(stdout).lines();
+        let port = lines.by_ref().map_while(Result::ok).find_map(|line| {
             let rest = line.strip_prefix("Forwarding from 127.0.0.1:")?;
             rest.split_whitespace().next()?.parse::<u16>().ok()
         });
+        // kubectl prints "Handling connection for <port>" per connection: keep reading, or the
+        // closed pipe kills it (SIGPIPE) at the first connection.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
         let mut forward = PortForward { child, port: 0 };
         match port {
             Some(port) => {

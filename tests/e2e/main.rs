@@ -1,17 +1,20 @@
-//! End-to-end test of the operator on a real Kubernetes cluster (kind, k3d or real), the scenario users run:
-//! install the chart, apply `examples/etcdcluster.yaml`, wait for `Available`, `etcdctl member list` through
-//! the client Service, scale 3 -> 5 -> 3, delete a pod and watch it rejoin; where cert-manager is installed,
-//! also apply `examples/etcdcluster-tls.yaml` and list its members over TLS; then remove everything.
+//! End-to-end test of the operator on a real Kubernetes cluster, the scenario users run: install the chart,
+//! apply `examples/etcdcluster.yaml` (as one member), wait for `Available`, `etcdctl member list` through
+//! the client Service, scale 1 -> 3 -> 5 -> 3 under a writing client (the operator's pod deleted in the
+//! middle of the 3 -> 5 step), delete a member pod and watch it rejoin, check that no acknowledged write is
+//! lost; where cert-manager is installed, also apply `examples/etcdcluster-tls.yaml` and list its members
+//! over TLS; then remove everything.
 //!
-//! Runs only where `KUBECONFIG` points at a reachable cluster; otherwise it prints
-//! `e2e: skipped: <why>` and passes. The image (`E2E_IMAGE`, default `rustcd:latest`) must already be on the
-//! nodes: building and loading it is the caller's job (`scripts/build-image.sh`, then e.g.
-//! `kind load docker-image rustcd:latest`). See tests/e2e/README.md.
+//! With `KUBECONFIG` it runs on that cluster (kind, k3d or real; `e2e: skipped: <why>` when it does not
+//! answer), and the image (`E2E_IMAGE`, default `rustcd:latest`) must already be on the nodes. Without it,
+//! it runs on a one-node Kubernetes 1.20 of this machine (`scripts/k8s.sh up --with-kubelet`, rustcd as
+//! its store) with an image it builds from this build's binaries. See tests/e2e/README.md.
 
 mod etcd;
 mod helm;
 mod kubectl;
 mod setup;
+mod writer;
 
 use std::time::Duration;
 
@@ -19,7 +22,8 @@ use serde_json::Value;
 
 use etcd::{etcdctl, settled_members};
 use kubectl::{get_json, kubectl, kubectl_with_input, log, wait_until};
-use setup::Config;
+use setup::{Config, Target};
+use writer::Writer;
 
 /// Name of the EtcdCluster in `examples/etcdcluster.yaml`.
 const CLUSTER: &str = "example";
@@ -28,11 +32,24 @@ const STEP: Duration = Duration::from_secs(300);
 
 #[test]
 fn operator_runs_scales_and_heals_an_etcd_cluster() {
-    if let Some(reason) = setup::skip_reason() {
-        log(&format!("skipped: {reason}"));
-        return;
+    let target = match setup::target() {
+        Ok(target) => target,
+        Err(reason) => {
+            log(&format!("skipped: {reason}"));
+            return;
+        }
+    };
+    let mut config = Config::from_env();
+    if let Target::Local(local) = &target {
+        kubectl::use_kubeconfig(std::path::Path::new(local.plane.env("KUBECONFIG")));
+        if std::env::var_os("E2E_IMAGE").is_none() {
+            config.image = local.image.0.clone();
+        }
+        log(&format!(
+            "on this machine's Kubernetes 1.20 ({})",
+            local.plane.dir().display()
+        ));
     }
-    let config = Config::from_env();
     log(&format!("namespace {}, image {}", config.namespace, config.image));
     let _cleanup = Cleanup(&config);
     let ns = config.namespace.as_str();
@@ -50,10 +67,11 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
     ])
     .unwrap_or_else(|e| panic!("the cluster did not become Available: {e}"));
     let service = wait_until("client Service", STEP, || client_service(ns));
-    wait_for_members(&config, &service, 3);
+    wait_for_members(&config, &service, 1);
     etcdctl(&config.etcdctl, ns, &service, &["put", "e2e/key", ns]).unwrap_or_else(|e| panic!("put: {e}"));
+    let writer = Writer::start(&config.etcdctl, ns, &service);
 
-    for replicas in [5, 3] {
+    for replicas in [3, 5, 3] {
         kubectl(&[
             "scale",
             "-n",
@@ -62,6 +80,9 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
             &format!("--replicas={replicas}"),
         ])
         .unwrap_or_else(|e| panic!("kubectl scale: {e}"));
+        if replicas == 5 {
+            restart_operator_mid_step(ns);
+        }
         wait_for_members(&config, &service, replicas);
     }
 
@@ -100,6 +121,27 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
     let value = etcdctl(&config.etcdctl, ns, &service, &["get", "e2e/key", "--print-value-only"])
         .unwrap_or_else(|e| panic!("get: {e}"));
     assert_eq!(value.trim(), ns, "the key written before scaling is gone");
+    let written = writer.stop();
+    log(&format!(
+        "writer: {} writes acknowledged, {} failed (longest run of failures {:.1?})",
+        written.acknowledged.len(),
+        written.failed,
+        written.longest_outage
+    ));
+    assert!(
+        written.acknowledged.len() >= 10,
+        "too few acknowledged writes to mean anything: {written:?}"
+    );
+    let stored = wait_until("the writer's keys", STEP, || {
+        etcdctl(
+            &config.etcdctl,
+            ns,
+            &service,
+            &["get", writer::PREFIX, "--prefix", "--keys-only"],
+        )
+    });
+    let lost = written.lost(&stored);
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     secure_cluster(&config);
     log("passed");
 }
@@ -163,12 +205,26 @@ fn secure_cluster(config: &Config) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Applies `examples/etcdcluster.yaml` in the run's namespace, with the run's image.
+/// Once the 3 -> 5 step has begun (a fourth pod exists), deletes the operator's pod: its Deployment starts
+/// a new one, which must pick the step up where the old one left it.
+fn restart_operator_mid_step(ns: &str) {
+    wait_until("the 3 -> 5 step under way", STEP, || match pods(ns)?.len() {
+        n if n > 3 => Ok(()),
+        n => Err(format!("{n} member pods")),
+    });
+    let selector = "app.kubernetes.io/name=rustcd-operator";
+    kubectl(&["delete", "pod", "-n", ns, "-l", selector, "--wait=false"]).unwrap_or_else(|e| panic!("{e}"));
+    log("deleted the operator's pod mid-step");
+}
+
+/// Applies `examples/etcdcluster.yaml` in the run's namespace, with the run's image, as one member (the
+/// scenario grows it).
 fn apply_example(config: &Config) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/etcdcluster.yaml");
     let text = std::fs::read_to_string(path).expect("read examples/etcdcluster.yaml");
     let mut cluster: Value = serde_norway::from_str(&text).expect("examples/etcdcluster.yaml is YAML");
     cluster["spec"]["image"] = Value::from(config.image.clone());
+    cluster["spec"]["replicas"] = Value::from(1);
     kubectl_with_input(
         &["apply", "-n", &config.namespace, "-f", "-"],
         Some(&cluster.to_string()),

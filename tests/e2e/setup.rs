@@ -1,36 +1,81 @@
-//! Whether the e2e test can run here, and what it runs with.
+//! Where the e2e test runs, and what it runs with.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Why the test cannot run against a cluster here, if it cannot: no `KUBECONFIG`, no kubectl, or no answer.
-pub fn skip_reason() -> Option<String> {
-    match std::env::var_os("KUBECONFIG") {
-        None => {
-            return Some(
-                "KUBECONFIG not set (point it at a kind, k3d or real cluster to run it; see tests/e2e/README.md)"
-                    .into(),
-            )
-        }
-        Some(path) if path.is_empty() => return Some("KUBECONFIG not set (it is empty)".into()),
-        Some(_) => {}
+use testkit::kubernetes::{prerequisites, ControlPlane, Store};
+
+/// Where the scenario runs.
+pub enum Target {
+    /// The cluster `KUBECONFIG` names; the image must already be on its nodes.
+    Given,
+    /// No `KUBECONFIG`: a one-node Kubernetes 1.20 on this machine (`scripts/k8s.sh up
+    /// --with-kubelet`, rustcd as its store), and an image of this build's binaries.
+    Local(LocalCluster),
+}
+
+/// The run's own cluster; dropped in field order: the cluster (its pods' containers with it), then
+/// the image.
+pub struct LocalCluster {
+    pub plane: ControlPlane,
+    pub image: LocalImage,
+}
+
+/// An image built for the run, removed when dropped.
+pub struct LocalImage(pub String);
+
+impl Drop for LocalImage {
+    fn drop(&mut self) {
+        testkit::docker::docker(&["image", "rm", "-f", &self.0]);
     }
+}
+
+/// The target, or why the test is skipped: `KUBECONFIG` names a cluster that does not answer, or it
+/// is unset and `RUSTCD_SKIP_KUBERNETES` is set. Without `KUBECONFIG` the local cluster must be
+/// buildable here (`scripts/setup.sh --with-kubernetes`): if it is not, this panics saying what is
+/// missing.
+pub fn target() -> Result<Target, String> {
+    match std::env::var_os("KUBECONFIG") {
+        None => local(),
+        Some(path) if path.is_empty() => Err("KUBECONFIG is set but empty".into()),
+        Some(_) => reachable().map(|()| Target::Given),
+    }
+}
+
+fn local() -> Result<Target, String> {
+    if std::env::var_os("RUSTCD_SKIP_KUBERNETES").is_some() {
+        return Err("KUBECONFIG not set and RUSTCD_SKIP_KUBERNETES is set".into());
+    }
+    if let Err(missing) = prerequisites() {
+        panic!("KUBECONFIG is not set, so e2e runs on a local Kubernetes, and {missing}");
+    }
+    let plane = ControlPlane::up_with_node(Store::Rustcd(testkit::built_binary("rustcd")))
+        .unwrap_or_else(|e| panic!("the local Kubernetes did not start: {e}"));
+    // Not `latest`: the kubelet would try to pull it (imagePullPolicy Always), and nothing can be
+    // pulled here.
+    let image = LocalImage(format!("rustcd-e2e-{}:local", std::process::id()));
+    testkit::docker::build_image(&image.0);
+    Ok(Target::Local(LocalCluster { plane, image }))
+}
+
+/// `Err(why)` unless kubectl reaches the cluster `KUBECONFIG` names.
+fn reachable() -> Result<(), String> {
     for check in [
         &["version", "--request-timeout=10s"][..],
         &["cluster-info", "--request-timeout=10s"][..],
     ] {
         match Command::new("kubectl").args(check).output() {
-            Err(e) => return Some(format!("kubectl not runnable ({e})")),
+            Err(e) => return Err(format!("kubectl not runnable ({e})")),
             Ok(out) if !out.status.success() => {
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no error text");
-                return Some(format!("cluster unreachable (`kubectl {}` failed: {first})", check[0]));
+                return Err(format!("cluster unreachable (`kubectl {}` failed: {first})", check[0]));
             }
             Ok(_) => {}
         }
     }
-    None
+    Ok(())
 }
 
 /// What one run uses.

@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::kubernetes::{item_names, normalize, prerequisites, watch_events, ControlPlane, Store};
+use testkit::kubernetes::{item_names, normalize, prerequisites, wait_until, watch_events, ControlPlane, Store};
 use testkit::Output;
 
 const APISERVER_ARGS: &str = "--etcd-compaction-interval=20s --watch-cache-sizes=configmaps#0";
@@ -44,21 +44,6 @@ impl Transcript {
 /// A kubectl result as the transcript keeps it: exit status and the text of stdout and stderr.
 fn out_json(o: &Output) -> Value {
     json!({"status": o.status, "stdout": o.stdout.trim(), "stderr": o.stderr.trim()})
-}
-
-/// Polls `f` every 250 ms until it returns Some, at most `within`.
-fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn raw(cp: &ControlPlane, path: &str) -> Value {

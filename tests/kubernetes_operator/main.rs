@@ -4,18 +4,19 @@
 //! running with the chart's ServiceAccount token (RBAC enforced, not admin), `kubectl apply` of the
 //! example, `kubectl get etcdclusters`, `kubectl scale`, and a refused change of an immutable field.
 //! There is no kubelet here, so member pods stay Pending: the test checks what the API server and
-//! the operator do, not the members (the fake-kubelet tests in `tests/operator/` run those).
+//! the operator do, not the members. `tests/e2e` runs the members, on a one-node cluster with the
+//! real kubelet (and the fake-kubelet tests in `tests/operator/` run them on the fake API server).
 //!
 //! Needs the control plane built (`scripts/setup.sh --with-kubernetes`, which the README's test command
 //! runs); without it the test fails saying so. `RUSTCD_SKIP_KUBERNETES=1` skips it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
-use testkit::kubernetes::{prerequisites, ControlPlane, Store};
+use testkit::kubernetes::{poll, prerequisites, ControlPlane, Store};
 
 const NAMESPACE: &str = "rustcd-system";
 const RELEASE: &str = "rustcd";
@@ -41,25 +42,11 @@ fn get_json(plane: &ControlPlane, args: &[&str]) -> Option<Value> {
     (out.status == 0).then(|| serde_json::from_str(&out.stdout).expect("kubectl JSON"))
 }
 
-/// Polls `probe` until it returns `Some` (or `WITHIN` passes: `None`).
-fn eventually<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// A kubeconfig for the chart's ServiceAccount, from its token Secret (1.20 creates one per
 /// ServiceAccount).
 fn service_account_kubeconfig(plane: &ControlPlane) -> PathBuf {
     let account = format!("{RELEASE}-rustcd-operator");
-    let secret = eventually(|| {
+    let secret = poll(WITHIN, || {
         let sa = get_json(plane, &["-n", NAMESPACE, "sa", &account])?;
         sa["secrets"][0]["name"].as_str().map(str::to_string)
     })
@@ -177,10 +164,12 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
 
     // The objects the operator owns, the PodDisruptionBudget as policy/v1beta1 (1.20 has no v1).
     for kind in ["statefulset/example", "service/example", "service/example-peer"] {
-        let found = eventually(|| (plane.kubectl(&["-n", "demo", "get", kind]).status == 0).then_some(()));
+        let found = poll(WITHIN, || {
+            (plane.kubectl(&["-n", "demo", "get", kind]).status == 0).then_some(())
+        });
         assert!(found.is_some(), "{kind} not created; operator log:\n{}", operator.log());
     }
-    let pdb = eventually(|| {
+    let pdb = poll(WITHIN, || {
         get_json(
             &plane,
             &["-n", "demo", "poddisruptionbudgets.v1beta1.policy", "example"],
@@ -220,7 +209,7 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
     assert_eq!(replicas, "5");
 
     // The status the operator writes, including the record of the immutable fields.
-    let recorded = eventually(|| {
+    let recorded = poll(WITHIN, || {
         let out = kubectl_ok(&plane, &["-n", "demo", "get", "etcdcluster", "example", "-o", "json"]);
         let cluster: Value = serde_json::from_str(&out).expect("cluster JSON");
         cluster["status"]["createdWith"].is_object().then_some(cluster)
@@ -253,7 +242,7 @@ fn the_chart_and_the_operator_on_kubernetes_1_20_with_rustcd_as_its_store() {
             r#"{"spec":{"storage":{"size":"2Gi"}}}"#,
         ],
     );
-    let refused = eventually(|| {
+    let refused = poll(WITHIN, || {
         let out = kubectl_ok(&plane, &["-n", "demo", "get", "etcdcluster", "example", "-o", "json"]);
         let cluster: Value = serde_json::from_str(&out).expect("cluster JSON");
         let degraded = condition(&cluster, "Degraded")?.clone();

@@ -54,7 +54,7 @@ pub fn k8s_bin_dir() -> Result<PathBuf, String> {
 pub fn prerequisites() -> Result<(), String> {
     let mut missing = Vec::new();
     let bin = k8s_bin_dir()?;
-    for b in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+    for b in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"] {
         if !bin.join(b).is_file() {
             missing.push(format!(
                 "{} (run `scripts/k8s.sh build` as root)",
@@ -140,6 +140,25 @@ pub fn run_with_timeout(mut cmd: Command, stdin: Option<&str>, timeout: Duration
     }
 }
 
+/// Calls `probe` every 250 ms until it returns `Some` (that value), for at most `within` (`None`).
+pub fn poll<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// [`poll`] that must succeed: panics naming `what` after `within`.
+pub fn wait_until<T>(what: &str, within: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    poll(within, probe).unwrap_or_else(|| panic!("timed out after {within:?} waiting for {what}"))
+}
+
 /// Which store the control plane runs on.
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -169,6 +188,17 @@ impl ControlPlane {
     /// `k8s.sh up <tmp> --store ...`, with `apiserver_args` passed through
     /// `K8S_APISERVER_EXTRA_ARGS`. On failure the error holds the tail of k8s.sh's output.
     pub fn up(store: Store, apiserver_args: &str) -> Result<ControlPlane, String> {
+        Self::start(store, apiserver_args, false)
+    }
+
+    /// `k8s.sh up <tmp> --store ... --with-kubelet`: a one-node cluster whose pods run in Docker,
+    /// with cluster DNS, a default StorageClass, and the API server where in-cluster clients find
+    /// it (see k8s.sh). One per Docker daemon: a second one fails saying the first one runs.
+    pub fn up_with_node(store: Store) -> Result<ControlPlane, String> {
+        Self::start(store, "", true)
+    }
+
+    fn start(store: Store, apiserver_args: &str, node: bool) -> Result<ControlPlane, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("rustcd-k8s-{}-", store.name()))
             .tempdir()
@@ -181,6 +211,9 @@ impl ControlPlane {
             .env("K8S_APISERVER_EXTRA_ARGS", apiserver_args);
         if let Store::Rustcd(bin) = &store {
             cmd.arg("--store-bin").arg(bin);
+        }
+        if node {
+            cmd.arg("--with-kubelet");
         }
         let mut cp = ControlPlane {
             dir,

@@ -168,6 +168,7 @@ fn container(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan, tls:
     Container {
         name: CONTAINER_NAME.to_string(),
         image: Some(plan.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
         args: Some(member_args(id, &plan.membership, tls)),
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),

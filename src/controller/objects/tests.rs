@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::names::test_identity;
-use crate::spec::{AntiAffinity, EtcdClusterSpec, PodOverrides, StorageSpec};
+use crate::spec::{AntiAffinity, EtcdClusterSpec, PodOverrides, PullPolicy, StorageSpec};
 
 fn plan(replicas: u32, membership: InitialCluster) -> StatefulSetPlan {
     StatefulSetPlan {
@@ -36,6 +36,10 @@ fn bootstrap_statefulset() {
     assert_eq!(pod.volumes.as_ref().unwrap()[0].empty_dir, Some(Default::default()));
     let c = &pod.containers[0];
     assert_eq!(c.image.as_deref(), Some("rustcd:v1"));
+    assert_eq!(
+        c.image_pull_policy, None,
+        "Kubernetes' default unless the spec sets one"
+    );
     assert_eq!(
         c.args.as_ref().unwrap(),
         &[
@@ -175,6 +179,7 @@ fn storage_resources_and_pod_overrides() {
             storage_class_name: Some("fast".into()),
         }),
         resources: Some(resources.clone()),
+        image_pull_policy: Some(PullPolicy::IfNotPresent),
         anti_affinity: AntiAffinity::Required,
         pod: Some(PodOverrides {
             labels: Some(BTreeMap::from([
@@ -209,6 +214,7 @@ fn storage_resources_and_pod_overrides() {
     let pod = s.template.spec.as_ref().unwrap();
     assert!(pod.volumes.is_none(), "PVCs replace the emptyDir");
     assert_eq!(pod.containers[0].resources, Some(resources));
+    assert_eq!(pod.containers[0].image_pull_policy.as_deref(), Some("IfNotPresent"));
     assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
     assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
     let anti = pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap();
