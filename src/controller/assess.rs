@@ -119,6 +119,7 @@ pub fn assess(id: &Identity, obs: &Observation, previous: &[VolumeRecord], boots
         None => previous.to_vec(),
     };
     let sts = obs.statefulset_replicas();
+    let current = obs.template_hash();
     let pods = obs
         .pods
         .iter()
@@ -129,6 +130,7 @@ pub fn assess(id: &Identity, obs: &Observation, previous: &[VolumeRecord], boots
             data_lost: listed
                 .iter()
                 .any(|m| m.ordinal == *k && volumes::data_lost(&records, *k, m.id, p.volume_uid.as_deref())),
+            outdated: current.is_some_and(|c| p.template_hash.as_deref() != Some(c)),
         })
         .collect();
     Assessment {

@@ -42,6 +42,7 @@ fn pod(uid: &str) -> PodFacts {
         ip: None,
         ready: true,
         volume_uid: Some(uid.into()),
+        template_hash: None,
     }
 }
 

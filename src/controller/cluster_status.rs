@@ -57,6 +57,14 @@ pub struct EtcdClusterStatus {
     /// Number of members that are healthy voters.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// `spec.version` as last accepted: what the pod template runs; a change of `spec.version` is
+    /// checked against it (etcd's upgrade rules, see [`crate::spec::version_change`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_version: Option<String>,
+    /// Number of member pods running the current pod template (a rolling update is done when this
+    /// equals `replicas`).
+    #[serde(default)]
+    pub updated_replicas: i32,
     /// Members as reported by the cluster's MemberList.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,

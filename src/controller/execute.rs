@@ -195,6 +195,14 @@ impl Executor<'_> {
                 self.membership_client("remove a member")?.remove(*id).await?;
                 self.add_learner(*ordinal).await
             }
+            Step::RestartMember { ordinal } => {
+                // The template the pod comes back with first, then the pod: the StatefulSet recreates
+                // it on the same claim, and the member restarts on its own data.
+                if let Some(replicas) = sts_replicas {
+                    self.apply_statefulset(replicas, self.current_membership()).await?;
+                }
+                delete_if_present(&self.api::<Pod>(), &self.id.pod_name(*ordinal)).await
+            }
         }
     }
 

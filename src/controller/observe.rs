@@ -17,6 +17,7 @@ use super::error::Error;
 use super::etcd_client::MemberClient;
 use super::member_tls::Dial;
 use super::names::{Identity, DATA_VOLUME};
+use super::objects::TEMPLATE_HASH_ANNOTATION;
 use rustcd_proto::etcdserverpb::{Member, StatusResponse};
 
 /// One pod of the cluster, as the API server reports it.
@@ -30,6 +31,8 @@ pub struct PodFacts {
     pub ready: bool,
     /// UID of the volume holding the member's data (PVC UID with storage, pod UID for an emptyDir).
     pub volume_uid: Option<String>,
+    /// The pod's template hash annotation (see [`crate::objects::template_hash`]).
+    pub template_hash: Option<String>,
 }
 
 /// Everything one reconcile looks at.
@@ -50,6 +53,18 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// The template hash of the StatefulSet's pod template: what current pods carry.
+    pub fn template_hash(&self) -> Option<&str> {
+        let template = &self.statefulset.as_ref()?.spec.as_ref()?.template;
+        template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(TEMPLATE_HASH_ANNOTATION)
+            .map(String::as_str)
+    }
+
     /// `spec.replicas` of the StatefulSet.
     pub fn statefulset_replicas(&self) -> Option<u32> {
         let sts = self.statefulset.as_ref()?;
@@ -74,6 +89,7 @@ fn pod_facts(pod: &Pod, storage: bool, claims: &BTreeMap<String, String>) -> Pod
         ip: status.and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()),
         ready,
         volume_uid,
+        template_hash: pod.annotations().get(TEMPLATE_HASH_ANNOTATION).cloned(),
     }
 }
 

@@ -26,7 +26,13 @@
 //! 8. Scale up: add the lowest missing ordinal as a learner. A brand new pod is only added while every
 //!    voter is healthy; a pod that already exists (a crash after growing the StatefulSet, or the second
 //!    half of a replacement) is re-added whenever there is quorum.
-//! 9. All voters present: wait while any is unhealthy, else [`Step::None`].
+//! 9. All voters present: wait while any is unhealthy.
+//! 10. Rolling changes: a voter whose pod runs an outdated template (`ObservedPod::outdated`: the
+//!     image, resources, pod overrides or flags changed since it was created) is restarted with
+//!     [`Step::RestartMember`], one at a time, only while every voter is healthy and its pod ready, and
+//!     only with at least 3 voters (restarting one of 1 or 2 loses quorum; such clusters wait, saying
+//!     so). Followers go first, the lowest ordinal first; the leader goes last, after leadership moved
+//!     to an updated voter. Then [`Step::None`].
 //!
 //! Every membership step is checked against quorum: after it, healthy voters must still be a majority
 //! of the resulting voter set, the last voter is never removed, and the leader is never removed.
@@ -98,6 +104,9 @@ pub struct ObservedPod {
     /// The pod's data directory does not hold the member ID MemberList has for this ordinal (its volume
     /// is fresh): the member must be replaced before it may vote again.
     pub data_lost: bool,
+    /// The pod was created from an older pod template than the StatefulSet's (membership flags aside):
+    /// it must be restarted to run what the spec says now.
+    pub outdated: bool,
 }
 
 /// Everything the planner looks at.
@@ -139,6 +148,9 @@ pub enum Step {
     ShrinkStatefulSet { replicas: u32 },
     /// The pod of `ordinal` lost its data: MemberRemove `id`, then MemberAdd a learner for `ordinal`.
     ReplaceMember { id: MemberId, ordinal: u32 },
+    /// Delete the (outdated) pod of voter `ordinal`: the StatefulSet recreates it from the current
+    /// template on the same volume, and the member comes back with its data.
+    RestartMember { ordinal: u32 },
     /// Nothing safe to do now; come back later.
     Wait { reason: String },
 }
@@ -156,6 +168,7 @@ impl Step {
             Step::RemoveMember { .. } => "RemovingMember",
             Step::ShrinkStatefulSet { .. } => "ShrinkingStatefulSet",
             Step::ReplaceMember { .. } => "ReplacingMember",
+            Step::RestartMember { .. } => "RollingUpdate",
             Step::Wait { .. } => "Waiting",
         }
     }
@@ -173,6 +186,7 @@ impl fmt::Display for Step {
             Step::RemoveMember { id } => write!(f, "remove member {id:x}"),
             Step::ShrinkStatefulSet { replicas } => write!(f, "shrink StatefulSet to {replicas}"),
             Step::ReplaceMember { id, ordinal } => write!(f, "replace member {id:x} of ordinal {ordinal}"),
+            Step::RestartMember { ordinal } => write!(f, "restart the outdated pod of ordinal {ordinal}"),
             Step::Wait { reason } => write!(f, "wait: {reason}"),
         }
     }
@@ -468,10 +482,47 @@ fn plan_membership(c: &Cluster<'_>) -> Step {
         .filter(|m| !m.healthy)
         .map(|m| format!("{:x} (ordinal {})", m.member.id, m.ordinal))
         .collect();
-    if unhealthy.is_empty() {
-        Step::None
-    } else {
-        wait(format!("unhealthy voters: {}", unhealthy.join(", ")))
+    if !unhealthy.is_empty() {
+        return wait(format!("unhealthy voters: {}", unhealthy.join(", ")));
+    }
+    roll(c)
+}
+
+/// Rule 10: the next restart of an outdated pod, or [`Step::None`] when every pod is current.
+fn roll(c: &Cluster<'_>) -> Step {
+    let outdated = |m: &View<'_>| c.pods.get(&m.ordinal).is_some_and(|p| p.outdated);
+    let stale: Vec<&View<'_>> = c.voters().filter(|m| outdated(m)).collect();
+    if stale.is_empty() {
+        return Step::None;
+    }
+    let voters = c.voters().count();
+    if voters < 3 {
+        return wait(format!(
+            "{} pod(s) run an outdated template, and restarting one of {voters} voter(s) would lose quorum: \
+             scale to 3 or more (or delete the pods yourself, accepting the outage)",
+            stale.len()
+        ));
+    }
+    if let Some(m) = c.voters().find(|m| !c.pod_ready(m.ordinal)) {
+        return wait(format!("rolling update: the pod of ordinal {} is not ready", m.ordinal));
+    }
+    if let Some(follower) = stale.iter().find(|m| !m.member.is_leader) {
+        return Step::RestartMember {
+            ordinal: follower.ordinal,
+        };
+    }
+    // Only the leader is left: hand leadership to an updated voter first.
+    let leader = stale[0];
+    match c
+        .voters()
+        .filter(|m| m.member.id != leader.member.id && m.healthy && !outdated(m))
+        .min_by_key(|m| m.ordinal)
+    {
+        Some(to) => Step::MoveLeader {
+            from: leader.member.id,
+            to: to.member.id,
+        },
+        None => wait("rolling update: no updated voter can take over leadership"),
     }
 }
 

@@ -30,7 +30,7 @@ use super::objects::{certificate, certificate_resource, client_service, peer_ser
 use super::observe::observe;
 use super::planner::{next_step, Desired, Step};
 use super::report::{build_status, invalid_spec_status};
-use super::spec::EtcdCluster;
+use super::spec::{version_change, EtcdCluster, SpecError};
 use super::tls::TlsLayout;
 
 /// Settings of the reconcile loop.
@@ -162,7 +162,18 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
     let checked = match &previous.created_with {
         Some(created) => spec.validate_update(&created.applied_to(spec)),
         None => spec.validate(),
-    };
+    }
+    .and_then(|()| match (&previous.accepted_version, &spec.version) {
+        (Some(from), Some(to)) if from != to && previous.updated_replicas < previous.replicas => {
+            Err(SpecError(vec![format!(
+                "spec.version {to}: the rollout of {from} is not finished ({} of {} pods updated); \
+                 change the version again once it is",
+                previous.updated_replicas, previous.replicas
+            )]))
+        }
+        (Some(from), Some(to)) => version_change(from, to).map_err(|p| SpecError(vec![p])),
+        _ => Ok(()),
+    });
     if let Err(invalid) = checked {
         tracing::warn!(cluster = %id.name, namespace = %id.namespace, error = %invalid, "invalid spec");
         publish(ctx, cluster, EventType::Warning, "InvalidSpec", invalid.to_string()).await;
@@ -245,6 +256,7 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
         Time(k8s_openapi::chrono::Utc::now()),
     );
     status.created_with = previous.created_with.clone().or_else(|| Some(CreatedWith::of(spec)));
+    status.accepted_version = spec.version.clone().or_else(|| previous.accepted_version.clone());
     write_status(ctx, cluster, &id, status).await?;
     executed?;
     Ok(match step {

@@ -123,6 +123,7 @@ pub fn build_status(
         phase,
         replicas: i32::try_from(a.observed.pods.len()).unwrap_or(i32::MAX),
         ready_replicas: i32::try_from(health.healthy_voters).unwrap_or(i32::MAX),
+        updated_replicas: i32::try_from(a.observed.pods.iter().filter(|p| !p.outdated).count()).unwrap_or(i32::MAX),
         members,
         leader,
         cluster_id: a
@@ -135,6 +136,7 @@ pub fn build_status(
         selector: Some(id.selector_string()),
         member_volumes: a.records.clone(),
         created_with: previous.created_with.clone(),
+        accepted_version: previous.accepted_version.clone(),
     }
 }
 

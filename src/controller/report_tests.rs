@@ -31,6 +31,7 @@ fn assessment(members: Option<Vec<ObservedMember>>, bootstrapped: bool) -> Asses
                     ordinal: k,
                     ready: true,
                     data_lost: false,
+                    outdated: false,
                 })
                 .collect(),
             statefulset_replicas: Some(n),
@@ -57,7 +58,7 @@ fn converged_cluster_is_running_and_available() {
     let a = assessment(Some(vec![voter(10, true), voter(11, true), voter(12, true)]), true);
     let s = build_status(&id, Some(4), &EtcdClusterStatus::default(), &a, &Step::None, at(1));
     assert_eq!(s.phase, Phase::Running);
-    assert_eq!((s.replicas, s.ready_replicas), (3, 3));
+    assert_eq!((s.replicas, s.ready_replicas, s.updated_replicas), (3, 3, 3));
     assert_eq!(s.leader.as_deref(), Some("demo-0"));
     assert_eq!(s.cluster_id.as_deref(), Some("abc"));
     assert_eq!(s.current_version.as_deref(), Some("3.5.0"));

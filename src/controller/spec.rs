@@ -365,6 +365,38 @@ impl EtcdClusterSpec {
     }
 }
 
+/// `(major, minor, patch)` of a well-formed version (see [`is_well_formed_version`]).
+fn version_triple(version: &str) -> Option<(u64, u64, u64)> {
+    let core = version.strip_prefix('v').unwrap_or(version).split('-').next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+/// Whether the members may go from `from` to `to` (`spec.version` before and after), by etcd's upgrade
+/// rules: any patch change within a minor version, or one minor version up; never a skipped minor
+/// version, a downgrade across minor versions, or another major version. `Err` says why and what to do.
+pub fn version_change(from: &str, to: &str) -> Result<(), String> {
+    let (Some(old), Some(new)) = (version_triple(from), version_triple(to)) else {
+        return Ok(()); // the well-formedness check reports these
+    };
+    let step = format!("spec.version {to} from {from}");
+    match (new.0.cmp(&old.0), new.1.cmp(&old.1)) {
+        (std::cmp::Ordering::Equal, std::cmp::Ordering::Equal) => Ok(()),
+        (std::cmp::Ordering::Equal, std::cmp::Ordering::Greater) if new.1 == old.1 + 1 => Ok(()),
+        (std::cmp::Ordering::Equal, std::cmp::Ordering::Greater) => Err(format!(
+            "{step} skips a minor version: upgrade one minor version at a time ({}.{}.x first)",
+            old.0,
+            old.1 + 1
+        )),
+        (std::cmp::Ordering::Equal, std::cmp::Ordering::Less) => Err(format!(
+            "{step} is a downgrade across minor versions, which etcd does not support this way: \
+             restore a backup taken on {}.{}.x instead",
+            new.0, new.1
+        )),
+        _ => Err(format!("{step} changes the major version, which is not supported")),
+    }
+}
+
 /// Whether `version` matches [`VERSION_PATTERN`] (`v?MAJOR.MINOR.PATCH(-PRERELEASE)?`).
 pub fn is_well_formed_version(version: &str) -> bool {
     let version = version.strip_prefix('v').unwrap_or(version);
@@ -539,5 +571,37 @@ mod tests {
         assert!(e.to_string().contains("spec.tls is immutable after creation"), "{e}");
         assert!(none.validate_update(&with("a")).is_err());
         assert!(with("a").validate_update(&none).is_err());
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::version_change;
+
+    #[test]
+    fn upgrades_follow_etcds_rules() {
+        for (from, to) in [
+            ("3.5.0", "3.5.9"),
+            ("3.5.9", "3.5.1"),
+            ("v0.1.0", "v0.2.0"),
+            ("3.5.0", "3.6.0-rc.1"),
+            ("3.5.0", "3.5.0"),
+        ] {
+            assert_eq!(version_change(from, to), Ok(()), "{from} -> {to}");
+        }
+        let skip = version_change("3.4.20", "3.6.0").unwrap_err();
+        assert!(
+            skip.contains("skips a minor version") && skip.contains("3.5.x first"),
+            "{skip}"
+        );
+        let down = version_change("3.5.0", "3.4.9").unwrap_err();
+        assert!(down.contains("downgrade across minor versions"), "{down}");
+        let major = version_change("3.5.0", "4.0.0").unwrap_err();
+        assert!(major.contains("major version"), "{major}");
+        assert_eq!(
+            version_change("latest", "3.5.0"),
+            Ok(()),
+            "malformed versions are reported elsewhere"
+        );
     }
 }

@@ -118,6 +118,8 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
         "the member set changed when a pod was replaced"
     );
 
+    rolling_change(&config, &service, &ids(&after));
+
     let value = etcdctl(&config.etcdctl, ns, &service, &["get", "e2e/key", "--print-value-only"])
         .unwrap_or_else(|e| panic!("get: {e}"));
     assert_eq!(value.trim(), ns, "the key written before scaling is gone");
@@ -203,6 +205,49 @@ fn secure_cluster(config: &Config) {
     });
     log(&format!("TLS cluster:\n{listed}"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A changed `spec.resources` reaches every pod, one member at a time (`status.updatedReplicas` counts
+/// them), and the members stay who they were: each restarts on its own volume.
+fn rolling_change(config: &Config, service: &str, members_before: &[String]) {
+    let ns = config.namespace.as_str();
+    kubectl(&[
+        "patch",
+        "-n",
+        ns,
+        "etcdcluster",
+        CLUSTER,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"cpu":"60m"}}}}"#,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    log("spec.resources changed");
+    wait_until("the new resources rolled out to 3 pods", STEP, || {
+        let pods = pods(ns)?;
+        let rolled = pods
+            .iter()
+            .filter(|p| p["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "60m")
+            .count();
+        let status = get_json(ns, &["etcdcluster", CLUSTER])?["status"].clone();
+        if rolled == 3 && pods.len() == 3 && status["updatedReplicas"] == 3 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{rolled} of {} pods rolled, status.updatedReplicas {}",
+                pods.len(),
+                status["updatedReplicas"]
+            ))
+        }
+    });
+    let members = wait_for_members(config, service, 3);
+    let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+    ids.sort();
+    assert_eq!(
+        ids, members_before,
+        "the rolling change replaced members instead of restarting them"
+    );
 }
 
 /// Once the 3 -> 5 step has begun (a fourth pod exists), deletes the operator's pod: its Deployment starts

@@ -11,7 +11,8 @@ mod statefulset;
 pub use certificates::{certificate, certificate_resource};
 pub use services::{client_service, peer_service, pod_disruption_budget};
 pub use statefulset::{
-    default_affinity, member_args, statefulset, InitialCluster, InitialClusterState, StatefulSetPlan,
+    default_affinity, member_args, statefulset, template_hash, InitialCluster, InitialClusterState, StatefulSetPlan,
+    TEMPLATE_HASH_ANNOTATION,
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -246,7 +246,50 @@ fn volume_claim(storage: &StorageSpec) -> PersistentVolumeClaim {
     }
 }
 
+/// Pod (and pod template) annotation: [`template_hash`] of the template the pod was created from. A pod
+/// whose value differs from the StatefulSet's template is outdated and gets rolled.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "rustcd.io/template-hash";
+
+/// Flags that matter only at a member's first start and change with every membership change: left out
+/// of [`template_hash`], so scaling never rolls the running members.
+const MEMBERSHIP_FLAGS: [&str; 2] = ["--initial-cluster=", "--initial-cluster-state="];
+
+/// A hash of what a member pod runs: the template as JSON without the membership flags and without
+/// its own annotation (64-bit FNV-1a, hex; stable across builds and operator versions).
+pub fn template_hash(template: &PodTemplateSpec) -> String {
+    let mut t = template.clone();
+    if let Some(meta) = t.metadata.as_mut() {
+        if let Some(annotations) = meta.annotations.as_mut() {
+            annotations.remove(TEMPLATE_HASH_ANNOTATION);
+        }
+        if meta.annotations.as_ref().is_some_and(BTreeMap::is_empty) {
+            meta.annotations = None;
+        }
+    }
+    for c in t.spec.iter_mut().flat_map(|s| s.containers.iter_mut()) {
+        if let Some(args) = c.args.as_mut() {
+            args.retain(|a| !MEMBERSHIP_FLAGS.iter().any(|f| a.starts_with(f)));
+        }
+    }
+    let json = serde_json::to_vec(&t).unwrap_or_default();
+    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
 fn pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -> PodTemplateSpec {
+    let mut template = unhashed_pod_template(id, spec, plan);
+    let hash = template_hash(&template);
+    if let Some(meta) = template.metadata.as_mut() {
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(TEMPLATE_HASH_ANNOTATION.to_string(), hash);
+    }
+    template
+}
+
+fn unhashed_pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -> PodTemplateSpec {
     let overrides = spec.pod.clone().unwrap_or_default();
     // The operator's own labels win over the user's.
     let mut labels = overrides.labels.clone().unwrap_or_default();

@@ -253,3 +253,42 @@ fn disruption_budget_keeps_quorum() {
         );
     }
 }
+
+#[test]
+fn template_hash_ignores_membership_and_follows_what_pods_run() {
+    let id = test_identity();
+    let hash = |spec: &EtcdClusterSpec, membership: InitialCluster| {
+        let sts = statefulset(&id, spec, &plan(3, membership));
+        let template = sts.spec.unwrap().template;
+        let annotated =
+            template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[TEMPLATE_HASH_ANNOTATION].clone();
+        assert_eq!(
+            annotated,
+            template_hash(&template),
+            "the annotation is the template's own hash"
+        );
+        annotated
+    };
+    let spec = EtcdClusterSpec::default();
+    let grown = InitialCluster {
+        state: InitialClusterState::Existing,
+        ordinals: vec![0, 1, 2],
+    };
+    assert_eq!(
+        hash(&spec, InitialCluster::bootstrap()),
+        hash(&spec, grown.clone()),
+        "scaling rolls nothing"
+    );
+    let resized = EtcdClusterSpec {
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".to_string(), Quantity("50m".into()))])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_ne!(
+        hash(&spec, grown.clone()),
+        hash(&resized, grown),
+        "a resource change rolls the pods"
+    );
+}

@@ -39,6 +39,8 @@ pub struct Sim {
     pub sts: Option<u32>,
     /// Ordinals whose volume is fresh while the member recorded for them has started before.
     pub data_lost: BTreeSet<u32>,
+    /// Ordinals whose pod runs an outdated template (a spec change not rolled out yet).
+    pub outdated: BTreeSet<u32>,
     /// Ordinals whose pod is crash-looping for reasons outside the cluster, with the ticks until it
     /// recovers.
     pub down: BTreeMap<u32, u32>,
@@ -56,6 +58,7 @@ impl Sim {
             members: Vec::new(),
             sts: None,
             data_lost: BTreeSet::new(),
+            outdated: BTreeSet::new(),
             down: BTreeMap::new(),
             leader: None,
             next_id: 0x1000,
@@ -152,6 +155,7 @@ impl Sim {
                     ordinal,
                     ready: member.is_some_and(|m| self.member_healthy(m)),
                     data_lost: self.data_lost.contains(&ordinal),
+                    outdated: self.outdated.contains(&ordinal),
                 }
             })
             .collect();
@@ -237,11 +241,18 @@ impl Sim {
                 }
                 self.sts = Some(*replicas);
             }
-            Step::AddLearner { ordinal } => self.add_learner(*ordinal)?,
+            Step::AddLearner { ordinal } => {
+                self.add_learner(*ordinal)?;
+                // A pod already on the ordinal is recreated by the executor before the MemberAdd.
+                self.outdated.remove(ordinal);
+            }
             Step::GrowStatefulSet { replicas } => {
                 if self.sts.is_some_and(|s| s >= *replicas) {
                     return Err(format!("GrowStatefulSet to {replicas} from {:?}", self.sts));
                 }
+                // New pods come from the current template.
+                let from = self.sts.unwrap_or(0);
+                self.outdated.retain(|k| *k < from || *k >= *replicas);
                 self.sts = Some(*replicas);
             }
             Step::ShrinkStatefulSet { replicas } => {
@@ -251,6 +262,7 @@ impl Sim {
                 if self.members.iter().any(|m| m.ordinal >= *replicas) {
                     return Err(format!("ShrinkStatefulSet to {replicas} deletes a member's pod"));
                 }
+                self.outdated.retain(|k| *k < *replicas);
                 self.sts = Some(*replicas);
             }
             Step::PromoteLearner { id } => {
@@ -273,6 +285,15 @@ impl Sim {
             Step::RemoveMember { id } => {
                 self.remove(*id)?;
             }
+            Step::RestartMember { ordinal } => {
+                if !self.pod_running(*ordinal) {
+                    return Err(format!("RestartMember: no running pod for ordinal {ordinal}"));
+                }
+                // The pod is deleted and recreated from the current template on the same volume: down
+                // for a tick, then back with its data.
+                self.outdated.remove(ordinal);
+                self.down.insert(*ordinal, 2);
+            }
             Step::ReplaceMember { id, ordinal } => {
                 let removed = self.remove(*id)?;
                 if removed.ordinal != *ordinal {
@@ -283,6 +304,8 @@ impl Sim {
                 }
                 if fault != Fault::Crash {
                     self.add_learner(*ordinal)?;
+                    // The executor recreates the pod of a re-added ordinal: from the current template.
+                    self.outdated.remove(ordinal);
                 }
             }
         }
@@ -337,5 +360,6 @@ impl Sim {
         ordinals == (0..replicas).collect::<Vec<_>>()
             && self.members.iter().all(|m| !m.learner && self.member_healthy(m))
             && self.sts == Some(replicas)
+            && self.outdated.iter().all(|k| *k >= replicas)
     }
 }

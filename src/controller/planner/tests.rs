@@ -37,6 +37,7 @@ fn cluster(n: u32) -> Observed {
                 ordinal,
                 ready: true,
                 data_lost: false,
+                outdated: false,
             })
             .collect(),
         bootstrapped: true,
@@ -76,6 +77,7 @@ fn grown(mut o: Observed, replicas: u32, ready: bool) -> Observed {
                 ordinal,
                 ready,
                 data_lost: false,
+                outdated: false,
             });
         }
     }
@@ -403,4 +405,70 @@ fn sim_only_member_on_a_high_ordinal_is_moved_down() {
     sim.members.retain(|m| m.ordinal == 3);
     sim.leader = Some(sim.members[0].id);
     drive(&mut sim, 1, &[], 30);
+}
+
+#[test]
+fn rolling_update_restarts_followers_first_and_the_leader_last() {
+    let mut o = cluster(3);
+    for p in o.pods.iter_mut() {
+        p.outdated = true;
+    }
+    assert_eq!(next_step(&desired(3), &o), Step::RestartMember { ordinal: 1 });
+    pod(&mut o, 1).outdated = false;
+    assert_eq!(next_step(&desired(3), &o), Step::RestartMember { ordinal: 2 });
+    pod(&mut o, 2).outdated = false;
+    // Only the leader (ordinal 0) is left: leadership moves to an updated voter first.
+    assert_eq!(next_step(&desired(3), &o), Step::MoveLeader { from: id(0), to: id(1) });
+    m(&mut o, 0).is_leader = false;
+    m(&mut o, 1).is_leader = true;
+    assert_eq!(next_step(&desired(3), &o), Step::RestartMember { ordinal: 0 });
+    pod(&mut o, 0).outdated = false;
+    assert_eq!(next_step(&desired(3), &o), Step::None);
+}
+
+#[test]
+fn rolling_update_waits_for_health_and_readiness() {
+    let mut o = cluster(3);
+    pod(&mut o, 2).outdated = true;
+    m(&mut o, 1).healthy = false;
+    assert!(matches!(next_step(&desired(3), &o), Step::Wait { .. }));
+    m(&mut o, 1).healthy = true;
+    pod(&mut o, 1).ready = false;
+    assert!(matches!(next_step(&desired(3), &o), Step::Wait { reason } if reason.contains("not ready")));
+    pod(&mut o, 1).ready = true;
+    assert_eq!(next_step(&desired(3), &o), Step::RestartMember { ordinal: 2 });
+}
+
+#[test]
+fn rolling_update_never_restarts_one_of_two_or_one_voters() {
+    for n in [1, 2] {
+        let mut o = cluster(n);
+        pod(&mut o, 0).outdated = true;
+        match next_step(&desired(n), &o) {
+            Step::Wait { reason } => assert!(reason.contains("would lose quorum"), "{reason}"),
+            other => panic!("{n} voters: {other}"),
+        }
+    }
+}
+
+#[test]
+fn sim_rolls_a_five_member_cluster_one_pod_at_a_time() {
+    let mut sim = Sim::healthy(NAME, 5);
+    sim.outdated = (0..5).collect();
+    let mut restarts = Vec::new();
+    for _ in 0..60 {
+        let step = next_step(&sim.desired(5), &sim.observe());
+        if step == Step::None {
+            break;
+        }
+        if let Step::RestartMember { ordinal } = step {
+            restarts.push(ordinal);
+        }
+        sim.apply(&step, Fault::None).unwrap();
+        assert!(sim.has_quorum(), "{step} lost quorum");
+        sim.tick();
+    }
+    assert!(sim.converged(5), "{sim:?}");
+    // Followers 1..4 first, then the old leader 0 (after MoveLeader).
+    assert_eq!(restarts, [1, 2, 3, 4, 0]);
 }
