@@ -28,6 +28,8 @@
 //!   the cert-manager Certificates to request ([`objects::certificate`]); [`member_tls`] reads the CA
 //!   and the operator's client certificate from Secrets at every reconcile and dials the members over
 //!   TLS with them (a Secret not there yet makes the reconcile wait, saying which).
+//! - [`cleanup`]: deleting a cluster with `pvcDeletionPolicy: Delete`: a finalizer that deletes the
+//!   StatefulSet and the claims before the cluster goes.
 //! - [`leader_election`]: a `coordination.k8s.io/v1` Lease, renewed and expired as client-go does.
 //! - [`metrics`]: reconcile counts, durations, errors and executed steps for `/metrics`.
 //!
@@ -37,11 +39,15 @@
 //! from a removed member (`pvcRetentionPolicy: Retain`) is deleted when its ordinal is reused, before
 //! the new member is added; with `Delete` it goes right after the StatefulSet shrinks.
 //!
-//! Not here yet: version upgrades of running members (the StatefulSet uses `OnDelete`, so a new image
-//! reaches only pods created afterwards), switching TLS on or off for a running cluster (`spec.tls` is
-//! immutable), backups.
+//! Changes of what the pods run are rolled by the planner (its rule 10): pods carry the hash of the
+//! template they were created from ([`objects::template_hash`]), and outdated ones are restarted one at a
+//! time (the StatefulSet uses `OnDelete`, so the operator decides when).
+//!
+//! Not here yet: switching TLS on or off for a running cluster (`spec.tls` is immutable), backups,
+//! restore, quorum-loss recovery.
 
 pub mod assess;
+pub mod cleanup;
 pub mod cluster_status;
 pub mod crd;
 pub mod disruption_budget;

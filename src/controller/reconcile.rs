@@ -19,6 +19,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::assess::assess;
+use super::cleanup::{finish_deletion, sync_finalizer, PVC_FINALIZER};
 use super::cluster_status::{CreatedWith, EtcdClusterStatus};
 use super::disruption_budget::BudgetApi;
 use super::error::Error;
@@ -155,6 +156,14 @@ async fn prepare_tls(ctx: &Context, id: &Identity, tls: &TlsLayout) -> Result<Di
 
 async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let id = Identity::of(cluster)?;
+    if cluster.meta().deletion_timestamp.is_some() {
+        if cluster.finalizers().iter().any(|f| f == PVC_FINALIZER) {
+            let claims = finish_deletion(&ctx.client, cluster, &id).await?;
+            tracing::info!(cluster = %id.name, namespace = %id.namespace, claims, "deleted with its claims");
+        }
+        return Ok(Action::await_change());
+    }
+    sync_finalizer(&ctx.client, cluster).await?;
     let spec = &cluster.spec;
     let previous = cluster.status.clone().unwrap_or_default();
     // The CRD's rules, also where the API server does not run them (CEL before Kubernetes 1.25; the

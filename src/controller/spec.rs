@@ -131,6 +131,11 @@ pub struct EtcdClusterSpec {
     /// What happens to a member's PersistentVolumeClaim when the cluster scales down.
     #[serde(default)]
     pub pvc_retention_policy: PvcRetentionPolicy,
+
+    /// What happens to the members' PersistentVolumeClaims when the `EtcdCluster` is deleted: `Retain`
+    /// (the default) keeps them; `Delete` deletes them (through the finalizer `rustcd.io/delete-pvcs`).
+    #[serde(default)]
+    pub pvc_deletion_policy: PvcRetentionPolicy,
 }
 
 impl Default for EtcdClusterSpec {
@@ -146,6 +151,7 @@ impl Default for EtcdClusterSpec {
             anti_affinity: AntiAffinity::default(),
             tls: None,
             pvc_retention_policy: PvcRetentionPolicy::default(),
+            pvc_deletion_policy: PvcRetentionPolicy::default(),
         }
     }
 }
@@ -231,13 +237,15 @@ pub enum AntiAffinity {
     Disabled,
 }
 
-/// What happens to a removed member's PersistentVolumeClaim on scale-down.
+/// Whether PersistentVolumeClaims are kept or deleted (on scale-down: a removed member's; on deletion:
+/// all of the cluster's).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum PvcRetentionPolicy {
-    /// Keep the claim (a later scale-up discards its stale data before the new member joins).
+    /// Keep the claim (after a scale-down, a later scale-up discards its stale data before the new
+    /// member joins).
     #[default]
     Retain,
-    /// Delete the claim with the member.
+    /// Delete the claim with the member (or the cluster).
     Delete,
 }
 

@@ -144,6 +144,7 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
     });
     let lost = written.lost(&stored);
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    delete_with_claims(ns);
     secure_cluster(&config);
     log("passed");
 }
@@ -205,6 +206,49 @@ fn secure_cluster(config: &Config) {
     });
     log(&format!("TLS cluster:\n{listed}"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `pvcDeletionPolicy: Delete`, then `kubectl delete`: the cluster goes, and with it every claim (the
+/// operator's finalizer deletes them; the default, `Retain`, keeps them).
+fn delete_with_claims(ns: &str) {
+    let selector = get_json(ns, &["etcdcluster", CLUSTER]).unwrap_or_else(|e| panic!("{e}"))["status"]["selector"]
+        .as_str()
+        .map(str::to_string)
+        .expect("status.selector");
+    kubectl(&[
+        "patch",
+        "-n",
+        ns,
+        "etcdcluster",
+        CLUSTER,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"pvcDeletionPolicy":"Delete"}}"#,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the claims' finalizer", STEP, || {
+        let cluster = get_json(ns, &["etcdcluster", CLUSTER])?;
+        let finalizers = cluster["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if finalizers.iter().any(|f| f == "rustcd.io/delete-pvcs") {
+            Ok(())
+        } else {
+            Err(format!("finalizers: {finalizers:?}"))
+        }
+    });
+    kubectl(&["delete", "-n", ns, &format!("etcdcluster/{CLUSTER}"), "--timeout=120s"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_until("no claim left", STEP, || {
+        let claims = get_json(ns, &["pvc", "-l", &selector])?;
+        match claims["items"].as_array().map_or(0, Vec::len) {
+            0 => Ok(()),
+            n => Err(format!("{n} claims left")),
+        }
+    });
+    log("deleted with its claims");
 }
 
 /// A changed `spec.resources` reaches every pod, one member at a time (`status.updatedReplicas` counts
