@@ -208,13 +208,8 @@ fn secure_cluster(config: &Config) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `pvcDeletionPolicy: Delete`, then `kubectl delete`: the cluster goes, and with it every claim (the
-/// operator's finalizer deletes them; the default, `Retain`, keeps them).
-fn delete_with_claims(ns: &str) {
-    let selector = get_json(ns, &["etcdcluster", CLUSTER]).unwrap_or_else(|e| panic!("{e}"))["status"]["selector"]
-        .as_str()
-        .map(str::to_string)
-        .expect("status.selector");
+/// `kubectl patch --type merge` of the EtcdCluster, which must succeed.
+fn patch_cluster(ns: &str, patch: &str) {
     kubectl(&[
         "patch",
         "-n",
@@ -224,9 +219,19 @@ fn delete_with_claims(ns: &str) {
         "--type",
         "merge",
         "-p",
-        r#"{"spec":{"pvcDeletionPolicy":"Delete"}}"#,
+        patch,
     ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap_or_else(|e| panic!("kubectl patch {patch}: {e}"));
+}
+
+/// `pvcDeletionPolicy: Delete`, then `kubectl delete`: the cluster goes, and with it every claim (the
+/// operator's finalizer deletes them; the default, `Retain`, keeps them).
+fn delete_with_claims(ns: &str) {
+    let selector = get_json(ns, &["etcdcluster", CLUSTER]).unwrap_or_else(|e| panic!("{e}"))["status"]["selector"]
+        .as_str()
+        .map(str::to_string)
+        .expect("status.selector");
+    patch_cluster(ns, r#"{"spec":{"pvcDeletionPolicy":"Delete"}}"#);
     wait_until("the claims' finalizer", STEP, || {
         let cluster = get_json(ns, &["etcdcluster", CLUSTER])?;
         let finalizers = cluster["metadata"]["finalizers"]
@@ -255,18 +260,7 @@ fn delete_with_claims(ns: &str) {
 /// them), and the members stay who they were: each restarts on its own volume.
 fn rolling_change(config: &Config, service: &str, members_before: &[String]) {
     let ns = config.namespace.as_str();
-    kubectl(&[
-        "patch",
-        "-n",
-        ns,
-        "etcdcluster",
-        CLUSTER,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"resources":{"requests":{"cpu":"60m"}}}}"#,
-    ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    patch_cluster(ns, r#"{"spec":{"resources":{"requests":{"cpu":"60m"}}}}"#);
     log("spec.resources changed");
     wait_until("the new resources rolled out to 3 pods", STEP, || {
         let pods = pods(ns)?;
