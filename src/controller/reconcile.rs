@@ -101,10 +101,16 @@ impl Context {
     }
 }
 
-/// One reconcile of `cluster`.
+/// One reconcile of `cluster`, in a `reconcile` span naming the cluster and its namespace.
 pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&cluster, &ctx).await;
+    let span = tracing::info_span!(
+        "reconcile",
+        cluster = %cluster.name_any(),
+        namespace = %cluster.namespace().unwrap_or_default(),
+        generation = cluster.meta().generation.unwrap_or(0),
+    );
+    let result = tracing::Instrument::instrument(reconcile_inner(&cluster, &ctx), span).await;
     ctx.metrics
         .reconciled(started.elapsed(), result.as_ref().err().map(Error::metric_label));
     result
