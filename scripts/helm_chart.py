@@ -87,6 +87,7 @@ RESOURCES = [
     ("events.k8s.io", "v1", "events", "Event", True),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False),
     ("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", True),
+    ("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor", True),
     ("rustcd.io", "v1alpha1", "etcdclusters", "EtcdCluster", True),
 ]
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
@@ -100,8 +101,10 @@ def group_version(group: str, version: str) -> str:
 class FakeApiServer:
     """An in-memory Kubernetes API server: enough of discovery and CRUD for Helm's install action."""
 
-    def __init__(self, kube_version: str = DEFAULT_KUBE_VERSION) -> None:
+    def __init__(self, kube_version: str = DEFAULT_KUBE_VERSION, monitoring: bool = True) -> None:
         major, minor = kube_version.split(".")[:2]
+        # Without the Prometheus operator's CRDs: no monitoring.coreos.com in discovery.
+        self.resources = [r for r in RESOURCES if monitoring or r[0] != "monitoring.coreos.com"]
         self.version = {"major": major, "minor": minor, "gitVersion": f"v{major}.{minor}.0", "platform": "linux/amd64"}
         self.objects: dict[tuple[str, str, str, str], dict] = {}  # (gv, plural, namespace, name) -> object
         self.created: list[dict] = []
@@ -182,7 +185,7 @@ class FakeApiServer:
             return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
         if parts == ["apis"]:
             groups: dict[str, list[str]] = {}
-            for group, version, *_ in RESOURCES:
+            for group, version, *_ in self.resources:
                 if group and version not in groups.setdefault(group, []):
                     groups[group].append(version)
             return {
@@ -206,7 +209,7 @@ class FakeApiServer:
             return None
         resources = [
             {"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind, "verbs": VERBS}
-            for group, version, plural, kind, namespaced in RESOURCES
+            for group, version, plural, kind, namespaced in self.resources
             if (group, version) == gv
         ]
         if not resources:
@@ -242,7 +245,7 @@ class FakeApiServer:
                 if (g, r) == (gv, resource) and (not namespace or ns == namespace)
                 and all(obj.get("metadata", {}).get("labels", {}).get(k) == v for k, v in selector.items())
             ]
-            kind = next((k for g, v, p, k, _ in RESOURCES if group_version(g, v) == gv and p == resource), "")
+            kind = next((k for g, v, p, k, _ in self.resources if group_version(g, v) == gv and p == resource), "")
             return 200, {
                 "kind": f"{kind}List",
                 "apiVersion": gv,
@@ -337,8 +340,8 @@ def lint(chart: str, values: dict) -> dict:
     return {"messages": messages, "errors": len(result.get("Errors") or [])}
 
 
-def render(chart: str, values: dict, release: str, namespace: str, kube_version: str) -> dict:
-    with FakeApiServer(kube_version) as api, tempfile.TemporaryDirectory(prefix="helm-render-") as tmp:
+def render(chart: str, values: dict, release: str, namespace: str, kube_version: str, monitoring: bool) -> dict:
+    with FakeApiServer(kube_version, monitoring) as api, tempfile.TemporaryDirectory(prefix="helm-render-") as tmp:
         kubeconfig = os.path.join(tmp, "kubeconfig")
         with open(kubeconfig, "w", encoding="utf-8") as f:
             f.write(api.kubeconfig(namespace))
@@ -381,6 +384,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=300)
     parser.add_argument("--no-wait", action="store_true", help="install: do not wait for the Deployment")
     parser.add_argument("--kube-version", default=DEFAULT_KUBE_VERSION, help="render: the fake API server's version")
+    parser.add_argument(
+        "--no-monitoring-api", action="store_true", help="render: the fake API server serves no monitoring.coreos.com"
+    )
     args = parser.parse_args()
     values = json.loads(args.values)
     if not isinstance(values, dict):
@@ -392,7 +398,7 @@ def main() -> int:
         if args.action == "lint":
             out = lint(args.chart, values)
         elif args.action == "render":
-            out = render(args.chart, values, args.release, args.namespace, args.kube_version)
+            out = render(args.chart, values, args.release, args.namespace, args.kube_version, not args.no_monitoring_api)
         elif args.action == "install":
             out = install(args.chart, values, args.release, args.namespace, args.timeout, wait=not args.no_wait)
         else:

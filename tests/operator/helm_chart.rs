@@ -94,7 +94,12 @@ struct Rendered {
 
 impl Rendered {
     fn of(values: Value) -> Self {
-        let out = helm("render", &values).unwrap_or_else(|e| panic!("render with {values} failed: {e}"));
+        Self::of_with(values, &[])
+    }
+
+    /// [`Rendered::of`] with more `helm_chart.py render` flags.
+    fn of_with(values: Value, extra: &[&str]) -> Self {
+        let out = helm_with("render", &values, extra).unwrap_or_else(|e| panic!("render with {values} failed: {e}"));
         let manifest = out["manifest"].as_str().expect("manifest");
         let docs: Vec<Value> = manifest
             .split("\n---")
@@ -182,6 +187,23 @@ fn validate(doc: &Value) -> Result<(), String> {
         ("rbac.authorization.k8s.io/v1", "Role") => testkit::objects::round_trip::<Role>(doc, true).map(drop),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
             testkit::objects::round_trip::<RoleBinding>(doc, true).map(drop)
+        }
+        // No k8s-openapi types for the Prometheus operator's CRDs: the fields the chart sets.
+        ("monitoring.coreos.com/v1", kind @ ("ServiceMonitor" | "PodMonitor")) => {
+            let endpoints = if kind == "ServiceMonitor" {
+                "endpoints"
+            } else {
+                "podMetricsEndpoints"
+            };
+            let selected = doc["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .is_some_and(|m| !m.is_empty());
+            let scraped = doc["spec"][endpoints]
+                .as_array()
+                .is_some_and(|e| !e.is_empty() && e.iter().all(|e| e["port"] == "metrics" && e["path"] == "/metrics"));
+            (selected && scraped && doc["metadata"]["namespace"].is_string())
+                .then_some(())
+                .ok_or_else(|| format!("{kind} without a selector, a namespace or metrics endpoints"))
         }
         (api_version, kind) => Err(format!("the test knows no type for {api_version} {kind}")),
     }
@@ -553,4 +575,73 @@ fn non_default_values_reach_the_operator() {
     );
     let (_, c) = single.operator();
     assert_eq!(env_value(&c, "RUSTCD_OPERATOR_LEADER_ELECT").as_deref(), Some("false"));
+}
+
+#[test]
+fn monitors_only_when_asked_and_where_the_prometheus_operator_is() {
+    let monitors = |r: &Rendered| -> Vec<Value> {
+        r.docs
+            .iter()
+            .filter(|d| d["apiVersion"] == "monitoring.coreos.com/v1")
+            .cloned()
+            .collect()
+    };
+    assert!(monitors(&Rendered::of(json!({}))).is_empty(), "off by default");
+    let on = json!({"metrics": {"monitors": {"enabled": true, "labels": {"release": "prom"}}}});
+    assert!(
+        monitors(&Rendered::of_with(on.clone(), &["--no-monitoring-api"])).is_empty(),
+        "nothing where monitoring.coreos.com/v1 is not served"
+    );
+    let r = Rendered::of(on);
+    let mut found = monitors(&r);
+    // ServiceMonitor first (Helm orders documents by kind).
+    found.sort_by_key(|d| d["kind"] != "ServiceMonitor");
+    let kinds: Vec<&str> = found.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["ServiceMonitor", "PodMonitor"]);
+    for m in &found {
+        assert_eq!(m["metadata"]["labels"]["release"], "prom");
+        assert_eq!(
+            m["spec"]["endpoints"]
+                .as_array()
+                .or(m["spec"]["podMetricsEndpoints"].as_array())
+                .map(Vec::len),
+            Some(1)
+        );
+    }
+    // The ServiceMonitor selects the operator's metrics Service.
+    let service = r
+        .docs
+        .iter()
+        .find(|d| d["kind"] == "Service")
+        .expect("the metrics Service");
+    let service: Service = serde_json::from_value(service.clone()).expect("validated already");
+    let service_labels = service.metadata.labels.unwrap_or_default();
+    let selector = found[0]["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    for (k, v) in selector {
+        assert_eq!(service_labels.get(k).map(String::as_str), v.as_str(), "label {k}");
+    }
+    // The PodMonitor selects the member pods by the labels the operator gives them, in any namespace
+    // (the operator watches all), on the container port the members serve /metrics on.
+    let pod_monitor = &found[1];
+    assert_eq!(
+        pod_monitor["spec"]["selector"]["matchLabels"],
+        json!({
+            rustcd_operator::names::LABEL_NAME: "rustcd",
+            rustcd_operator::names::LABEL_MANAGED_BY: rustcd_operator::names::FIELD_MANAGER,
+        })
+    );
+    assert_eq!(pod_monitor["spec"]["namespaceSelector"], json!({"any": true}));
+    let scoped = Rendered::of(json!({
+        "metrics": {"monitors": {"enabled": true}},
+        "watchNamespace": "team-a",
+        "rbac": {"namespaced": true},
+    }));
+    let scoped = monitors(&scoped);
+    let scoped_pods = scoped.iter().find(|d| d["kind"] == "PodMonitor").expect("PodMonitor");
+    assert_eq!(
+        scoped_pods["spec"]["namespaceSelector"],
+        json!({"matchNames": ["team-a"]})
+    );
 }
