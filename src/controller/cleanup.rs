@@ -12,10 +12,11 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::error::Error;
+use super::execute::delete_if_present;
 use super::names::Identity;
 use super::spec::{EtcdCluster, EtcdClusterSpec, PvcRetentionPolicy};
 
@@ -65,23 +66,18 @@ pub async fn sync_finalizer(client: &Client, cluster: &EtcdCluster) -> Result<()
 /// then removes the finalizer. Returns how many claims were deleted.
 pub async fn finish_deletion(client: &Client, cluster: &EtcdCluster, id: &Identity) -> Result<usize, Error> {
     let ns = &id.namespace;
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    match sets.delete(&id.client_service(), &DeleteParams::background()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
+    delete_if_present(
+        &Api::<StatefulSet>::namespaced(client.clone(), ns),
+        &id.client_service(),
+    )
+    .await?;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let listed = claims
         .list(&ListParams::default().labels(&id.selector_string()))
         .await?
         .items;
     for claim in &listed {
-        match claims.delete(&claim.name_any(), &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_if_present(&claims, &claim.name_any()).await?;
     }
     if let Some(finalizers) = finalizers_after(cluster.finalizers(), false) {
         write_finalizers(client, cluster, finalizers).await?;

@@ -92,7 +92,7 @@ where
 }
 
 /// Deletes `name`; an object that is already gone is fine.
-async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+pub async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {

@@ -31,7 +31,7 @@ use super::objects::{certificate, certificate_resource, client_service, peer_ser
 use super::observe::observe;
 use super::planner::{next_step, Desired, Step};
 use super::report::{build_status, invalid_spec_status};
-use super::spec::{version_change, EtcdCluster, SpecError};
+use super::spec::{version_update, EtcdCluster};
 use super::tls::TlsLayout;
 
 /// Settings of the reconcile loop.
@@ -178,16 +178,13 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
         Some(created) => spec.validate_update(&created.applied_to(spec)),
         None => spec.validate(),
     }
-    .and_then(|()| match (&previous.accepted_version, &spec.version) {
-        (Some(from), Some(to)) if from != to && previous.updated_replicas < previous.replicas => {
-            Err(SpecError(vec![format!(
-                "spec.version {to}: the rollout of {from} is not finished ({} of {} pods updated); \
-                 change the version again once it is",
-                previous.updated_replicas, previous.replicas
-            )]))
-        }
-        (Some(from), Some(to)) => version_change(from, to).map_err(|p| SpecError(vec![p])),
-        _ => Ok(()),
+    .and_then(|()| {
+        version_update(
+            previous.accepted_version.as_deref(),
+            spec.version.as_deref(),
+            previous.updated_replicas,
+            previous.replicas,
+        )
     });
     if let Err(invalid) = checked {
         tracing::warn!(cluster = %id.name, namespace = %id.namespace, error = %invalid, "invalid spec");

@@ -405,6 +405,22 @@ pub fn version_change(from: &str, to: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `spec.version` may become `to` now: checked against `accepted` (the version last accepted,
+/// `status.acceptedVersion`) with [`version_change`], and refused while the rollout of `accepted` is
+/// unfinished (`updated` of `replicas` pods on the current template). Nothing to check without both.
+pub fn version_update(accepted: Option<&str>, to: Option<&str>, updated: i32, replicas: i32) -> Result<(), SpecError> {
+    let (Some(from), Some(to)) = (accepted, to) else {
+        return Ok(());
+    };
+    if from != to && updated < replicas {
+        return Err(SpecError(vec![format!(
+            "spec.version {to}: the rollout of {from} is not finished ({updated} of {replicas} pods updated); \
+             change the version again once it is"
+        )]));
+    }
+    version_change(from, to).map_err(|p| SpecError(vec![p]))
+}
+
 /// Whether `version` matches [`VERSION_PATTERN`] (`v?MAJOR.MINOR.PATCH(-PRERELEASE)?`).
 pub fn is_well_formed_version(version: &str) -> bool {
     let version = version.strip_prefix('v').unwrap_or(version);
@@ -584,7 +600,32 @@ mod tests {
 
 #[cfg(test)]
 mod version_tests {
-    use super::version_change;
+    use super::{version_change, version_update};
+
+    #[test]
+    fn a_new_version_waits_for_the_previous_rollout() {
+        assert!(
+            version_update(None, Some("3.6.0"), 0, 3).is_ok(),
+            "nothing accepted yet"
+        );
+        assert!(
+            version_update(Some("3.5.0"), None, 0, 3).is_ok(),
+            "no version asked for"
+        );
+        assert!(
+            version_update(Some("3.5.0"), Some("3.5.0"), 1, 3).is_ok(),
+            "the rollout itself"
+        );
+        assert!(version_update(Some("3.5.0"), Some("3.6.0"), 3, 3).is_ok());
+        let busy = version_update(Some("3.5.0"), Some("3.6.0"), 1, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(busy.contains("rollout of 3.5.0 is not finished (1 of 3"), "{busy}");
+        let skip = version_update(Some("3.4.0"), Some("3.6.0"), 3, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(skip.contains("skips a minor version"), "{skip}");
+    }
 
     #[test]
     fn upgrades_follow_etcds_rules() {
