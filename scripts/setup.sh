@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing rustcd needs on a fresh Debian machine.
 #   scripts/setup.sh             protoc (to build rustcd)
-#   scripts/setup.sh --with-etcd also Debian's etcd 3.4 server and etcdctl (the test oracle)
+#   scripts/setup.sh --with-etcd also Debian's etcd 3.4 server and etcdctl (the test oracle), and moto's
+#                                S3 server (PyPI moto[server], in .cache/moto-venv) for the backup tests
 #   scripts/setup.sh --with-kubernetes  also builds (once per machine, cached outside the clone by
 #                                version) the Kubernetes 1.20.2 control plane: scripts/k8s.sh build
 # Both also install Helm's Go library (the helm-sdkpy wheel, from PyPI) into .cache/helm-venv for the chart
@@ -11,9 +12,10 @@ set -euo pipefail
 
 want=(protobuf-compiler)
 with_kubernetes=false
+with_s3=false
 for arg in "$@"; do
   case "$arg" in
-    --with-etcd) want+=(etcd-server etcd-client) ;;
+    --with-etcd) want+=(etcd-server etcd-client curl); with_s3=true ;;
     --with-kubernetes) with_kubernetes=true ;;
     *) echo "usage: $0 [--with-etcd] [--with-kubernetes]" >&2; exit 2 ;;
   esac
@@ -59,6 +61,17 @@ if ! "$helm_python" -c 'import helm_sdkpy, yaml' >/dev/null 2>&1; then
   "$helm_python" -m pip install --quiet --disable-pip-version-check --ignore-requires-python \
     'helm-sdkpy==0.1.32' 'PyYAML>=6,<7'
   "$helm_python" -c 'import helm_sdkpy, yaml' || { echo "setup: helm-sdkpy does not import" >&2; exit 1; }
+fi
+
+# A real S3 protocol server for the backup tests: moto in server mode (tests/testkit/s3.rs), pinned.
+if $with_s3; then
+  moto_venv="$(cd "$(dirname "$0")/.." && pwd)/.cache/moto-venv"
+  if ! [[ -x "$moto_venv/bin/moto_server" ]]; then
+    echo "setup: installing moto[server] into .cache/moto-venv" >&2
+    python3 -m venv "$moto_venv"
+    "$moto_venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
+    [[ -x "$moto_venv/bin/moto_server" ]] || { echo "setup: moto_server is missing after install" >&2; exit 1; }
+  fi
 fi
 
 if $with_kubernetes; then

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod auth;
 pub mod authority;
 pub mod backup;
+pub mod backup_agent;
 pub mod config;
 pub mod grpc;
 pub mod lease;

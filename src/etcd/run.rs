@@ -9,7 +9,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{normalize_args, Cli, Command, ServerConfig, SnapshotCommand};
+use crate::backup_agent::{self, ClientTls};
+use crate::config::{normalize_args, BackupCommand, Cli, Command, ServerConfig, SnapshotCommand};
 use crate::metrics::ServerMetrics;
 use crate::server::{self, ETCD_API_VERSION};
 use crate::tls::ServerTls;
@@ -31,6 +32,9 @@ pub fn main() -> Result<()> {
         println!("restored snapshot {} into {}", args.file.display(), dir.display());
         return Ok(());
     }
+    if let Some(Command::Backup { action }) = &cli.command {
+        return backup_command(action);
+    }
     let cfg = ServerConfig::from_flags(&cli.flags).context("invalid configuration")?;
     init_logging(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -39,6 +43,56 @@ pub fn main() -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(serve(cfg))
+}
+
+/// `rustcd backup ...` (see [`crate::backup_agent`]): logs to stderr, results on stdout.
+fn backup_command(action: &BackupCommand) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .try_init()
+        .ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        match action {
+            BackupCommand::Save(args) => {
+                let tls = ClientTls {
+                    cacert: args.tls.cacert.clone(),
+                    cert: args.tls.cert.clone(),
+                    key: args.tls.key.clone(),
+                };
+                let saved = backup_agent::save(&args.endpoints, &tls, &args.to, args.keep).await;
+                let line = match &saved {
+                    Ok(r) => serde_json::to_string(r)?,
+                    Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
+                };
+                if let Some(path) = &args.result_file {
+                    // Best effort: the result is on stdout too.
+                    if let Err(e) = std::fs::write(path, &line) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write the result file");
+                    }
+                }
+                let r = saved.context("backup save failed")?;
+                println!("{line}");
+                eprintln!("saved {} ({} bytes, revision {})", r.location, r.size, r.revision);
+            }
+            BackupCommand::Fetch(args) => {
+                let (from, revision) = backup_agent::fetch(&args.from, &args.to)
+                    .await
+                    .context("backup fetch failed")?;
+                println!("fetched {from} (revision {revision}) into {}", args.to.display());
+            }
+            BackupCommand::List(args) => {
+                for l in backup_agent::list(&args.at).await.context("backup list failed")? {
+                    println!("{l}");
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 fn init_logging(cfg: &ServerConfig) -> Result<()> {

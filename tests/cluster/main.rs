@@ -2,6 +2,7 @@
 //! leader loss and faults under a linearizability-checked workload, etcdctl's member and endpoint
 //! commands against Debian's etcd and rustcd, and TLS deployments.
 
+mod backup;
 mod cluster;
 mod differential_cluster;
 mod faults;

@@ -30,6 +30,7 @@ pub mod linearizability;
 mod normalize;
 pub mod objects;
 pub mod pki;
+pub mod s3;
 pub mod workload;
 
 pub use normalize::*;

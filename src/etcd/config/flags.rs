@@ -33,6 +33,73 @@ pub enum Command {
         #[command(subcommand)]
         action: SnapshotCommand,
     },
+    /// Backups to a directory or an S3-compatible bucket (what the operator's backup Jobs run).
+    Backup {
+        #[command(subcommand)]
+        action: BackupCommand,
+    },
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum BackupCommand {
+    /// Take a snapshot from a healthy member (a follower when one is healthy), verify it (checksums,
+    /// a restore into a temporary directory, HashKV) and write it under a location.
+    Save(BackupSaveArgs),
+    /// Read a backup (named, or the newest under a prefix ending in '/'), verify its checksums and
+    /// write it to a local file for `rustcd snapshot restore`.
+    Fetch(BackupFetchArgs),
+    /// List the backups under a location, oldest first.
+    List(BackupListArgs),
+}
+
+/// Client TLS files, as etcdctl names them.
+#[derive(Debug, Args, Clone)]
+pub struct BackupTlsArgs {
+    /// CA bundle that verifies the members' certificates.
+    #[arg(long)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate.
+    #[arg(long)]
+    pub cert: Option<std::path::PathBuf>,
+    /// Client key.
+    #[arg(long)]
+    pub key: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BackupSaveArgs {
+    /// The members' client URLs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub endpoints: Vec<String>,
+    #[command(flatten)]
+    pub tls: BackupTlsArgs,
+    /// Where to write: a directory (/backups/, file:///backups/) or s3://bucket/prefix/ (S3
+    /// settings from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT,
+    /// AWS_ALLOW_HTTP). Backups are named snapshot-<UTC time>-rev<revision>.db.
+    #[arg(long)]
+    pub to: String,
+    /// Keep only the newest N backups under the location (0: keep all).
+    #[arg(long, default_value_t = 0)]
+    pub keep: usize,
+    /// Also write the JSON result to this file (the operator uses /dev/termination-log).
+    #[arg(long)]
+    pub result_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BackupFetchArgs {
+    /// A backup (s3://bucket/prefix/name.db, /dir/name.db) or a prefix ending in '/' for the newest.
+    #[arg(long)]
+    pub from: String,
+    /// Local file to write.
+    #[arg(long)]
+    pub to: std::path::PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BackupListArgs {
+    /// A prefix: /dir/ or s3://bucket/prefix/.
+    pub at: String,
 }
 
 #[derive(Debug, Subcommand, Clone)]

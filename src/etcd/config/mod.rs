@@ -12,7 +12,10 @@ use std::time::Duration;
 use thiserror::Error;
 use url::Url;
 
-pub use flags::{normalize_args, Cli, Command, Flags, RestoreArgs, SnapshotCommand};
+pub use flags::{
+    normalize_args, BackupCommand, BackupFetchArgs, BackupListArgs, BackupSaveArgs, BackupTlsArgs, Cli, Command, Flags,
+    RestoreArgs, SnapshotCommand,
+};
 
 use crate::tls::{self, TlsConfig, TlsInfo};
 

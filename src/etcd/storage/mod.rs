@@ -115,7 +115,7 @@ mod wal;
 mod wal_tests;
 
 pub use error::{Result, StorageError};
-pub use layout::{DataDir, DATA_DIR_VERSION, VERSION_FILE};
+pub use layout::{write_atomic, DataDir, DATA_DIR_VERSION, VERSION_FILE};
 pub use record::{RecordType, SEGMENT_VERSION};
 pub use replay::{SnapshotMarker, WalContents};
 pub use snapshot_file::{snapshot_file_name, SnapshotData, SnapshotFiles, SnapshotName, SNAP_VERSION};
