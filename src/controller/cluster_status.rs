@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_backups::BackupSummary;
 use crate::spec::{EtcdClusterSpec, StorageSpec, TlsSpec};
 
 /// Condition type: the cluster serves requests (it has a leader and a quorum of healthy voters).
@@ -97,6 +98,10 @@ pub struct EtcdClusterStatus {
     /// not run them (Kubernetes before 1.25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_with: Option<CreatedWith>,
+    /// The newest successful and failed backups and the next scheduled one (see
+    /// `controller::cluster_backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSummary>,
 }
 
 /// `spec.storage` and `spec.tls` as the cluster was created with them.

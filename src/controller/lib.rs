@@ -47,7 +47,10 @@
 //! restore, quorum-loss recovery.
 
 pub mod assess;
+pub mod backup;
+pub mod backup_spec;
 pub mod cleanup;
+pub mod cluster_backups;
 pub mod cluster_status;
 pub mod crd;
 pub mod disruption_budget;

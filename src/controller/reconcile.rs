@@ -20,6 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::assess::assess;
 use super::cleanup::{finish_deletion, sync_finalizer, PVC_FINALIZER};
+use super::cluster_backups;
 use super::cluster_status::{CreatedWith, EtcdClusterStatus};
 use super::disruption_budget::BudgetApi;
 use super::error::Error;
@@ -269,12 +270,27 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
     );
     status.created_with = previous.created_with.clone().or_else(|| Some(CreatedWith::of(spec)));
     status.accepted_version = spec.version.clone().or_else(|| previous.accepted_version.clone());
+    let since = cluster
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(k8s_openapi::chrono::Utc::now, |t| t.0);
+    let (summary, schedule_wait) = cluster_backups::sync(
+        &ctx.client,
+        &id,
+        spec.backup.as_ref(),
+        status.cluster_id.is_some(),
+        since,
+    )
+    .await?;
+    status.backup = summary;
     write_status(ctx, cluster, &id, status).await?;
     executed?;
-    Ok(match step {
-        Step::None => Action::requeue(ctx.settings.idle_requeue),
-        _ => Action::requeue(ctx.settings.busy_requeue),
-    })
+    let wait = match step {
+        Step::None => ctx.settings.idle_requeue,
+        _ => ctx.settings.busy_requeue,
+    };
+    Ok(Action::requeue(schedule_wait.map_or(wait, |w| w.min(wait))))
 }
 
 /// Writes `status` with server-side apply on the status subresource, unless it is what `cluster` has.

@@ -137,6 +137,7 @@ pub fn build_status(
         member_volumes: a.records.clone(),
         created_with: previous.created_with.clone(),
         accepted_version: previous.accepted_version.clone(),
+        backup: previous.backup.clone(),
     }
 }
 

@@ -15,6 +15,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::backup_spec::BackupSchedule;
 use super::cluster_status::EtcdClusterStatus;
 
 /// Smallest allowed `spec.replicas`.
@@ -136,6 +137,10 @@ pub struct EtcdClusterSpec {
     /// (the default) keeps them; `Delete` deletes them (through the finalizer `rustcd.io/delete-pvcs`).
     #[serde(default)]
     pub pvc_deletion_policy: PvcRetentionPolicy,
+
+    /// Scheduled backups: an `EtcdBackup` per scheduled time, the newest `keep` kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSchedule>,
 }
 
 impl Default for EtcdClusterSpec {
@@ -152,6 +157,7 @@ impl Default for EtcdClusterSpec {
             tls: None,
             pvc_retention_policy: PvcRetentionPolicy::default(),
             pvc_deletion_policy: PvcRetentionPolicy::default(),
+            backup: None,
         }
     }
 }
@@ -344,6 +350,14 @@ impl EtcdClusterSpec {
             }
             if tls.operator_secret_name.is_some() && tls.client.is_none() {
                 problems.push(format!("spec.tls: {TLS_OPERATOR_SECRET_MESSAGE}"));
+            }
+        }
+        if let Some(backup) = &self.backup {
+            if let Err(e) = crate::cluster_backups::parse_schedule(&backup.schedule) {
+                problems.push(format!("spec.backup.schedule: {e}"));
+            }
+            if let Err(e) = backup.destination.validate("spec.backup.destination") {
+                problems.push(e);
             }
         }
         if problems.is_empty() {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use rustcd_operator::backup::run_backups;
 use rustcd_operator::metrics::OperatorMetrics;
 use rustcd_operator::spec::StorageSpec;
 use rustcd_operator::{run, Context, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, Settings};
@@ -83,7 +84,12 @@ impl Harness {
             settings,
             OperatorMetrics::new().expect("metrics"),
         ));
-        self.operator = Some(tokio::spawn(run(ctx, std::future::pending())));
+        self.operator = Some(tokio::spawn(async move {
+            tokio::join!(
+                run(ctx.clone(), std::future::pending()),
+                run_backups(ctx, std::future::pending())
+            );
+        }));
     }
 
     /// Stops the operator abruptly, wherever it is (a crash: reconciles in flight are dropped).

@@ -261,6 +261,13 @@ fn manager_grants() -> BTreeSet<(String, String, String)> {
         ),
         ("rustcd.io", &["etcdclusters/status"], &["get", "patch", "update"]),
         ("rustcd.io", &["etcdclusters/scale"], &["get"]),
+        (
+            "rustcd.io",
+            &["etcdbackups"],
+            &["get", "list", "watch", "create", "delete"],
+        ),
+        ("rustcd.io", &["etcdbackups/status"], &["get", "patch", "update"]),
+        ("batch", &["jobs"], OWNED),
         ("apps", &["statefulsets"], OWNED),
         ("", &["services"], OWNED),
         ("policy", &["poddisruptionbudgets"], OWNED),
@@ -371,10 +378,17 @@ fn default_render_is_a_least_privilege_operator() {
             "ServiceAccount"
         ]
     );
-    // Helm installed the chart's CRD first: exactly the one the Rust types generate.
-    assert_eq!(r.crds.len(), 1);
-    let crd: CustomResourceDefinition = serde_json::from_value(r.crds[0].clone()).expect("CRD");
-    assert_eq!(crd, rustcd_operator::crd::crd());
+    // Helm installed the chart's CRDs first: exactly the ones the Rust types generate.
+    let mut crds: Vec<CustomResourceDefinition> = r
+        .crds
+        .iter()
+        .map(|c| serde_json::from_value(c.clone()).expect("CRD"))
+        .collect();
+    crds.sort_by_key(|c| c.metadata.name.clone());
+    assert_eq!(
+        crds,
+        vec![rustcd_operator::crd::backup_crd(), rustcd_operator::crd::crd()]
+    );
 
     let cluster_scoped = format!("{FULLNAME}-{NAMESPACE}");
     let role: ClusterRole = r.get("ClusterRole", &cluster_scoped);

@@ -10,6 +10,7 @@
 //! OPERATOR_TEST_READINESS_PATH=/health RUSTCD_BIN=/usr/bin/etcd cargo test -p rustcd-operator --test operator
 //! ```
 
+mod backup_tests;
 mod binary_tests;
 mod election_tests;
 mod examples;

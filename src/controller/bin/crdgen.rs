@@ -1,15 +1,16 @@
-//! Generates the `EtcdCluster` CustomResourceDefinition as YAML.
+//! Generates the `EtcdCluster` and `EtcdBackup` CustomResourceDefinitions as YAML.
 //!
 //! Usage:
-//! - `cargo run --bin crdgen -- --write`: writes it to `crds/etcdcluster.yaml` and to the Helm chart's copy
-//!   `charts/rustcd-operator/crds/etcdcluster.yaml` (paths relative to the repository root).
-//! - `cargo run --bin crdgen`: prints it on standard output.
+//! - `cargo run --bin crdgen -- --write`: writes them to `crds/etcdcluster.yaml`, `crds/etcdbackup.yaml`
+//!   and the Helm chart's copies under `charts/rustcd-operator/crds/` (paths relative to the repository
+//!   root).
+//! - `cargo run --bin crdgen`: prints the `EtcdCluster` CRD on standard output.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use rustcd_operator::crd::{crd_yaml, CRD_PATHS};
+use rustcd_operator::crd::{crd_files, crd_yaml};
 
 fn main() -> ExitCode {
     let write = match std::env::args().nth(1).as_deref() {
@@ -37,8 +38,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    let files = match crd_files() {
+        Ok(files) => files,
+        Err(err) => {
+            eprintln!("crdgen: cannot serialize the CRDs: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    for relative in CRD_PATHS {
+    for (relative, yaml) in files {
         let path = root.join(relative);
         if let Err(err) = std::fs::write(&path, &yaml) {
             eprintln!("crdgen: cannot write {}: {err}", path.display());

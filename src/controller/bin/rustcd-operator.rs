@@ -12,6 +12,7 @@ use anyhow::{bail, Context as _};
 use axum::routing::get;
 use axum::Router;
 use clap::{Parser, ValueEnum};
+use rustcd_operator::backup::run_backups;
 use rustcd_operator::leader_election::{ElectionConfig, LeaderElector};
 use rustcd_operator::metrics::OperatorMetrics;
 use rustcd_operator::{run, Context, Settings};
@@ -161,7 +162,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     metrics.leader.set(1);
-    let controller = tokio::spawn(run(ctx, signalled(&stop_rx)));
+    let controller = tokio::spawn(run(ctx.clone(), signalled(&stop_rx)));
+    let backups = tokio::spawn(run_backups(ctx, signalled(&stop_rx)));
     let lost = async {
         match &elector {
             Some(e) => e.hold().await,
@@ -175,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(lost_lease = ?lost_lease, "shutting down");
     let _ = stop_tx.send(true);
     controller.await.context("controller task")?;
+    backups.await.context("backup controller task")?;
     metrics.leader.set(0);
     if let Some(elector) = &elector {
         if let Err(e) = elector.release().await {

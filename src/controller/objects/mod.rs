@@ -4,6 +4,7 @@
 //! objects in the cluster converge to exactly these fields (fields the operator stops setting are
 //! removed by the API server, fields other managers set are left alone).
 
+pub mod backup_job;
 mod certificates;
 mod services;
 mod statefulset;
@@ -28,6 +29,13 @@ fn metadata(id: &Identity, name: &str) -> ObjectMeta {
         owner_references: Some(vec![id.owner.clone()]),
         ..ObjectMeta::default()
     }
+}
+
+/// 64-bit FNV-1a: stable across builds and operator versions (template hashes, shortened names).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

@@ -272,10 +272,7 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
         }
     }
     let json = serde_json::to_vec(&t).unwrap_or_default();
-    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", super::fnv1a(&json))
 }
 
 fn pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -> PodTemplateSpec {

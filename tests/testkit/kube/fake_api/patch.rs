@@ -233,6 +233,15 @@ pub fn server_side_apply(
                 .any(|(m, applied)| m.as_str() != manager && get(applied, &path).is_some());
             if !still_applied && !shared {
                 remove_path(object, &path);
+                // As the real server does, a map the manager no longer applies goes with its last
+                // field (`status.x: {}` is never left behind).
+                for end in (1..path.len()).rev() {
+                    let parent = &path[..end];
+                    let empty = get(object, parent).is_some_and(|v| v.as_object().is_some_and(|m| m.is_empty()));
+                    if empty && get(&owned, parent).is_none() {
+                        remove_path(object, parent);
+                    }
+                }
             }
         }
     }

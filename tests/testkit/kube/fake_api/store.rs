@@ -28,6 +28,8 @@ const STATUS_SUBRESOURCE: &[&str] = &[
     "poddisruptionbudgets",
     "persistentvolumeclaims",
     "certificates",
+    "etcdbackups",
+    "jobs",
 ];
 
 impl Resource {
