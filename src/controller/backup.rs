@@ -156,7 +156,14 @@ pub fn finished_status(backup: &EtcdBackup, outcome: &Outcome, reason: &str, now
             );
             set_condition(
                 &mut status.conditions,
-                condition(CONDITION_FAILED, false, reason, "", generation, &now),
+                condition(
+                    CONDITION_FAILED,
+                    false,
+                    reason,
+                    "the backup succeeded",
+                    generation,
+                    &now,
+                ),
             );
         }
         Outcome::Failed(message) => {
@@ -408,7 +415,7 @@ pub async fn run_backups(ctx: Arc<Context>, shutdown: impl Future<Output = ()> +
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(backup = %object.name, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "backup reconcile failed"),
+                Err(e) => tracing::warn!(error = %rustcd_dial::error_chain(&e), "backup reconcile failed"),
             }
         })
         .await;

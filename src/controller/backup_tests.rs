@@ -117,6 +117,10 @@ fn a_finished_status_shows_the_claim_path_and_sets_the_conditions() {
     assert_eq!((s.revision, s.size, s.hash), (Some(42), Some(4128), Some(123)));
     let complete = s.conditions.iter().find(|c| c.type_ == CONDITION_COMPLETE).unwrap();
     assert_eq!(complete.status, "True");
+    assert!(
+        s.conditions.iter().all(|c| !c.message.is_empty()),
+        "Kubernetes 1.20 reads an empty message as null and refuses the status"
+    );
     let failed = finished_status(&b, &Outcome::Failed("no".into()), "DestinationNotFound", now);
     assert_eq!(failed.phase, BackupPhase::Failed);
     let c = failed.conditions.iter().find(|c| c.type_ == CONDITION_FAILED).unwrap();

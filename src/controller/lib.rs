@@ -30,6 +30,10 @@
 //!   TLS with them (a Secret not there yet makes the reconcile wait, saying which).
 //! - [`cleanup`]: deleting a cluster with `pvcDeletionPolicy: Delete`: a finalizer that deletes the
 //!   StatefulSet and the claims before the cluster goes.
+//! - [`backup_spec`], [`backup`]: the `EtcdBackup` resource and its controller (one Job per backup running
+//!   `rustcd backup save`, the outcome read from the pod's termination message); [`cluster_backups`]: the
+//!   cluster's `spec.backup` schedule, retention and `status.backup`. Restore (`spec.bootstrap.fromBackup`)
+//!   is an init container of the first member while it bootstraps ([`objects`]).
 //! - [`leader_election`]: a `coordination.k8s.io/v1` Lease, renewed and expired as client-go does.
 //! - [`metrics`]: reconcile counts, durations, errors and executed steps for `/metrics`.
 //!
@@ -43,8 +47,8 @@
 //! template they were created from ([`objects::template_hash`]), and outdated ones are restarted one at a
 //! time (the StatefulSet uses `OnDelete`, so the operator decides when).
 //!
-//! Not here yet: switching TLS on or off for a running cluster (`spec.tls` is immutable), backups,
-//! restore, quorum-loss recovery.
+//! Not here yet: switching TLS on or off for a running cluster (`spec.tls` is immutable), quorum-loss
+//! recovery.
 
 pub mod assess;
 pub mod backup;

@@ -353,7 +353,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+                Err(e) => tracing::warn!(error = %rustcd_dial::error_chain(&e), "reconcile failed"),
             }
         })
         .await;

@@ -15,7 +15,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::backup_spec::BackupSchedule;
+use super::backup_spec::{BackupLocation, BackupSchedule};
 use super::cluster_status::EtcdClusterStatus;
 
 /// Smallest allowed `spec.replicas`.
@@ -141,6 +141,22 @@ pub struct EtcdClusterSpec {
     /// Scheduled backups: an `EtcdBackup` per scheduled time, the newest `keep` kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSchedule>,
+
+    /// How the cluster starts. Read only while the first member bootstraps; changing it later does
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<Bootstrap>,
+}
+
+/// `spec.bootstrap`: where a new cluster's data comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Bootstrap {
+    /// Start from this backup (a file, or a directory or prefix ending in `/` for the newest
+    /// backup in it): the first member's data directory is restored from it (`rustcd backup
+    /// restore`, with the member's own name, peer URL and cluster token) before it starts; the
+    /// others join it as learners, as always.
+    pub from_backup: BackupLocation,
 }
 
 impl Default for EtcdClusterSpec {
@@ -158,6 +174,7 @@ impl Default for EtcdClusterSpec {
             pvc_retention_policy: PvcRetentionPolicy::default(),
             pvc_deletion_policy: PvcRetentionPolicy::default(),
             backup: None,
+            bootstrap: None,
         }
     }
 }
@@ -357,6 +374,11 @@ impl EtcdClusterSpec {
                 problems.push(format!("spec.backup.schedule: {e}"));
             }
             if let Err(e) = backup.destination.validate("spec.backup.destination") {
+                problems.push(e);
+            }
+        }
+        if let Some(bootstrap) = &self.bootstrap {
+            if let Err(e) = bootstrap.from_backup.validate("spec.bootstrap.fromBackup") {
                 problems.push(e);
             }
         }

@@ -172,6 +172,52 @@ fn backups_to_a_directory_and_to_s3_verify_prune_and_restore() {
     let _ = restored.kill();
     let _ = restored.wait();
 
+    // backup restore (the operator's init container): only the named member, only an empty dir.
+    let member_dir = tmp.path().join("member0");
+    let member_dir_s = member_dir.display().to_string();
+    let restore = |name: &str| {
+        rustcd(
+            &[
+                "backup",
+                "restore",
+                "--from",
+                &to,
+                "--only-for",
+                "c-0",
+                "--name",
+                name,
+                "--data-dir",
+                &member_dir_s,
+                "--initial-cluster",
+                "c-0=http://127.0.0.1:1",
+                "--initial-cluster-token",
+                "t",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:1",
+            ],
+            &[],
+        )
+    };
+    let other = restore("c-1");
+    assert!(
+        other.status.success() && text(&other.stdout).contains("not the member"),
+        "{other:?}"
+    );
+    assert!(!member_dir.exists());
+    let first = restore("c-0");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains(&format!("(revision {rev3})")),
+        "{}",
+        text(&first.stdout)
+    );
+    assert!(member_dir.join("member").is_dir());
+    let again = restore("c-0");
+    assert!(
+        again.status.success() && text(&again.stdout).contains("already has data"),
+        "{again:?}"
+    );
+
     // To S3: the object lands under the prefix; fetch reads it back byte for byte.
     s3.create_bucket("backups");
     let env = s3.env();

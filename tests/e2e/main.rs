@@ -10,6 +10,7 @@
 //! it runs on a one-node Kubernetes 1.20 of this machine (`scripts/k8s.sh up --with-kubelet`, rustcd as
 //! its store) with an image it builds from this build's binaries. See tests/e2e/README.md.
 
+mod backups;
 mod etcd;
 mod helm;
 mod kubectl;
@@ -44,6 +45,9 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
         kubectl::use_kubeconfig(std::path::Path::new(local.plane.env("KUBECONFIG")));
         if std::env::var_os("E2E_IMAGE").is_none() {
             config.image = local.image.0.clone();
+        }
+        if config.host_for_pods.is_none() {
+            config.host_for_pods = Some(local.plane.env("K8S_CLUSTER_DNS").to_string()).filter(|h| !h.is_empty());
         }
         log(&format!(
             "on this machine's Kubernetes 1.20 ({})",
@@ -119,6 +123,7 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
     );
 
     rolling_change(&config, &service, &ids(&after));
+    backups::backups_and_restores(&config, &service);
 
     let value = etcdctl(&config.etcdctl, ns, &service, &["get", "e2e/key", "--print-value-only"])
         .unwrap_or_else(|e| panic!("get: {e}"));
@@ -318,6 +323,11 @@ fn apply_example(config: &Config) {
 
 /// The cluster's client Service: the Service the EtcdCluster owns that has a cluster IP and port 2379.
 fn client_service(ns: &str) -> Result<String, String> {
+    client_service_of(ns, CLUSTER)
+}
+
+/// The client Service of EtcdCluster `cluster`.
+fn client_service_of(ns: &str, cluster: &str) -> Result<String, String> {
     let services = get_json(ns, &["services"])?;
     services["items"]
         .as_array()
@@ -326,7 +336,7 @@ fn client_service(ns: &str) -> Result<String, String> {
         .find(|s| {
             let owned = s["metadata"]["ownerReferences"]
                 .as_array()
-                .is_some_and(|o| o.iter().any(|o| o["kind"] == "EtcdCluster" && o["name"] == CLUSTER));
+                .is_some_and(|o| o.iter().any(|o| o["kind"] == "EtcdCluster" && o["name"] == cluster));
             let headless = s["spec"]["clusterIP"] == "None";
             let client_port = s["spec"]["ports"]
                 .as_array()
@@ -334,7 +344,7 @@ fn client_service(ns: &str) -> Result<String, String> {
             owned && !headless && client_port
         })
         .and_then(|s| s["metadata"]["name"].as_str().map(str::to_string))
-        .ok_or_else(|| format!("no client Service owned by etcdcluster/{CLUSTER} yet"))
+        .ok_or_else(|| format!("no client Service owned by etcdcluster/{cluster} yet"))
 }
 
 /// The cluster's pods, by the selector the EtcdCluster publishes for the scale subresource, sorted by name.

@@ -92,6 +92,9 @@ pub struct Config {
     pub python: PathBuf,
     /// Keep the namespace after the run (`E2E_KEEP=1`), for a look at what failed.
     pub keep: bool,
+    /// An address of this machine the pods reach (`E2E_HOST_FOR_PODS`; on the local cluster, the
+    /// Docker bridge's): where the S3 server for the backup tests listens. Unset: no S3 part.
+    pub host_for_pods: Option<String>,
 }
 
 impl Config {
@@ -109,6 +112,7 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(root).join(".cache/helm-venv/bin/python")),
             keep: std::env::var("E2E_KEEP").is_ok_and(|v| v == "1"),
+            host_for_pods: std::env::var("E2E_HOST_FOR_PODS").ok().filter(|s| !s.is_empty()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The files under `examples/` are real, valid objects: each parses into its Rust type without dropping a
 //! field (a misspelt or removed field would otherwise be ignored silently) and passes the CRD's validation.
 
+use rustcd_operator::backup_spec::EtcdBackup;
 use rustcd_operator::EtcdCluster;
 use serde_json::{json, Value};
 use testkit::objects::{field_differences, round_trip};
@@ -46,6 +47,49 @@ fn example_tls_cluster_uses_the_issuer_it_defines() {
     // etcdctl's certificate comes from the same CA, for client authentication only.
     assert_eq!(docs[4]["spec"]["issuerRef"]["name"], docs[2]["metadata"]["name"]);
     assert_eq!(docs[4]["spec"]["usages"][0], "client auth");
+}
+
+fn docs_of(file: &str) -> Vec<Value> {
+    let path = format!("{}/../../examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{file} is not YAML: {e}")))
+        .collect()
+}
+
+#[test]
+fn example_backups_name_the_example_cluster_and_what_they_create() {
+    let docs = docs_of("etcdbackup.yaml");
+    let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, ["PersistentVolumeClaim", "EtcdBackup", "Secret", "EtcdBackup"]);
+    let to_pvc: EtcdBackup = round_trip(&docs[1], false).unwrap_or_else(|e| panic!("the PVC backup: {e}"));
+    let to_s3: EtcdBackup = round_trip(&docs[3], false).unwrap_or_else(|e| panic!("the S3 backup: {e}"));
+    for b in [&to_pvc, &to_s3] {
+        assert_eq!(b.spec.cluster_name, "example");
+        b.spec
+            .destination
+            .validate("spec.destination")
+            .expect("a valid destination");
+    }
+    assert_eq!(
+        to_pvc.spec.destination.pvc.as_ref().unwrap().claim_name,
+        docs[0]["metadata"]["name"]
+    );
+    assert_eq!(
+        to_s3.spec.destination.s3.as_ref().unwrap().credentials_secret,
+        docs[2]["metadata"]["name"]
+    );
+}
+
+#[test]
+fn example_restore_reads_the_backups_claim_and_schedules_its_own() {
+    let docs = docs_of("etcdcluster-restore.yaml");
+    let cluster: EtcdCluster = round_trip(&docs[0], false).unwrap_or_else(|e| panic!("the EtcdCluster: {e}"));
+    cluster.spec.validate().expect("the example fails the CRD's validation");
+    let source = &cluster.spec.bootstrap.as_ref().expect("spec.bootstrap").from_backup;
+    let claim = &docs_of("etcdbackup.yaml")[0]["metadata"]["name"];
+    assert_eq!(source.pvc.as_ref().unwrap().claim_name, *claim);
+    assert_eq!(cluster.spec.backup.as_ref().expect("spec.backup").keep, 7);
 }
 
 #[test]

@@ -86,6 +86,26 @@ pub fn agent_location(destination: &BackupLocation) -> String {
     }
 }
 
+/// Where a restore source is mounted in the first member's init container.
+pub const SOURCE_MOUNT: &str = "/backup-source";
+
+/// The `--from` location of a restore source inside the pod: a PVC's path under
+/// [`SOURCE_MOUNT`] (the whole claim is mounted), an S3 key or prefix as given.
+pub fn source_location(source: &BackupLocation) -> String {
+    match (&source.pvc, &source.s3) {
+        (_, Some(s3)) => format!(
+            "s3://{}/{}",
+            s3.bucket,
+            s3.prefix.as_deref().unwrap_or("").trim_start_matches('/')
+        ),
+        (Some(pvc), _) => format!(
+            "{SOURCE_MOUNT}/{}",
+            pvc.path.as_deref().unwrap_or("").trim_start_matches('/')
+        ),
+        _ => format!("{SOURCE_MOUNT}/"),
+    }
+}
+
 /// The members' client URLs by DNS name (what their certificates name).
 pub fn member_endpoints(id: &Identity, members: u32) -> String {
     (0..members.max(1))

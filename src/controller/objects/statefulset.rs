@@ -16,12 +16,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
-    Probe, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinityTerm,
+    PodAntiAffinity, PodSpec, PodTemplateSpec, Probe, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::backup_job::{s3_env, source_location, SOURCE_MOUNT};
 use crate::names::{
     Identity, CLIENT_PORT, CONTAINER_NAME, DATA_DIR, DATA_MOUNT_PATH, DATA_VOLUME, METRICS_PORT, PEER_PORT,
 };
@@ -271,6 +273,22 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
             args.retain(|a| !MEMBERSHIP_FLAGS.iter().any(|f| a.starts_with(f)));
         }
     }
+    // The restore init container and its source exist only while the first member bootstraps:
+    // their going away must not roll that member.
+    if let Some(pod) = t.spec.as_mut() {
+        if let Some(init) = pod.init_containers.as_mut() {
+            init.retain(|c| c.name != RESTORE_CONTAINER);
+        }
+        if pod.init_containers.as_ref().is_some_and(Vec::is_empty) {
+            pod.init_containers = None;
+        }
+        if let Some(volumes) = pod.volumes.as_mut() {
+            volumes.retain(|v| v.name != SOURCE_VOLUME);
+        }
+        if pod.volumes.as_ref().is_some_and(Vec::is_empty) {
+            pod.volumes = None;
+        }
+    }
     let json = serde_json::to_vec(&t).unwrap_or_default();
     format!("{:016x}", super::fnv1a(&json))
 }
@@ -286,6 +304,76 @@ fn pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -
     template
 }
 
+/// Name of the init container that restores `spec.bootstrap.fromBackup` into the first member.
+pub const RESTORE_CONTAINER: &str = "restore";
+/// Volume of a PVC restore source.
+const SOURCE_VOLUME: &str = "backup-source";
+
+/// While the first member bootstraps from a backup: the init container that restores it (a no-op
+/// for any other member and for a data directory that has data), and the source's volume.
+fn restore_from_backup(
+    id: &Identity,
+    spec: &EtcdClusterSpec,
+    plan: &StatefulSetPlan,
+) -> Option<(Container, Option<Volume>)> {
+    let source = &spec.bootstrap.as_ref()?.from_backup;
+    if plan.membership.state != InitialClusterState::New {
+        return None;
+    }
+    let (mut env, env_from) = s3_env(source);
+    env.extend([
+        field_env("POD_NAME", "metadata.name"),
+        EnvVar {
+            // The fetched file goes to the data volume, not the container's filesystem.
+            name: "TMPDIR".into(),
+            value: Some(DATA_MOUNT_PATH.into()),
+            ..EnvVar::default()
+        },
+    ]);
+    let mut mounts = vec![VolumeMount {
+        name: DATA_VOLUME.to_string(),
+        mount_path: DATA_MOUNT_PATH.to_string(),
+        ..VolumeMount::default()
+    }];
+    let volume = source.pvc.as_ref().map(|pvc| {
+        mounts.push(VolumeMount {
+            name: SOURCE_VOLUME.into(),
+            mount_path: SOURCE_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        Volume {
+            name: SOURCE_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc.claim_name.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        }
+    });
+    let container = Container {
+        name: RESTORE_CONTAINER.into(),
+        image: Some(plan.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        args: Some(vec![
+            "backup".into(),
+            "restore".into(),
+            format!("--from={}", source_location(source)),
+            format!("--only-for={}", id.pod_name(0)),
+            "--name=$(POD_NAME)".into(),
+            format!("--data-dir={DATA_DIR}"),
+            format!("--initial-cluster={}", plan.membership.initial_cluster(id)),
+            format!("--initial-cluster-token={}", id.cluster_token()),
+            format!("--initial-advertise-peer-urls={}", id.peer_url_template()),
+        ]),
+        env: Some(env),
+        env_from: (!env_from.is_empty()).then_some(env_from),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    Some((container, volume))
+}
+
 fn unhashed_pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulSetPlan) -> PodTemplateSpec {
     let overrides = spec.pod.clone().unwrap_or_default();
     // The operator's own labels win over the user's.
@@ -297,7 +385,12 @@ fn unhashed_pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulS
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     });
-    let volumes: Vec<Volume> = data.into_iter().chain(tls.volumes()).collect();
+    let restore = restore_from_backup(id, spec, plan);
+    let volumes: Vec<Volume> = data
+        .into_iter()
+        .chain(tls.volumes())
+        .chain(restore.as_ref().and_then(|(_, v)| v.clone()))
+        .collect();
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
@@ -306,6 +399,7 @@ fn unhashed_pod_template(id: &Identity, spec: &EtcdClusterSpec, plan: &StatefulS
         }),
         spec: Some(PodSpec {
             containers: vec![container(id, spec, plan, &tls)],
+            init_containers: restore.map(|(c, _)| vec![c]),
             volumes: (!volumes.is_empty()).then_some(volumes),
             affinity: overrides
                 .affinity

@@ -292,3 +292,81 @@ fn template_hash_ignores_membership_and_follows_what_pods_run() {
         "a resource change rolls the pods"
     );
 }
+
+#[test]
+fn a_cluster_from_a_backup_restores_its_first_member_only_while_bootstrapping() {
+    use crate::backup_spec::{BackupLocation, PvcLocation};
+    use crate::spec::Bootstrap;
+    let id = test_identity();
+    let spec = EtcdClusterSpec {
+        bootstrap: Some(Bootstrap {
+            from_backup: BackupLocation {
+                pvc: Some(PvcLocation {
+                    claim_name: "backups".into(),
+                    path: Some("demo/".into()),
+                }),
+                s3: None,
+            },
+        }),
+        ..EtcdClusterSpec::default()
+    };
+    let new = statefulset(&id, &spec, &plan(1, InitialCluster::bootstrap()));
+    let pod = new.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let init = &pod.init_containers.as_ref().expect("a restore init container")[0];
+    assert_eq!(init.name, "restore");
+    assert_eq!(
+        init.args.as_ref().unwrap(),
+        &[
+            "backup",
+            "restore",
+            "--from=/backup-source/demo/",
+            "--only-for=demo-0",
+            "--name=$(POD_NAME)",
+            "--data-dir=/var/lib/rustcd/data",
+            "--initial-cluster=demo-0=http://demo-0.demo-peer.ns.svc:2380",
+            "--initial-cluster-token=demo-u-1",
+            "--initial-advertise-peer-urls=http://$(POD_NAME).demo-peer.ns.svc:2380",
+        ]
+    );
+    let source = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "backup-source")
+        .unwrap();
+    let claim = source.persistent_volume_claim.as_ref().unwrap();
+    assert_eq!((claim.claim_name.as_str(), claim.read_only), ("backups", Some(true)));
+    // Once members join, the template has no restore, and the first member is not rolled for it.
+    let grown = statefulset(
+        &id,
+        &spec,
+        &plan(
+            2,
+            InitialCluster {
+                state: InitialClusterState::Existing,
+                ordinals: vec![0, 1],
+            },
+        ),
+    );
+    let grown_template = grown.spec.as_ref().unwrap().template.clone();
+    assert!(grown_template.spec.as_ref().unwrap().init_containers.is_none());
+    assert!(!grown_template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == "backup-source"));
+    assert_eq!(
+        template_hash(&new.spec.as_ref().unwrap().template),
+        template_hash(&grown_template)
+    );
+    // Without spec.bootstrap, nothing of it.
+    let plain = statefulset(&id, &EtcdClusterSpec::default(), &plan(1, InitialCluster::bootstrap()));
+    assert_eq!(
+        template_hash(&plain.spec.as_ref().unwrap().template),
+        template_hash(&grown_template)
+    );
+}

@@ -388,6 +388,37 @@ pub async fn fetch(from: &str, to: &Path) -> Result<(String, i64), AgentError> {
     Ok((read, revision))
 }
 
+/// What `restore_member` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// Restored `from` (revision) into the data directory.
+    Restored { from: String, revision: i64 },
+    /// Nothing to do: this member is not the one `--only-for` names.
+    NotThisMember,
+    /// Nothing to do: the data directory already has data.
+    HasData,
+}
+
+/// `rustcd backup restore`: unless skipped (another member, or a data directory with data), fetch
+/// the backup, verify it and restore it as `args` say (`args.file` is replaced by the fetched file).
+pub async fn restore_member(from: &str, only_for: Option<&str>, args: &RestoreArgs) -> Result<Restored, AgentError> {
+    if only_for.is_some_and(|n| n != args.name) {
+        return Ok(Restored::NotThisMember);
+    }
+    let data_dir = PathBuf::from(args.data_dir.clone().unwrap_or_else(|| format!("{}.rustcd", args.name)));
+    let has_data = std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some());
+    if has_data {
+        return Ok(Restored::HasData);
+    }
+    let scratch = tempdir()?;
+    let file = scratch.path().join("restore.db");
+    let (read, revision) = fetch(from, &file).await?;
+    let mut args = args.clone();
+    args.file = file;
+    backup::restore(&args)?;
+    Ok(Restored::Restored { from: read, revision })
+}
+
 /// `rustcd backup list`: the backups under a prefix, oldest first, as full locations.
 pub async fn list(at: &str) -> Result<Vec<String>, AgentError> {
     let location = Location::parse(at)?;

@@ -50,6 +50,30 @@ pub enum BackupCommand {
     Fetch(BackupFetchArgs),
     /// List the backups under a location, oldest first.
     List(BackupListArgs),
+    /// Create a member's data directory from a backup (named, or the newest under a prefix), unless
+    /// it already has data: what the operator's init container runs for `spec.bootstrap.fromBackup`.
+    Restore(BackupRestoreArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BackupRestoreArgs {
+    /// A backup (s3://bucket/prefix/name.db, /dir/name.db) or a prefix ending in '/' for the newest.
+    #[arg(long)]
+    pub from: String,
+    /// Only restore when --name is this member (the first member of a new cluster); others skip.
+    #[arg(long)]
+    pub only_for: Option<String>,
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Data directory to create; a directory that already has data is left alone.
+    #[arg(long)]
+    pub data_dir: String,
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
 }
 
 /// Client TLS files, as etcdctl names them.

@@ -13,8 +13,8 @@ use thiserror::Error;
 use url::Url;
 
 pub use flags::{
-    normalize_args, BackupCommand, BackupFetchArgs, BackupListArgs, BackupSaveArgs, BackupTlsArgs, Cli, Command, Flags,
-    RestoreArgs, SnapshotCommand,
+    normalize_args, BackupCommand, BackupFetchArgs, BackupListArgs, BackupRestoreArgs, BackupSaveArgs, BackupTlsArgs,
+    Cli, Command, Flags, RestoreArgs, SnapshotCommand,
 };
 
 use crate::tls::{self, TlsConfig, TlsInfo};
