@@ -46,6 +46,9 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
         if std::env::var_os("E2E_IMAGE").is_none() {
             config.image = local.image.0.clone();
         }
+        if config.next_image.is_none() {
+            config.next_image = Some(local.next_image.0.clone());
+        }
         if config.host_for_pods.is_none() {
             config.host_for_pods = Some(local.plane.env("K8S_CLUSTER_DNS").to_string()).filter(|h| !h.is_empty());
         }
@@ -123,6 +126,10 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
     );
 
     rolling_change(&config, &service, &ids(&after));
+    match config.next_image.clone() {
+        Some(next) => upgrade(&config, &service, &next, &ids(&after), &writer),
+        None => log("upgrade step skipped: E2E_IMAGE_NEXT (a second image tag on the nodes) is not set"),
+    }
     backups::backups_and_restores(&config, &service);
 
     let value = etcdctl(&config.etcdctl, ns, &service, &["get", "e2e/key", "--print-value-only"])
@@ -290,6 +297,70 @@ fn rolling_change(config: &Config, service: &str, members_before: &[String]) {
     assert_eq!(
         ids, members_before,
         "the rolling change replaced members instead of restarting them"
+    );
+}
+
+/// The raft term `etcdctl endpoint status` reports through `service`.
+fn raft_term(config: &Config, service: &str) -> u64 {
+    let out = wait_until("endpoint status", STEP, || {
+        etcdctl(
+            &config.etcdctl,
+            &config.namespace,
+            service,
+            &["endpoint", "status", "-w", "json"],
+        )
+    });
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("endpoint status JSON {out:?}: {e}"));
+    v[0]["Status"]["header"]["raft_term"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no raft_term in {out}"))
+}
+
+/// `spec.image` moved to another tag under the writer: every pod is replaced one at a time onto the new
+/// image, the members stay who they were, and the raft term moves at most once (the MoveLeader before
+/// the leader restarts; restarted followers cause no election).
+fn upgrade(config: &Config, service: &str, next: &str, members_before: &[String], writer: &Writer) {
+    let ns = config.namespace.as_str();
+    let term_before = raft_term(config, service);
+    let failed_before = writer.failed_so_far();
+    let started = std::time::Instant::now();
+    patch_cluster(ns, &serde_json::json!({"spec": {"image": next}}).to_string());
+    log(&format!("spec.image changed to {next}"));
+    wait_until("the new image rolled out to 3 pods", STEP, || {
+        let pods = pods(ns)?;
+        let rolled = pods
+            .iter()
+            .filter(|p| p["spec"]["containers"][0]["image"] == next)
+            .count();
+        let status = get_json(ns, &["etcdcluster", CLUSTER])?["status"].clone();
+        if rolled == 3 && pods.len() == 3 && status["updatedReplicas"] == 3 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{rolled} of {} pods on {next}, updatedReplicas {}",
+                pods.len(),
+                status["updatedReplicas"]
+            ))
+        }
+    });
+    let members = wait_for_members(config, service, 3);
+    let elapsed = started.elapsed();
+    let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+    ids.sort();
+    assert_eq!(
+        ids, members_before,
+        "the upgrade replaced members instead of restarting them"
+    );
+    let term_after = raft_term(config, service);
+    log(&format!(
+        "upgrade: 3 members in {elapsed:.1?} ({:.1?} per member), raft term {term_before} -> {term_after}, \
+         {} puts failed through port-forward meanwhile",
+        elapsed / 3,
+        writer.failed_so_far() - failed_before
+    ));
+    assert!(
+        term_after <= term_before + 1,
+        "the upgrade changed the leader more than once (term {term_before} -> {term_after})"
     );
 }
 

@@ -20,6 +20,8 @@ pub enum Target {
 pub struct LocalCluster {
     pub plane: ControlPlane,
     pub image: LocalImage,
+    /// The same image under a second tag: what the upgrade step moves the members to.
+    pub next_image: LocalImage,
 }
 
 /// An image built for the run, removed when dropped.
@@ -56,7 +58,13 @@ fn local() -> Result<Target, String> {
     // pulled here.
     let image = LocalImage(format!("rustcd-e2e-{}:local", std::process::id()));
     testkit::docker::build_image(&image.0);
-    Ok(Target::Local(LocalCluster { plane, image }))
+    let next_image = LocalImage(format!("rustcd-e2e-{}:next", std::process::id()));
+    testkit::docker::docker(&["tag", &image.0, &next_image.0]);
+    Ok(Target::Local(LocalCluster {
+        plane,
+        image,
+        next_image,
+    }))
 }
 
 /// `Err(why)` unless kubectl reaches the cluster `KUBECONFIG` names.
@@ -92,6 +100,9 @@ pub struct Config {
     pub python: PathBuf,
     /// Keep the namespace after the run (`E2E_KEEP=1`), for a look at what failed.
     pub keep: bool,
+    /// The image the upgrade step moves the members to (`E2E_IMAGE_NEXT`; on the local cluster, the
+    /// run's image under a second tag). Unset: no upgrade step.
+    pub next_image: Option<String>,
     /// An address of this machine the pods reach (`E2E_HOST_FOR_PODS`; on the local cluster, the
     /// Docker bridge's): where the S3 server for the backup tests listens. Unset: no S3 part.
     pub host_for_pods: Option<String>,
@@ -113,6 +124,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(root).join(".cache/helm-venv/bin/python")),
             keep: std::env::var("E2E_KEEP").is_ok_and(|v| v == "1"),
             host_for_pods: std::env::var("E2E_HOST_FOR_PODS").ok().filter(|s| !s.is_empty()),
+            next_image: std::env::var("E2E_IMAGE_NEXT").ok().filter(|s| !s.is_empty()),
         }
     }
 

@@ -40,17 +40,20 @@ impl Written {
 /// The writing thread; [`Writer::stop`] ends it and returns what it did.
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    failures: Arc<std::sync::atomic::AtomicUsize>,
     thread: Option<JoinHandle<Written>>,
 }
 
 impl Writer {
     pub fn start(etcdctl_bin: &str, namespace: &str, service: &str) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
-        let (bin, ns, svc, flag) = (
+        let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (bin, ns, svc, flag, failed) = (
             etcdctl_bin.to_string(),
             namespace.to_string(),
             service.to_string(),
             stop.clone(),
+            failures.clone(),
         );
         let thread = std::thread::spawn(move || {
             let mut written = Written::default();
@@ -68,6 +71,7 @@ impl Writer {
                     }
                     Err(_) => {
                         written.failed += 1;
+                        failed.fetch_add(1, Ordering::Relaxed);
                         outage_since.get_or_insert(started);
                     }
                 }
@@ -78,8 +82,14 @@ impl Writer {
         });
         Writer {
             stop,
+            failures,
             thread: Some(thread),
         }
+    }
+
+    /// Puts that failed so far.
+    pub fn failed_so_far(&self) -> usize {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Stops the writer after its current put.
