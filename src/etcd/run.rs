@@ -258,6 +258,10 @@ async fn serve(mut cfg: ServerConfig) -> Result<()> {
             tasks.abort_all();
             bail!("the member has been permanently removed from the cluster");
         }
+        _ = srv.storage_failed.notified() => {
+            tasks.abort_all();
+            bail!("{}", storage_failure_message(&srv));
+        }
     }
     server::background::spawn_all(&srv);
     for (url, l) in client {
@@ -272,8 +276,10 @@ async fn serve(mut cfg: ServerConfig) -> Result<()> {
     );
     let shutdown = shutdown_signal();
     let mut removed = false;
+    let mut storage_failed = false;
     tokio::select! {
         _ = shutdown => tracing::info!("received shutdown signal; stopping"),
+        _ = srv.storage_failed.notified() => storage_failed = true,
         _ = srv.removed.notified() => {
             // Give the commit of the removal time to reach the other members (etcd waits too).
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -285,6 +291,12 @@ async fn serve(mut cfg: ServerConfig) -> Result<()> {
             }
         }
     }
+    if storage_failed {
+        // Fail-stop, as etcd does: exit at once; every acknowledged write is already durable,
+        // and restart recovery replays the WAL.
+        tasks.abort_all();
+        bail!("{}", storage_failure_message(&srv));
+    }
     srv.raft.stop();
     tasks.abort_all();
     let driver = started.driver;
@@ -294,6 +306,13 @@ async fn serve(mut cfg: ServerConfig) -> Result<()> {
         bail!("the member has been permanently removed from the cluster");
     }
     Ok(())
+}
+
+fn storage_failure_message(srv: &server::EtcdServer) -> String {
+    format!(
+        "stopping on a storage failure: {}",
+        srv.raft.status.storage_failure().unwrap_or("unknown")
+    )
 }
 
 async fn shutdown_signal() {

@@ -5,5 +5,6 @@
 
 mod differential_client;
 mod differential_etcdctl;
+mod fail_stop;
 mod linearizability;
 mod recovery;

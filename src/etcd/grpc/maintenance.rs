@@ -85,13 +85,17 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        auth_info(&self.server, &req)?;
+        // Root only, as etcd's authMaintenanceServer.
+        let who = auth_info(&self.server, &req)?;
+        check_admin(&self.server, &who)?;
         self.server.sm.write().mvcc.defragment();
         Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
-        auth_info(&self.server, &req)?;
+        // Root only, as etcd's authMaintenanceServer.
+        let who = auth_info(&self.server, &req)?;
+        check_admin(&self.server, &who)?;
         let sm = self.server.sm.read();
         Ok(Response::new(pb::HashResponse {
             header: Some(self.server.header_at(sm.mvcc.current_revision())),
@@ -100,7 +104,9 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
-        auth_info(&self.server, &req)?;
+        // Root only, as etcd's authMaintenanceServer.
+        let who = auth_info(&self.server, &req)?;
+        check_admin(&self.server, &who)?;
         let r = req.into_inner();
         let sm = self.server.sm.read();
         let (hash, compact_revision, hash_revision) = sm.mvcc.hash_kv(r.revision).map_err(mvcc_status)?;

@@ -100,6 +100,9 @@ async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
 }
 
 async fn health_problem(server: &EtcdServer) -> Option<String> {
+    if let Some(e) = server.raft.status.storage_failure() {
+        return Some(format!("STORAGE FAILURE {e}"));
+    }
     if let Some(a) = server.sm.read().membership.alarms.first() {
         let name = crate::proto::etcdserverpb::AlarmType::try_from(a.alarm)
             .map(|t| t.as_str_name())
@@ -116,14 +119,21 @@ async fn health_problem(server: &EtcdServer) -> Option<String> {
 }
 
 /// Liveness: the process serves requests (etcd 3.5.11+ /livez).
+/// A member whose Raft driver stopped on a storage error is not alive (it is about to exit).
 async fn livez(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    let _ = &server;
-    (StatusCode::OK, "ok\n")
+    match server.raft.status.storage_failure() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("[-]storage failed: {e}\nlivez check failed\n"),
+        ),
+    }
 }
 
 /// Readiness: there is a leader and a linearizable read completes (etcd 3.5.11+ /readyz).
 async fn readyz(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    if server.has_leader() && server.linearizable_read().await.is_ok() {
+    if server.raft.status.storage_failure().is_none() && server.has_leader() && server.linearizable_read().await.is_ok()
+    {
         (StatusCode::OK, "ok\n".to_string())
     } else {
         (

@@ -12,6 +12,8 @@ pub struct RaftView {
     is_leader: AtomicBool,
     is_learner: AtomicBool,
     leader_changes: AtomicU64,
+    /// Set once, when the driver stopped on a WAL, snapshot or fsync error (fail-stop).
+    storage_failure: std::sync::OnceLock<String>,
 }
 
 impl RaftView {
@@ -47,6 +49,14 @@ impl RaftView {
         }
         self.is_leader.store(is_leader, Ordering::Release);
         self.commit_index.store(commit, Ordering::Release);
+    }
+    /// The storage error the driver stopped on, if it did: the member then fails `/livez` and
+    /// `/readyz` until the process exits.
+    pub fn storage_failure(&self) -> Option<&str> {
+        self.storage_failure.get().map(String::as_str)
+    }
+    pub(crate) fn set_storage_failure(&self, error: String) {
+        let _ = self.storage_failure.set(error);
     }
     pub(crate) fn set_applied(&self, index: u64) {
         self.applied_index.store(index, Ordering::Release);

@@ -185,6 +185,7 @@ pub fn start(
 
     let status = Arc::new(RaftView::default());
     let removed = Arc::new(tokio::sync::Notify::new());
+    let storage_failed = Arc::new(tokio::sync::Notify::new());
     // The transport reports snapshot outcomes to the driver, which starts after it.
     let handle_slot: Arc<std::sync::OnceLock<raft_node::RaftHandle>> = Arc::default();
     let connectivity = Arc::new(Connectivity::default());
@@ -211,6 +212,10 @@ pub fn start(
             on_removed: {
                 let removed = removed.clone();
                 Box::new(move || removed.notify_one())
+            },
+            on_storage_failure: {
+                let failed = storage_failed.clone();
+                Box::new(move || failed.notify_one())
             },
             on_role_change: Box::new(move |leader| {
                 m3.is_leader.set(if leader { 1.0 } else { 0.0 });
@@ -281,6 +286,7 @@ pub fn start(
         started_at: now,
         leader_link: LeaderLink::new(crate::tls::client_dialer(&cfg.tls)?),
         removed,
+        storage_failed,
         connectivity,
         cfg,
     });

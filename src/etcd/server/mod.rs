@@ -73,6 +73,8 @@ pub struct EtcdServer {
     pub leader_link: LeaderLink,
     /// Notified when this member has been removed from the cluster (it then stops).
     pub removed: Arc<tokio::sync::Notify>,
+    /// Notified when the Raft driver stopped on a storage error (the process then exits non-zero).
+    pub storage_failed: Arc<tokio::sync::Notify>,
     /// Which peers this member's transport reaches (for etcd's strict reconfig checks).
     pub connectivity: Arc<crate::peer::Connectivity>,
 }

@@ -95,6 +95,9 @@ pub struct DriverHooks {
     pub on_restore: Box<dyn Fn() + Send>,
     /// Called when this member has applied its own removal from the cluster.
     pub on_removed: Box<dyn Fn() + Send>,
+    /// Called once when a WAL, snapshot or fsync error stopped the driver (the member must then
+    /// stop: fail-stop, as etcd does); the error is in [`RaftView::storage_failure`].
+    pub on_storage_failure: Box<dyn Fn() + Send>,
 }
 
 /// Settings for the driver thread.
@@ -265,8 +268,7 @@ impl Driver {
         // Apply what is committed already (a new cluster's bootstrap configuration entries)
         // so that Raft knows its voters before deciding whether to campaign.
         if let Err(e) = self.on_ready() {
-            tracing::error!(error = %e, "raft storage failure; stopping the raft loop");
-            self.fail_all();
+            self.storage_failed(&e);
             return;
         }
         let voters = self.node.raft.prs().conf().voters().ids();
@@ -310,8 +312,7 @@ impl Driver {
             }
             self.issue_read_index();
             if let Err(e) = self.on_ready() {
-                tracing::error!(error = %e, "raft storage failure; stopping the raft loop");
-                self.fail_all();
+                self.storage_failed(&e);
                 return;
             }
             if stop {
@@ -558,6 +559,15 @@ impl Driver {
         for peer in self.transport.send(msgs) {
             self.node.report_unreachable(peer);
         }
+    }
+
+    /// Fail-stop on a storage error: recorded for `/livez` and `/readyz`, every waiter answered
+    /// `server stopped`, the member told to exit.
+    fn storage_failed(&mut self, e: &dyn std::fmt::Display) {
+        tracing::error!(error = %e, "raft storage failure; stopping the member");
+        self.status.set_storage_failure(e.to_string());
+        self.fail_all();
+        (self.hooks.on_storage_failure)();
     }
 
     fn fail_all(&mut self) {
