@@ -25,6 +25,18 @@ pub struct ServerMetrics {
     pub watchers: IntGauge,
     pub leases: IntGauge,
     pub server_id: IntGauge,
+    /// `etcd_mvcc_put_total`, `_delete_total`, `_txn_total`: synced from the applied-op tally at
+    /// each scrape ([`ServerMetrics::sync_applied_ops`]).
+    pub mvcc_puts: IntCounter,
+    pub mvcc_deletes: IntCounter,
+    pub mvcc_txns: IntCounter,
+    /// `etcd_mvcc_range_total`: applied ranges (inside txns) plus the Range RPCs this member served.
+    pub mvcc_ranges: IntCounter,
+    /// Range RPCs served (they are not applied through Raft).
+    pub ranges_served: std::sync::atomic::AtomicU64,
+    /// `etcd_server_version{server_version}` and `etcd_cluster_version{cluster_version}`.
+    pub server_version: prometheus::IntGaugeVec,
+    pub cluster_version: prometheus::IntGaugeVec,
     /// gRPC server metrics (go-grpc-prometheus names), counted by the client router's layer.
     pub grpc: Arc<GrpcMetrics>,
 }
@@ -115,9 +127,67 @@ impl ServerMetrics {
             watchers: gauge(&reg, "etcd_debugging_mvcc_watcher_total", "Total number of watchers.")?,
             leases: gauge(&reg, "etcd_debugging_lease_total", "The number of leases.")?,
             server_id: gauge(&reg, "etcd_server_id", "Server ID (low 63 bits).")?,
+            mvcc_puts: counter(&reg, "etcd_mvcc_put_total", "Total number of puts seen by this member.")?,
+            mvcc_deletes: counter(
+                &reg,
+                "etcd_mvcc_delete_total",
+                "Total number of deletes seen by this member.",
+            )?,
+            mvcc_txns: counter(&reg, "etcd_mvcc_txn_total", "Total number of txns seen by this member.")?,
+            mvcc_ranges: counter(
+                &reg,
+                "etcd_mvcc_range_total",
+                "Total number of ranges seen by this member.",
+            )?,
+            ranges_served: std::sync::atomic::AtomicU64::new(0),
+            server_version: {
+                let v = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "etcd_server_version",
+                        "Which version is running. 1 for 'server_version' label with current version.",
+                    ),
+                    &["server_version"],
+                )?;
+                reg.register(Box::new(v.clone()))?;
+                v.with_label_values(&[crate::server::ETCD_API_VERSION]).set(1);
+                v
+            },
+            cluster_version: {
+                let v = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "etcd_cluster_version",
+                        "Which version is running. 1 for 'cluster_version' label with current cluster version",
+                    ),
+                    &["cluster_version"],
+                )?;
+                reg.register(Box::new(v.clone()))?;
+                v
+            },
             grpc: Arc::new(GrpcMetrics::new(&reg)?),
             registry: reg,
         })
+    }
+
+    /// Brings the MVCC operation counters up to `applied` (this member's applied-op tally) plus the
+    /// Range RPCs it served, and the cluster version gauge to `cluster_version` (`3.5.0` shows as
+    /// `3.5`, as etcd's; empty while undecided).
+    pub fn sync_applied_ops(&self, applied: crate::apply::OpTally, cluster_version: &str) {
+        let served = self.ranges_served.load(std::sync::atomic::Ordering::Relaxed);
+        for (counter, total) in [
+            (&self.mvcc_puts, applied.puts),
+            (&self.mvcc_deletes, applied.deletes),
+            (&self.mvcc_txns, applied.txns),
+            (&self.mvcc_ranges, applied.ranges + served),
+        ] {
+            // Only this function moves these counters, so they never run ahead of the tally.
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        let short: Vec<&str> = cluster_version.split('.').take(2).collect();
+        if short.len() == 2 {
+            let label = short.join(".");
+            self.cluster_version.reset();
+            self.cluster_version.with_label_values(&[label.as_str()]).set(1);
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -657,6 +657,60 @@ fn http_endpoints() {
     assert!(failures.is_empty(), "HTTP endpoints differ:\n{}", failures.join("\n"));
 }
 
+/// etcd's MVCC operation counters count the same operations on both: puts, delete-ranges and ranges
+/// (also inside txns), and txns of more than one operation; and the version gauges carry their label.
+#[test]
+fn mvcc_operation_counters_and_version_gauges() {
+    let Some(mut p) = Pair::start(&[]) else { return };
+    p.ok(&["put", "a", "1"]);
+    p.ok(&["put", "b", "2"]);
+    p.ok(&["get", "a"]);
+    p.ok(&["get", "", "--prefix", "--keys-only"]);
+    p.ok(&["del", "a"]);
+    p.ok(&["del", "nothing"]);
+    p.stdin(&["txn"], "\nput c 3\nget b\ndel b\n\n\n", Expect::Ok);
+    p.stdin(&["txn"], "\nput d 4\n\n\n", Expect::Ok);
+    let value = |body: &str, name: &str| -> Option<String> {
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    let bodies: Vec<String> = p
+        .sides
+        .iter()
+        .map(|side| {
+            testkit::http_get(side.server.client_port, "/metrics")
+                .map(|(_, b)| b)
+                .unwrap_or_default()
+        })
+        .collect();
+    for name in [
+        "etcd_mvcc_put_total",
+        "etcd_mvcc_delete_total",
+        "etcd_mvcc_range_total",
+        "etcd_mvcc_txn_total",
+    ] {
+        let etcd = value(&bodies[0], name);
+        assert!(etcd.is_some(), "scenario bug: etcd has no {name}");
+        assert_eq!(value(&bodies[1], name), etcd, "{name}: rustcd differs from etcd");
+    }
+    for (name, label) in [
+        ("etcd_server_version", "server_version"),
+        ("etcd_cluster_version", "cluster_version"),
+    ] {
+        for (side, body) in p.sides.iter().zip(&bodies) {
+            let line = body.lines().find(|l| l.starts_with(&format!("{name}{{{label}=\"")));
+            assert!(
+                line.is_some_and(|l| l.ends_with("} 1")),
+                "{}: no {name}{{{label}=...}} 1 in /metrics",
+                side.name
+            );
+        }
+    }
+    p.finish();
+}
+
 /// The normaliser itself (no servers needed).
 #[test]
 fn normalizer_self_test() {

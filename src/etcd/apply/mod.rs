@@ -45,6 +45,45 @@ pub struct StateMachine {
     pub quota_bytes: i64,
     /// This member's ID (alarms raised locally are tagged with it).
     pub member_id: u64,
+    /// Key-value operations applied by this member, for etcd's `etcd_mvcc_*_total` counters (not
+    /// replicated state: kept across a snapshot restore, not in snapshots).
+    pub applied_ops: OpTally,
+}
+
+/// Counts of applied key-value operations, as etcd's MVCC metrics count them: every put, every
+/// delete-range (not per key) and every range, also inside txns; a txn counts when it performed
+/// more than one operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpTally {
+    pub puts: u64,
+    pub deletes: u64,
+    pub ranges: u64,
+    pub txns: u64,
+}
+
+impl OpTally {
+    /// Adds the operations a txn performed, read off its response (the taken branches only).
+    fn add_txn(&mut self, resp: &pb::TxnResponse) {
+        let before = *self;
+        self.add_responses(resp);
+        let ops = (self.puts - before.puts) + (self.deletes - before.deletes) + (self.ranges - before.ranges);
+        if ops > 1 {
+            self.txns += 1;
+        }
+    }
+
+    fn add_responses(&mut self, resp: &pb::TxnResponse) {
+        use pb::response_op::Response;
+        for op in &resp.responses {
+            match &op.response {
+                Some(Response::ResponsePut(_)) => self.puts += 1,
+                Some(Response::ResponseDeleteRange(_)) => self.deletes += 1,
+                Some(Response::ResponseRange(_)) => self.ranges += 1,
+                Some(Response::ResponseTxn(t)) => self.add_responses(t),
+                None => {}
+            }
+        }
+    }
 }
 
 /// The result of applying one entry: the response for the proposer and the events for watchers.
@@ -66,6 +105,7 @@ impl StateMachine {
             applied_term: 0,
             quota_bytes,
             member_id,
+            applied_ops: OpTally::default(),
         }
     }
 
@@ -127,11 +167,13 @@ impl StateMachine {
                 let lessor = &self.lessor;
                 let (resp, ev) = self.mvcc.put(r, &|id| lessor.exists(id))?;
                 events.extend(ev);
+                self.applied_ops.puts += 1;
                 Ok(ApplyOutput::Put(resp))
             }
             Request::DeleteRange(r) => {
                 let (resp, ev) = self.mvcc.delete_range(r)?;
                 events.extend(ev);
+                self.applied_ops.deletes += 1;
                 Ok(ApplyOutput::DeleteRange(resp))
             }
             Request::Txn(r) => {
@@ -141,6 +183,7 @@ impl StateMachine {
                 let lessor = &self.lessor;
                 let (resp, ev) = self.mvcc.txn(r, &|id| lessor.exists(id))?;
                 events.extend(ev);
+                self.applied_ops.add_txn(&resp);
                 Ok(ApplyOutput::Txn(resp))
             }
             Request::Compaction(r) => {

@@ -64,6 +64,10 @@ impl Kv for KvService {
         }
         let sm = self.server.sm.read();
         let mut resp = sm.mvcc.range(&r).map_err(mvcc_status)?;
+        self.server
+            .metrics
+            .ranges_served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         resp.header = Some(self.server.header_at(sm.mvcc.current_revision()));
         Ok(Response::new(resp))
     }

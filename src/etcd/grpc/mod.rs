@@ -161,7 +161,15 @@ async fn version(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
 
 async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
     // Counting live keys walks the index, so it is done per scrape, not every second.
-    let keys = server.sm.read().mvcc.key_count() as i64;
+    let (keys, applied, cluster_version) = {
+        let sm = server.sm.read();
+        (
+            sm.mvcc.key_count() as i64,
+            sm.applied_ops,
+            sm.membership.cluster_version.clone(),
+        )
+    };
     server.metrics.keys_total.set(keys);
+    server.metrics.sync_applied_ops(applied, &cluster_version);
     ([("content-type", "text/plain; version=0.0.4")], server.metrics.render())
 }
