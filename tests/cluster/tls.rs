@@ -410,6 +410,45 @@ fn versions_suites_crls_allowed_cn_and_mixed_listeners() {
     assert!(eventually(|| refused(&s.logs())), "{}", s.logs());
 }
 
+/// `--peer-cert-allowed-hostname` and `--client-cert-allowed-hostname`: a 3-member cluster whose peer
+/// certificates name `localhost` forms under the peer rule, a client certificate for `client.example`
+/// passes the client rule, and certificates that name neither are turned away.
+#[test]
+fn allowed_hostnames_admit_named_certificates_only() {
+    let Some(pki) = pki_unless_skipped() else { return };
+    let d = pki.dir.path();
+    let named = pki
+        .ca
+        .issue(d, "named-client", "root", &["client.example"], Usage::Client, 30);
+    let mut flags = pki.member_flags();
+    flags.extend([
+        "--peer-cert-allowed-hostname=localhost".into(),
+        "--client-cert-allowed-hostname=client.example".into(),
+    ]);
+    let tls = pki.ctl_flags(&named.pair());
+    let c = Cluster::start_secure(Kind::Rustcd, 3, &refs(&flags), "https", &refs(&tls));
+    let list = etcdctl_until_ok(
+        &c.members[0].client,
+        &[refs(&tls), vec!["member", "list"]].concat(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(list.stdout.matches(", started, ").count(), 3, "{list:?}");
+    assert_eq!(ctl(&c.members[1].client, &tls, &["put", "k", "v"]).status, 0);
+    // A client certificate without the name: refused by the client port.
+    let unnamed = pki.ctl_flags(&pki.client);
+    assert_ne!(ctl(&c.members[0].client, &unnamed, &["get", "k"]).status, 0);
+    // A peer connection with a certificate that does not name localhost: refused by the peer port.
+    let peer_port = port_of(&c.members[0].peer);
+    assert!(https_get(peer_port, "127.0.0.1", &pki, Some(&pki.client), "/").is_err());
+    let log = || c.members[0].dir.with_extension("log");
+    let refused = || {
+        std::fs::read_to_string(log())
+            .unwrap_or_default()
+            .contains("is not valid for the allowed hostname")
+    };
+    assert!(eventually(refused), "no refusal logged");
+}
+
 #[test]
 fn auto_tls_cluster_serves_with_self_signed_certificates() {
     if let Some(r) = skip_reason() {

@@ -255,11 +255,6 @@ impl ServerConfig {
             return Err(ConfigError::Unsupported("config-file"));
         }
         for (flag, set) in [
-            (
-                "client-cert-allowed-hostname",
-                !f.client_cert_allowed_hostname.is_empty(),
-            ),
-            ("peer-cert-allowed-hostname", !f.peer_cert_allowed_hostname.is_empty()),
             ("discovery", !f.discovery.is_empty()),
             ("discovery-srv", !f.discovery_srv.is_empty()),
             ("enable-v2", f.enable_v2),
