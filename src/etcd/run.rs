@@ -18,7 +18,15 @@ use crate::tls::ServerTls;
 
 /// Entry point of `rustcd`.
 pub fn main() -> Result<()> {
-    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    let mut cli = Cli::parse_from(normalize_args(std::env::args()));
+    let from_file = match (cli.flags.config_file.clone(), &cli.command) {
+        (Some(path), None) => {
+            let (file_cli, ignored) = cli_from_config_file(&path)?;
+            cli = file_cli;
+            Some((path, ignored))
+        }
+        _ => None,
+    };
     if cli.flags.version {
         println!("rustcd Version: {}", env!("CARGO_PKG_VERSION"));
         println!("etcd API Version: {ETCD_API_VERSION}");
@@ -38,12 +46,42 @@ pub fn main() -> Result<()> {
     }
     let cfg = ServerConfig::from_flags(&cli.flags).context("invalid configuration")?;
     init_logging(&cfg)?;
+    if let Some((path, ignored)) = from_file {
+        tracing::info!(
+            path = %path,
+            "loaded server configuration; other configuration command line flags and environment variables are ignored"
+        );
+        for key in ignored {
+            tracing::warn!(path = %path, key = %key, "ignoring an unknown configuration key");
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rustcd")
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(serve(cfg))
+}
+
+/// The command line `--config-file` stands for, parsed like flags; as in etcd, the other flags and
+/// the `ETCD_*` environment are then ignored. Returns it with the keys that were ignored.
+fn cli_from_config_file(path: &str) -> Result<(Cli, Vec<String>)> {
+    use clap::CommandFactory;
+    let known: std::collections::BTreeSet<String> = Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    let (args, ignored) = crate::config::file::load(path, &known).context("error verifying flags")?;
+    // Single-threaded still: nothing else reads the environment concurrently.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ETCD_") {
+            std::env::remove_var(&key);
+        }
+    }
+    let argv = std::iter::once("rustcd".to_string()).chain(args);
+    let cli = Cli::try_parse_from(argv)
+        .map_err(|e| anyhow::anyhow!("error verifying flags, {path}: {}", e.to_string().trim()))?;
+    Ok((cli, ignored))
 }
 
 /// `rustcd backup ...` (see [`crate::backup_agent`]): logs to stderr, results on stdout.

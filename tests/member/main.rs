@@ -3,6 +3,7 @@
 //! normalising IDs and terms), crash/restart with a linearizability check, and recovery from torn or
 //! corrupted files.
 
+mod config_file;
 mod differential_client;
 mod differential_etcdctl;
 mod fail_stop;

@@ -155,7 +155,7 @@ pub struct Flags {
     /// Print the version and exit.
     #[arg(long, action = ArgAction::SetTrue)]
     pub version: bool,
-    /// Path to a YAML configuration file (not supported yet).
+    /// Path to etcd's YAML configuration file; other flags and ETCD_* variables are then ignored.
     #[arg(long, env = "ETCD_CONFIG_FILE")]
     pub config_file: Option<String>,
 

@@ -4,6 +4,7 @@
 //! that a bad command line fails before anything touches the data directory.
 
 pub mod duration;
+pub mod file;
 pub mod flags;
 
 use std::path::PathBuf;
@@ -251,9 +252,6 @@ fn tls_config(f: &Flags, client: &[Url], peer: &[Url], metrics: &[Url]) -> Resul
 impl ServerConfig {
     /// Validates flags into a configuration, with etcd's start-up checks.
     pub fn from_flags(f: &Flags) -> Result<Self, ConfigError> {
-        if f.config_file.is_some() {
-            return Err(ConfigError::Unsupported("config-file"));
-        }
         for (flag, set) in [
             ("discovery", !f.discovery.is_empty()),
             ("discovery-srv", !f.discovery_srv.is_empty()),
