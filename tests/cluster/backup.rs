@@ -308,3 +308,59 @@ fn backups_to_a_directory_and_to_s3_verify_prune_and_restore() {
 fn text_bytes(lines: &[String]) -> Vec<u8> {
     lines.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes()
 }
+
+/// With IAM authentication on (moto checks the access key), wrong credentials fail the backup with
+/// the server's refusal and write nothing; the right ones work. (At the bucket's root: moto's
+/// signature check mishandles an encoded `/` in a list prefix, which AWS accepts.)
+#[test]
+fn wrong_s3_credentials_fail_the_backup_and_write_nothing() {
+    if !testkit::etcdctl_usable() {
+        return;
+    }
+    let s3 = match S3Server::start_with_iam() {
+        Ok(s) => s,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            testkit::print_skip(&e);
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let c = Cluster::start(1);
+    let good = s3.env();
+    let wrong: Vec<(&str, String)> = good
+        .iter()
+        .map(|(k, v)| match *k {
+            "AWS_SECRET_ACCESS_KEY" => (*k, "not-the-secret".to_string()),
+            _ => (*k, v.clone()),
+        })
+        .collect();
+    let o = rustcd(
+        &[
+            "backup",
+            "save",
+            "--endpoints",
+            &c.endpoints(),
+            "--to",
+            "s3://backups/",
+        ],
+        &wrong,
+    );
+    assert!(!o.status.success(), "wrong credentials were accepted");
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("s3://backups/") && err.contains("403 Forbidden: SignatureDoesNotMatch"),
+        "{err}"
+    );
+    assert_eq!(err.matches("403").count(), 1, "the error repeats itself: {err}");
+    let listed = rustcd(&["backup", "list", "s3://backups/"], &good);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert_eq!(text(&listed.stdout), "", "a failed backup wrote something");
+    let saved = save(&c.endpoints(), "s3://backups/", "0", &good);
+    assert!(
+        saved["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://backups/snapshot-"),
+        "{saved}"
+    );
+}

@@ -23,6 +23,8 @@ pub struct S3Server {
     child: Child,
     /// `http://host:port`.
     pub endpoint: String,
+    /// Access key ID and secret that [`S3Server::env`] hands out.
+    pub credentials: (String, String),
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -33,13 +35,60 @@ impl S3Server {
         S3Server::start_on("127.0.0.1", free_port())
     }
 
+    /// Starts moto on 127.0.0.1 with IAM authentication on: only the access key of an IAM user it
+    /// creates (allowed `s3:*`) is accepted, and the bucket `backups` exists. Uses boto3 from moto's
+    /// own environment.
+    pub fn start_with_iam() -> Result<S3Server, String> {
+        // moto lets this many requests through before it checks credentials: the setup's own.
+        let mut s = S3Server::spawn("127.0.0.1", free_port(), Some(3))?;
+        let bin = moto_server_bin().ok_or("moto_server not found")?;
+        let python = bin.with_file_name("python");
+        let script = format!(
+            r#"
+import boto3, json
+kw = dict(endpoint_url="{ep}", region_name="us-east-1")
+iam = boto3.client("iam", aws_access_key_id="setup", aws_secret_access_key="setup", **kw)
+iam.create_user(UserName="backup")
+iam.put_user_policy(UserName="backup", PolicyName="s3", PolicyDocument=json.dumps(
+    {{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}}]}}))
+k = iam.create_access_key(UserName="backup")["AccessKey"]
+s3 = boto3.client("s3", aws_access_key_id=k["AccessKeyId"], aws_secret_access_key=k["SecretAccessKey"], **kw)
+s3.create_bucket(Bucket="backups")
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#,
+            ep = s.endpoint
+        );
+        let out = Command::new(&python)
+            .args(["-c", &script])
+            .output()
+            .map_err(|e| format!("{}: {e}", python.display()))?;
+        if !out.status.success() {
+            return Err(format!("IAM setup failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut parts = text.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some(id), Some(secret)) => s.credentials = (id.to_string(), secret.to_string()),
+            _ => return Err(format!("IAM setup printed no key: {text}")),
+        }
+        Ok(s)
+    }
+
     /// Starts moto listening on `host:port`.
     pub fn start_on(host: &str, port: u16) -> Result<S3Server, String> {
+        S3Server::spawn(host, port, None)
+    }
+
+    fn spawn(host: &str, port: u16, unauthenticated: Option<u32>) -> Result<S3Server, String> {
         let bin = moto_server_bin().ok_or("moto_server not found (scripts/setup.sh --with-etcd installs it)")?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let log = dir.path().join("moto.log");
         let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-        let child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        if let Some(n) = unauthenticated {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+        }
+        let child = cmd
             .args(["-H", host, "-p", &port.to_string()])
             .stdout(out.try_clone().map_err(|e| e.to_string())?)
             .stderr(out)
@@ -49,6 +98,7 @@ impl S3Server {
         let mut s = S3Server {
             child,
             endpoint: format!("http://{host}:{port}"),
+            credentials: ("testing".into(), "testing".into()),
             log,
             _dir: dir,
         };
@@ -97,8 +147,8 @@ impl S3Server {
         vec![
             ("AWS_ENDPOINT", self.endpoint.clone()),
             ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_ACCESS_KEY_ID", self.credentials.0.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.credentials.1.clone()),
             ("AWS_REGION", "us-east-1".into()),
         ]
     }

@@ -28,12 +28,13 @@ pub enum LocationError {
     #[error("backup directory {0} does not exist")]
     NoDirectory(String),
     /// The store refused or failed an operation (wrong credentials, missing bucket, network).
-    #[error("{location}: {op}: {source}")]
+    /// `object_store`'s message already carries its causes, so it is not also a `source` (which
+    /// would print each of them again).
+    #[error("{location}: {op}: {reason}")]
     Store {
         location: String,
         op: &'static str,
-        #[source]
-        source: object_store::Error,
+        reason: String,
     },
     /// No backup under the prefix.
     #[error("no backup (snapshot-*.db) under {0}")]
@@ -304,11 +305,26 @@ impl Store {
     }
 }
 
+/// An S3 error response shortened to its `Code` and `Message` (the XML body and request IDs say
+/// nothing more to a reader).
+fn compact(message: &str) -> String {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = message.find(&open)? + open.len();
+        let end = message[start..].find(&format!("</{name}>"))? + start;
+        Some(&message[start..end])
+    };
+    match (message.find(": <?xml"), tag("Code"), tag("Message")) {
+        (Some(cut), Some(code), Some(text)) => format!("{}: {code}: {text}", &message[..cut]),
+        _ => message.to_string(),
+    }
+}
+
 fn store_error(location: &Location, op: &'static str, source: object_store::Error) -> LocationError {
     LocationError::Store {
         location: location.to_string(),
         op,
-        source,
+        reason: compact(&source.to_string()),
     }
 }
 
@@ -335,6 +351,19 @@ mod tests {
         for bad in ["backups/", "s3:///x", "http://x/"] {
             assert!(Location::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn s3_error_bodies_shrink_to_code_and_message() {
+        let raw = "Generic S3 error: Error performing GET http://h/b in 2ms - Server returned non-2xx status code: \
+                   403 Forbidden: <?xml version=\"1.0\"?><Error><Code>InvalidAccessKeyId</Code>\
+                   <Message>The key is not valid.</Message><RequestId>x</RequestId></Error>";
+        assert_eq!(
+            compact(raw),
+            "Generic S3 error: Error performing GET http://h/b in 2ms - Server returned non-2xx status code: \
+             403 Forbidden: InvalidAccessKeyId: The key is not valid."
+        );
+        assert_eq!(compact("connection refused"), "connection refused");
     }
 
     #[test]
