@@ -28,6 +28,8 @@ pub struct Assessment {
     pub version: Option<String>,
     /// Ordinal of each listed member that maps to one.
     pub ordinals: BTreeMap<u64, u32>,
+    /// Why restoring `spec.bootstrap.fromBackup` into the first member failed, if it did.
+    pub restore_failure: Option<String>,
 }
 
 /// The Status a member reported about itself, if any.
@@ -154,6 +156,7 @@ pub fn assess(id: &Identity, obs: &Observation, previous: &[VolumeRecord], boots
             .filter(|v| !v.is_empty())
             .min_by_key(|v| version_key(v)),
         ordinals,
+        restore_failure: obs.pods.values().find_map(|p| p.restore_failure.clone()),
     }
 }
 

@@ -43,6 +43,7 @@ fn pod(uid: &str) -> PodFacts {
         ready: true,
         volume_uid: Some(uid.into()),
         template_hash: None,
+        restore_failure: None,
     }
 }
 

@@ -17,7 +17,7 @@ use super::error::Error;
 use super::etcd_client::MemberClient;
 use super::member_tls::Dial;
 use super::names::{Identity, DATA_VOLUME};
-use super::objects::TEMPLATE_HASH_ANNOTATION;
+use super::objects::{RESTORE_CONTAINER, TEMPLATE_HASH_ANNOTATION};
 use rustcd_proto::etcdserverpb::{Member, StatusResponse};
 
 /// One pod of the cluster, as the API server reports it.
@@ -33,6 +33,9 @@ pub struct PodFacts {
     pub volume_uid: Option<String>,
     /// The pod's template hash annotation (see [`crate::objects::template_hash`]).
     pub template_hash: Option<String>,
+    /// Why the `restore` init container (`spec.bootstrap.fromBackup`) failed, if it did: its last
+    /// termination message (the kubelet keeps the end of its log there).
+    pub restore_failure: Option<String>,
 }
 
 /// Everything one reconcile looks at.
@@ -90,7 +93,32 @@ fn pod_facts(pod: &Pod, storage: bool, claims: &BTreeMap<String, String>) -> Pod
         ready,
         volume_uid,
         template_hash: pod.annotations().get(TEMPLATE_HASH_ANNOTATION).cloned(),
+        restore_failure: restore_failure(pod),
     }
+}
+
+/// The failure of the pod's `restore` init container: the current or, while it waits to be retried,
+/// the last termination with a non-zero exit code.
+fn restore_failure(pod: &Pod) -> Option<String> {
+    let status = pod
+        .status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == RESTORE_CONTAINER)?;
+    let failed = |s: Option<&k8s_openapi::api::core::v1::ContainerState>| {
+        let t = s?.terminated.as_ref().filter(|t| t.exit_code != 0)?;
+        Some(
+            t.message
+                .as_deref()
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("exit code {}", t.exit_code)),
+        )
+    };
+    failed(status.state.as_ref()).or_else(|| failed(status.last_state.as_ref()))
 }
 
 /// Reads the StatefulSet, pods and claims of `id` and asks the members (dialed as `dial` says; not at
@@ -168,4 +196,46 @@ pub async fn observe(client: &Client, id: &Identity, storage: bool, dial: Option
         statuses,
         clients,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(init: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "demo-0"},
+            "status": {"initContainerStatuses": [init]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failed_restore_is_read_from_the_init_container_status() {
+        let base =
+            serde_json::json!({"name": "restore", "image": "i", "imageID": "", "ready": false, "restartCount": 2});
+        let with = |extra: serde_json::Value| {
+            let mut v = base.clone();
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            pod(v)
+        };
+        let crashed = with(serde_json::json!({
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": "rustcd: backup restore failed: no backup\n"}}
+        }));
+        assert_eq!(
+            restore_failure(&crashed).as_deref(),
+            Some("rustcd: backup restore failed: no backup")
+        );
+        let silent = with(serde_json::json!({"state": {"terminated": {"exitCode": 2}}}));
+        assert_eq!(restore_failure(&silent).as_deref(), Some("exit code 2"));
+        let done = with(serde_json::json!({"state": {"terminated": {"exitCode": 0}}}));
+        assert_eq!(restore_failure(&done), None);
+        let running = with(serde_json::json!({"state": {"running": {}}}));
+        assert_eq!(restore_failure(&running), None);
+        let mut other = base.clone();
+        other["name"] = "other".into();
+        other["state"] = serde_json::json!({"terminated": {"exitCode": 1}});
+        assert_eq!(restore_failure(&pod(other)), None);
+    }
 }

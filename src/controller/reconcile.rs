@@ -203,6 +203,11 @@ async fn reconcile_inner(cluster: &EtcdCluster, ctx: &Context) -> Result<Action,
     };
     let obs = observe(&ctx.client, &id, spec.storage.is_some(), dial.as_ref().ok()).await?;
     let assessment = assess(&id, &obs, &previous.member_volumes, previous.cluster_id.is_some());
+    if let Some(failure) = &assessment.restore_failure {
+        let note = format!("restoring spec.bootstrap.fromBackup failed: {failure}");
+        tracing::warn!(cluster = %id.name, namespace = %id.namespace, %note, "restore failed");
+        publish(ctx, cluster, EventType::Warning, "RestoreFailed", note).await;
+    }
     let step = match &dial {
         Ok(_) => gate(
             next_step(&Desired::from_spec(&id.name, spec), &assessment.observed),

@@ -93,6 +93,7 @@ pub fn build_status(
     let degraded = matches!(phase, Phase::Degraded | Phase::Failed);
     let health_message = format!("{} of {} voters healthy", health.healthy_voters, health.voters);
     let degraded_reason = match (phase, health.data_lost) {
+        _ if a.restore_failure.is_some() => "RestoreFailed",
         (Phase::Failed, _) => "NoQuorum",
         (_, true) => "DataLost",
         (Phase::Degraded, false) => "UnhealthyMembers",
@@ -112,13 +113,21 @@ pub fn build_status(
     );
     set(CONDITION_PROGRESSING, progressing, step.reason(), &step.to_string());
     set(CONDITION_RECONCILING, progressing, step.reason(), &step.to_string());
-    set(CONDITION_DEGRADED, degraded, degraded_reason, &health_message);
-    set(
-        CONDITION_STALLED,
-        phase == Phase::Failed,
-        degraded_reason,
-        &format!("{health_message}: {step}"),
-    );
+    // A failed restore stops the bootstrap until the source is fixed: Degraded and Stalled say why.
+    let (degraded, degraded_message, stalled, stalled_message) = match &a.restore_failure {
+        Some(failure) => {
+            let m = format!("restoring spec.bootstrap.fromBackup failed: {failure}");
+            (true, m.clone(), true, m)
+        }
+        None => (
+            degraded,
+            health_message.clone(),
+            phase == Phase::Failed,
+            format!("{health_message}: {step}"),
+        ),
+    };
+    set(CONDITION_DEGRADED, degraded, degraded_reason, &degraded_message);
+    set(CONDITION_STALLED, stalled, degraded_reason, &stalled_message);
     EtcdClusterStatus {
         phase,
         replicas: i32::try_from(a.observed.pods.len()).unwrap_or(i32::MAX),

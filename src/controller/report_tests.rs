@@ -44,7 +44,36 @@ fn assessment(members: Option<Vec<ObservedMember>>, bootstrapped: bool) -> Asses
         version: Some("3.5.0".into()).filter(|_| n > 0),
         ordinals: (0..n).map(|k| (u64::from(k) + 10, k)).collect::<BTreeMap<_, _>>(),
         records: Vec::new(),
+        restore_failure: None,
     }
+}
+
+#[test]
+fn a_failed_restore_is_degraded_and_stalled_with_its_message() {
+    let id = test_identity();
+    let mut a = assessment(None, false);
+    a.restore_failure =
+        Some("backup fetch failed: /backup-source/x/: no backup (snapshot-*.db) under /backup-source/x/".into());
+    let s = build_status(
+        &id,
+        Some(1),
+        &EtcdClusterStatus::default(),
+        &a,
+        &Step::Wait {
+            reason: "no member answers MemberList yet".into(),
+        },
+        at(1),
+    );
+    assert_eq!(
+        status_of(&s, CONDITION_DEGRADED),
+        ("True".into(), "RestoreFailed".into())
+    );
+    assert_eq!(
+        status_of(&s, CONDITION_STALLED),
+        ("True".into(), "RestoreFailed".into())
+    );
+    let m = &find_condition(&s.conditions, CONDITION_DEGRADED).unwrap().message;
+    assert!(m.contains("no backup (snapshot-*.db) under"), "{m}");
 }
 
 fn status_of(c: &EtcdClusterStatus, type_: &str) -> (String, String) {

@@ -335,14 +335,7 @@ fn wrong_s3_credentials_fail_the_backup_and_write_nothing() {
         })
         .collect();
     let o = rustcd(
-        &[
-            "backup",
-            "save",
-            "--endpoints",
-            &c.endpoints(),
-            "--to",
-            "s3://backups/",
-        ],
+        &["backup", "save", "--endpoints", &c.endpoints(), "--to", "s3://backups/"],
         &wrong,
     );
     assert!(!o.status.success(), "wrong credentials were accepted");

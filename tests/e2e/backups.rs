@@ -244,4 +244,39 @@ pub fn backups_and_restores(config: &Config, service: &str) {
         ])
         .unwrap_or_else(|e| panic!("delete {name}: {e}"));
     }
+
+    // A restore source with no backup in it: the first member never starts, and the cluster says why.
+    apply(
+        ns,
+        &restored_cluster(
+            config,
+            "from-nowhere",
+            json!({"pvc": {"claimName": "backups", "path": "nothing-here/"}}),
+        ),
+    );
+    let degraded = wait_until("from-nowhere reports RestoreFailed", STEP, || {
+        let c = get_json(ns, &["etcdcluster", "from-nowhere"])?;
+        let d = c["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded").cloned())
+            .unwrap_or_default();
+        (d["reason"] == "RestoreFailed")
+            .then_some(d.clone())
+            .ok_or_else(|| format!("Degraded is {d}"))
+    });
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("backup directory /backup-source/nothing-here does not exist"),
+        "{message}"
+    );
+    log(&format!("from-nowhere: {message}"));
+    kubectl(&[
+        "delete",
+        "-n",
+        ns,
+        "etcdcluster/from-nowhere",
+        "--wait=true",
+        "--timeout=120s",
+    ])
+    .unwrap_or_else(|e| panic!("delete from-nowhere: {e}"));
 }

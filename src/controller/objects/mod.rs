@@ -13,7 +13,7 @@ pub use certificates::{certificate, certificate_resource};
 pub use services::{client_service, peer_service, pod_disruption_budget};
 pub use statefulset::{
     default_affinity, member_args, statefulset, template_hash, InitialCluster, InitialClusterState, StatefulSetPlan,
-    TEMPLATE_HASH_ANNOTATION,
+    RESTORE_CONTAINER, TEMPLATE_HASH_ANNOTATION,
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

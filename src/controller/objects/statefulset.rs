@@ -369,6 +369,9 @@ fn restore_from_backup(
         env: Some(env),
         env_from: (!env_from.is_empty()).then_some(env_from),
         volume_mounts: Some(mounts),
+        // The error `rustcd backup restore` prints becomes the termination message the operator
+        // reports (`RestoreFailed`).
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
     Some((container, volume))
