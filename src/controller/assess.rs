@@ -30,6 +30,9 @@ pub struct Assessment {
     pub ordinals: BTreeMap<u64, u32>,
     /// Why restoring `spec.bootstrap.fromBackup` into the first member failed, if it did.
     pub restore_failure: Option<String>,
+    /// Recorded members (`status.memberVolumes`) whose pod now runs on another volume: their data is
+    /// gone. Read from the records alone, so it is known also when no member answers MemberList.
+    pub lost_volumes: usize,
 }
 
 /// The Status a member reported about itself, if any.
@@ -120,6 +123,10 @@ pub fn assess(id: &Identity, obs: &Observation, previous: &[VolumeRecord], boots
         Some(_) => volumes::updated_records(previous, &listed, &volumes),
         None => previous.to_vec(),
     };
+    let lost_volumes = records
+        .iter()
+        .filter(|r| volumes.get(&r.ordinal).is_some_and(|v| *v != r.volume_uid))
+        .count();
     let sts = obs.statefulset_replicas();
     let current = obs.template_hash();
     let pods = obs
@@ -157,6 +164,7 @@ pub fn assess(id: &Identity, obs: &Observation, previous: &[VolumeRecord], boots
             .min_by_key(|v| version_key(v)),
         ordinals,
         restore_failure: obs.pods.values().find_map(|p| p.restore_failure.clone()),
+        lost_volumes,
     }
 }
 

@@ -92,8 +92,13 @@ pub fn build_status(
     let available = health.has_leader && health.quorate();
     let degraded = matches!(phase, Phase::Degraded | Phase::Failed);
     let health_message = format!("{} of {} voters healthy", health.healthy_voters, health.voters);
+    // Quorum lost for good: no quorum now, and a majority of the recorded members' volumes are gone.
+    let recorded = a.records.len();
+    let quorum_lost =
+        a.observed.bootstrapped && !health.quorate() && recorded > 0 && a.lost_volumes >= quorum(recorded);
     let degraded_reason = match (phase, health.data_lost) {
         _ if a.restore_failure.is_some() => "RestoreFailed",
+        _ if quorum_lost => "QuorumLost",
         (Phase::Failed, _) => "NoQuorum",
         (_, true) => "DataLost",
         (Phase::Degraded, false) => "UnhealthyMembers",
@@ -117,6 +122,15 @@ pub fn build_status(
     let (degraded, degraded_message, stalled, stalled_message) = match &a.restore_failure {
         Some(failure) => {
             let m = format!("restoring spec.bootstrap.fromBackup failed: {failure}");
+            (true, m.clone(), true, m)
+        }
+        None if quorum_lost => {
+            let m = format!(
+                "{} of {recorded} members lost their data: quorum is lost for good; the operator changes \
+                 nothing; recover into a new cluster from a backup (spec.bootstrap.fromBackup, see the README's \
+                 \"Lost quorum\")",
+                a.lost_volumes
+            );
             (true, m.clone(), true, m)
         }
         None => (

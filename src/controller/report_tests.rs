@@ -45,7 +45,45 @@ fn assessment(members: Option<Vec<ObservedMember>>, bootstrapped: bool) -> Asses
         ordinals: (0..n).map(|k| (u64::from(k) + 10, k)).collect::<BTreeMap<_, _>>(),
         records: Vec::new(),
         restore_failure: None,
+        lost_volumes: 0,
     }
+}
+
+fn records(n: u32) -> Vec<crate::cluster_status::VolumeRecord> {
+    (0..n)
+        .map(|k| crate::cluster_status::VolumeRecord {
+            ordinal: k,
+            member_id: format!("{:x}", 10 + k),
+            volume_uid: format!("v{k}"),
+        })
+        .collect()
+}
+
+#[test]
+fn quorum_lost_for_good_needs_no_quorum_and_a_majority_of_lost_volumes() {
+    let id = test_identity();
+    let wait = Step::Wait {
+        reason: "no member answers MemberList yet".into(),
+    };
+    // No MemberList (no quorum), 2 of 3 recorded volumes replaced: QuorumLost.
+    let mut a = assessment(None, true);
+    a.records = records(3);
+    a.lost_volumes = 2;
+    let s = build_status(&id, Some(1), &EtcdClusterStatus::default(), &a, &wait, at(1));
+    assert_eq!(status_of(&s, CONDITION_DEGRADED), ("True".into(), "QuorumLost".into()));
+    assert_eq!(status_of(&s, CONDITION_STALLED), ("True".into(), "QuorumLost".into()));
+    let m = &find_condition(&s.conditions, CONDITION_DEGRADED).unwrap().message;
+    assert!(m.starts_with("2 of 3 members lost their data"), "{m}");
+    // One of three lost: only NoQuorum (the lost one can be replaced once the others answer).
+    a.lost_volumes = 1;
+    let s = build_status(&id, Some(1), &EtcdClusterStatus::default(), &a, &wait, at(1));
+    assert_eq!(status_of(&s, CONDITION_DEGRADED).1, "NoQuorum");
+    // Volumes gone but quorum kept (3 healthy voters of 3 after replacements): not QuorumLost.
+    let mut b = assessment(Some(vec![voter(10, true), voter(11, true), voter(12, true)]), true);
+    b.records = records(3);
+    b.lost_volumes = 2;
+    let s = build_status(&id, Some(1), &EtcdClusterStatus::default(), &b, &Step::None, at(1));
+    assert_ne!(status_of(&s, CONDITION_DEGRADED).1, "QuorumLost");
 }
 
 #[test]

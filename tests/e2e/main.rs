@@ -156,6 +156,7 @@ fn operator_runs_scales_and_heals_an_etcd_cluster() {
     });
     let lost = written.lost(&stored);
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    quorum_lost_for_good(&config);
     delete_with_claims(ns);
     secure_cluster(&config);
     log("passed");
@@ -362,6 +363,60 @@ fn upgrade(config: &Config, service: &str, next: &str, members_before: &[String]
         term_after <= term_before + 1,
         "the upgrade changed the leader more than once (term {term_before} -> {term_after})"
     );
+}
+
+/// Two of the three members lose their disks while the operator is stopped (its Deployment scaled to 0,
+/// the StatefulSet to 1, their claims deleted, the StatefulSet back to 3: new, empty claims). The
+/// restarted operator must report `Degraded`/`Stalled` with reason `QuorumLost` and change nothing;
+/// the way back is a new cluster from a backup (done above with `spec.bootstrap.fromBackup`).
+fn quorum_lost_for_good(config: &Config) {
+    let ns = config.namespace.as_str();
+    let operator = format!("deployment/{}", config.release);
+    let scale = |what: &str, n: u32| {
+        kubectl(&["scale", "-n", ns, what, &format!("--replicas={n}")]).unwrap_or_else(|e| panic!("scale {what}: {e}"));
+    };
+    scale(&operator, 0);
+    wait_until("the operator stopped", STEP, || {
+        let pods = get_json(ns, &["pods", "-l", "app.kubernetes.io/name=rustcd-operator"])?;
+        match pods["items"].as_array().map_or(0, Vec::len) {
+            0 => Ok(()),
+            n => Err(format!("{n} operator pods")),
+        }
+    });
+    let sts = format!("statefulset/{CLUSTER}");
+    scale(&sts, 1);
+    wait_until("members 1 and 2 gone", STEP, || match pods(ns)?.len() {
+        1 => Ok(()),
+        n => Err(format!("{n} member pods")),
+    });
+    for k in [1, 2] {
+        kubectl(&[
+            "delete",
+            "pvc",
+            "-n",
+            ns,
+            &format!("data-{CLUSTER}-{k}"),
+            "--wait=true",
+            "--timeout=120s",
+        ])
+        .unwrap_or_else(|e| panic!("delete claim {k}: {e}"));
+    }
+    scale(&sts, 3);
+    scale(&operator, 1);
+    log("two of three members' claims replaced with empty ones; operator restarted");
+    let degraded = wait_until("QuorumLost reported", STEP, || {
+        let c = get_json(ns, &["etcdcluster", CLUSTER])?;
+        let d = c["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded").cloned())
+            .unwrap_or_default();
+        (d["reason"] == "QuorumLost")
+            .then_some(d.clone())
+            .ok_or_else(|| format!("Degraded is {d}"))
+    });
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("2 of 3 members lost their data"), "{message}");
+    log(&format!("quorum loss: {message}"));
 }
 
 /// Once the 3 -> 5 step has begun (a fourth pod exists), deletes the operator's pod: its Deployment starts
