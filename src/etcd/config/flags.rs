@@ -99,7 +99,7 @@ pub struct BackupSaveArgs {
     pub tls: BackupTlsArgs,
     /// Where to write: a directory (/backups/, file:///backups/) or s3://bucket/prefix/ (S3
     /// settings from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT,
-    /// AWS_ALLOW_HTTP). Backups are named snapshot-<UTC time>-rev<revision>.db.
+    /// AWS_ALLOW_HTTP). Backups are named snapshot-{UTC time}-rev{revision}.db.
     #[arg(long)]
     pub to: String,
     /// Keep only the newest N backups under the location (0: keep all).
