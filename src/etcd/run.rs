@@ -98,10 +98,19 @@ fn backup_command(action: &BackupCommand) -> Result<()> {
     rt.block_on(async {
         match action {
             BackupCommand::Save(args) => {
+                let user = match (&args.tls.user, &args.tls.password) {
+                    (None, _) => None,
+                    (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                    (Some(u), None) => match u.split_once(':') {
+                        Some((name, password)) => Some((name.to_string(), password.to_string())),
+                        None => bail!("--user {u:?} needs a password: name:password, or --password"),
+                    },
+                };
                 let tls = ClientTls {
                     cacert: args.tls.cacert.clone(),
                     cert: args.tls.cert.clone(),
                     key: args.tls.key.clone(),
+                    user,
                 };
                 let saved = backup_agent::save(&args.endpoints, &tls, &args.to, args.keep).await;
                 let line = match &saved {

@@ -357,3 +357,71 @@ fn wrong_s3_credentials_fail_the_backup_and_write_nothing() {
         "{saved}"
     );
 }
+
+/// With auth enabled the snapshot needs the root role, as in etcd: without a user the backup is
+/// refused and writes nothing; with `--user root:<password>` it is taken.
+#[test]
+fn backups_of_a_cluster_with_auth_need_root() {
+    if !testkit::etcdctl_usable() {
+        return;
+    }
+    let c = Cluster::start(1);
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"][..],
+        &["auth", "enable"][..],
+    ] {
+        let o = etcdctl_until_ok(&c.endpoints(), args, Duration::from_secs(10));
+        assert_eq!(o.status, 0, "{args:?}: {o:?}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let to = format!("{}/", tmp.path().display());
+    let anonymous = rustcd(&["backup", "save", "--endpoints", &c.endpoints(), "--to", &to], &[]);
+    assert!(!anonymous.status.success(), "a snapshot without a user was taken");
+    assert!(
+        text(&anonymous.stderr).contains("snapshot"),
+        "{}",
+        text(&anonymous.stderr)
+    );
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().next().is_none(),
+        "a refused backup wrote a file"
+    );
+    let wrong = rustcd(
+        &[
+            "backup",
+            "save",
+            "--endpoints",
+            &c.endpoints(),
+            "--to",
+            &to,
+            "--user",
+            "root:nope",
+        ],
+        &[],
+    );
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("authentication failed"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    let o = rustcd(
+        &[
+            "backup",
+            "save",
+            "--endpoints",
+            &c.endpoints(),
+            "--to",
+            &to,
+            "--user",
+            "root",
+            "--password",
+            "rootpw",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    assert!(r["location"].as_str().unwrap().starts_with(&to), "{r}");
+}

@@ -390,6 +390,14 @@ fn auth() {
         outcome_only,
         Expect::Ok,
     );
+    // ... and to anyone: no user at all.
+    for args in [
+        &["endpoint", "status"][..],
+        &["member", "list"][..],
+        &["alarm", "list"][..],
+    ] {
+        p.exec(args, None, outcome_only, Expect::Ok);
+    }
     p.ok(&["put", "foo", "x", "--user", "root:pw"]);
     p.stdin(
         &["user", "passwd", "bob", "--interactive=false", "--user", "root:pw"],

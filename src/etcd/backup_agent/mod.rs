@@ -32,8 +32,9 @@ use sha2::{Digest, Sha256};
 
 use crate::backup::{self, BackupError};
 use crate::config::RestoreArgs;
+use crate::proto::etcdserverpb::auth_client::AuthClient;
 use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use crate::proto::etcdserverpb::{HashKvRequest, SnapshotRequest, StatusRequest, StatusResponse};
+use crate::proto::etcdserverpb::{AuthenticateRequest, HashKvRequest, SnapshotRequest, StatusRequest, StatusResponse};
 use crate::proto::rustcdpb::StateSnapshot;
 use crate::storage::{DataDir, SnapshotFiles};
 use location::{backup_name, retention_victims, Location, LocationError, Store};
@@ -87,6 +88,8 @@ pub struct ClientTls {
     pub cert: Option<PathBuf>,
     /// Client key.
     pub key: Option<PathBuf>,
+    /// User name and password for a cluster with auth enabled (etcdctl's `--user`).
+    pub user: Option<(String, String)>,
 }
 
 /// What `save` did, as printed in JSON.
@@ -194,6 +197,44 @@ async fn client(dialer: &Dialer, endpoint: &str) -> Result<MaintenanceClient<ton
     Ok(MaintenanceClient::new(channel).max_decoding_message_size(usize::MAX))
 }
 
+/// A request carrying `token` (from Authenticate) the way etcd's clients send it.
+fn with_token<T>(message: T, token: Option<&str>) -> Result<tonic::Request<T>, AgentError> {
+    let mut req = tonic::Request::new(message);
+    if let Some(t) = token {
+        let value = t
+            .parse()
+            .map_err(|_| AgentError::Verify("the auth token is not a valid header value".into()))?;
+        req.metadata_mut().insert("token", value);
+    }
+    Ok(req)
+}
+
+/// Authenticates as `user` at `endpoint`; the token.
+async fn authenticate(dialer: &Dialer, endpoint: &str, user: &(String, String)) -> Result<String, AgentError> {
+    let channel = dialer
+        .connect(endpoint, |e| e.connect_timeout(CALL_TIMEOUT))
+        .await
+        .map_err(|e| AgentError::Member {
+            endpoint: endpoint.to_string(),
+            what: "connect",
+            message: error_chain(&e),
+        })?;
+    let mut auth = AuthClient::new(channel);
+    let call = auth.authenticate(AuthenticateRequest {
+        name: user.0.clone(),
+        password: user.1.clone(),
+    });
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner().token),
+        Ok(Err(s)) => Err(member_error(endpoint, "authenticate", &s)),
+        Err(_) => Err(AgentError::Member {
+            endpoint: endpoint.to_string(),
+            what: "authenticate",
+            message: "timed out".into(),
+        }),
+    }
+}
+
 async fn status(dialer: &Dialer, endpoint: &str) -> Result<StatusResponse, AgentError> {
     let mut c = client(dialer, endpoint).await?;
     let call = c.status(StatusRequest {});
@@ -249,15 +290,22 @@ pub async fn save(endpoints: &[String], tls: &ClientTls, to: &str, keep: usize) 
     };
     let endpoint = &endpoints[chosen];
     tracing::info!(%endpoint, "taking a snapshot");
+    let token = match &tls.user {
+        Some(user) => Some(authenticate(&dialer, endpoint, user).await?),
+        None => None,
+    };
     let taken = time::OffsetDateTime::now_utc();
-    let bytes = snapshot(&dialer, endpoint).await?;
+    let bytes = snapshot(&dialer, endpoint, token.as_deref()).await?;
     let scratch = tempdir()?;
     let verified = verify(&bytes, scratch.path())?;
     let member_hash = {
         let mut c = client(&dialer, endpoint).await?;
-        let call = c.hash_kv(HashKvRequest {
-            revision: verified.revision,
-        });
+        let call = c.hash_kv(with_token(
+            HashKvRequest {
+                revision: verified.revision,
+            },
+            token.as_deref(),
+        )?);
         match tokio::time::timeout(CALL_TIMEOUT * 6, call).await {
             Ok(Ok(r)) => Some(r.into_inner().hash),
             // Compacted past the snapshot's revision since: the restore check stands alone.
@@ -306,10 +354,10 @@ pub async fn save(endpoints: &[String], tls: &ClientTls, to: &str, keep: usize) 
     })
 }
 
-async fn snapshot(dialer: &Dialer, endpoint: &str) -> Result<Vec<u8>, AgentError> {
+async fn snapshot(dialer: &Dialer, endpoint: &str, token: Option<&str>) -> Result<Vec<u8>, AgentError> {
     let mut c = client(dialer, endpoint).await?;
     let mut stream = c
-        .snapshot(SnapshotRequest {})
+        .snapshot(with_token(SnapshotRequest {}, token)?)
         .await
         .map_err(|s| member_error(endpoint, "snapshot", &s))?
         .into_inner();

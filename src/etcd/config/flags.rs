@@ -88,6 +88,13 @@ pub struct BackupTlsArgs {
     /// Client key.
     #[arg(long)]
     pub key: Option<std::path::PathBuf>,
+    /// `name:password` (or `name` with --password) for a cluster with auth enabled (the snapshot
+    /// needs the root role), as etcdctl's --user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Password for --user, when it is not `name:password`.
+    #[arg(long)]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
