@@ -65,6 +65,12 @@ impl Dialer {
     /// For a client whose CA bundle and certificate/key pair are PEM in memory (the operator's,
     /// from Secrets). The pair is fixed: a rotated Secret means a new dialer.
     pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Result<Dialer, DialError> {
+        Dialer::from_pem_parts(ca, Some((cert, key)))
+    }
+
+    /// [`from_pem`](Self::from_pem) with the client certificate/key pair optional (a server that
+    /// does not ask for one).
+    pub fn from_pem_parts(ca: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<Dialer, DialError> {
         let bad = |what: &str, e: &dyn std::fmt::Display| DialError::Pem(format!("{what}: {e}"));
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(ca) {
@@ -75,6 +81,13 @@ impl Dialer {
         if roots.is_empty() {
             return Err(DialError::Pem("CA bundle: no CERTIFICATE block found".into()));
         }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let Some((cert, key)) = identity else {
+            return Ok(Dialer::tls(builder.with_no_client_auth()));
+        };
         let chain = CertificateDer::pem_slice_iter(cert)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad("certificate", &e))?;
@@ -82,10 +95,7 @@ impl Dialer {
             return Err(DialError::Pem("certificate: no CERTIFICATE block found".into()));
         }
         let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("private key", &e))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
+        let config = builder
             .with_client_auth_cert(chain, key)
             .map_err(|e| bad("certificate and key", &e))?;
         Ok(Dialer::tls(config))

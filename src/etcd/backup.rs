@@ -16,7 +16,7 @@ use prost::Message as _;
 use raft::eraftpb::HardState;
 use sha2::{Digest, Sha256};
 
-use crate::config::{InitialMember, RestoreArgs};
+use crate::config::{InitialMember, RestoreArgs, RestoredMember};
 use crate::membership::{self, Membership};
 use crate::proto::rustcdpb::{StateSnapshot, WalMetadata};
 use crate::storage::{DataDir, SnapshotFiles, StorageError, Wal};
@@ -104,13 +104,23 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<StateSnapshot, BackupError> {
 pub fn restore(args: &RestoreArgs) -> Result<std::path::PathBuf, BackupError> {
     let path = args.file.display().to_string();
     let bytes = std::fs::read(&args.file)?;
-    let mut snap = decode(&bytes, &path)?;
-    let data_dir = std::path::PathBuf::from(args.data_dir.clone().unwrap_or_else(|| format!("{}.rustcd", args.name)));
-    if data_dir.exists() && std::fs::read_dir(&data_dir)?.next().is_some() {
+    let snap = decode(&bytes, &path)?;
+    let data_dir = std::path::PathBuf::from(
+        args.data_dir
+            .clone()
+            .unwrap_or_else(|| format!("{}.rustcd", args.member.name)),
+    );
+    restore_decoded(snap, &data_dir, &args.member)?;
+    Ok(data_dir)
+}
+
+/// [`restore`] of a snapshot already read and checked ([`decode`]) into `data_dir`.
+pub fn restore_decoded(mut snap: StateSnapshot, data_dir: &Path, member: &RestoredMember) -> Result<(), BackupError> {
+    if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
         return Err(BackupError::DataDirExists(data_dir.display().to_string()));
     }
     let mut initial = Vec::new();
-    for part in args.initial_cluster.split(',').filter(|p| !p.is_empty()) {
+    for part in member.initial_cluster.split(',').filter(|p| !p.is_empty()) {
         let (name, url) = part
             .split_once('=')
             .ok_or_else(|| BackupError::Flags(format!("--initial-cluster entry {part:?} is not name=url")))?;
@@ -119,19 +129,19 @@ pub fn restore(args: &RestoreArgs) -> Result<std::path::PathBuf, BackupError> {
             peer_urls: vec![url.trim_end_matches('/').to_string()],
         });
     }
-    let mine: Vec<String> = args
+    let mine: Vec<String> = member
         .initial_advertise_peer_urls
         .split(',')
         .map(|u| u.trim_end_matches('/').to_string())
         .collect();
-    if !initial.iter().any(|m| m.name == args.name) {
+    if !initial.iter().any(|m| m.name == member.name) {
         return Err(BackupError::Flags(format!(
             "--initial-cluster does not contain {:?}",
-            args.name
+            member.name
         )));
     }
-    let m = Membership::bootstrap(&initial, &args.initial_cluster_token);
-    let member_id = membership::member_id(&mine, &args.initial_cluster_token, None);
+    let m = Membership::bootstrap(&initial, &member.initial_cluster_token);
+    let member_id = membership::member_id(&mine, &member.initial_cluster_token, None);
     let old_alarms = Vec::new();
     let mut cluster = m.to_snapshot();
     cluster.cluster_version = snap
@@ -146,7 +156,7 @@ pub fn restore(args: &RestoreArgs) -> Result<std::path::PathBuf, BackupError> {
     let term = snap.applied_term.max(1);
     snap.applied_index = index;
     snap.applied_term = term;
-    let dirs = DataDir::new(&data_dir, None);
+    let dirs = DataDir::new(data_dir, None);
     dirs.create()?;
     SnapshotFiles::open(dirs.snap_dir())?.save(index, term, &snap.encode_to_vec())?;
     let (mut wal, _) = Wal::open(dirs.wal_dir(), 64 * 1024 * 1024)?;
@@ -164,7 +174,7 @@ pub fn restore(args: &RestoreArgs) -> Result<std::path::PathBuf, BackupError> {
     wal.append(&[], Some(&hs))?;
     wal.mark_snapshot(index, term)?;
     wal.sync()?;
-    Ok(data_dir)
+    Ok(())
 }
 
 /// Whether a path holds a rustcd backup (checks the magic only).

@@ -2,7 +2,6 @@
 //! until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -11,7 +10,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::backup_agent::{self, ClientTls, Restored};
-use crate::config::{normalize_args, BackupCommand, Cli, Command, RestoreArgs, ServerConfig, SnapshotCommand};
+use crate::config::{normalize_args, BackupCommand, Cli, Command, ServerConfig, SnapshotCommand};
 use crate::metrics::ServerMetrics;
 use crate::server::{self, ETCD_API_VERSION};
 use crate::tls::ServerTls;
@@ -134,22 +133,17 @@ fn backup_command(action: &BackupCommand) -> Result<()> {
                 println!("fetched {from} (revision {revision}) into {}", args.to.display());
             }
             BackupCommand::Restore(args) => {
-                let restore = RestoreArgs {
-                    file: PathBuf::new(),
-                    name: args.name.clone(),
-                    data_dir: Some(args.data_dir.clone()),
-                    initial_cluster: args.initial_cluster.clone(),
-                    initial_cluster_token: args.initial_cluster_token.clone(),
-                    initial_advertise_peer_urls: args.initial_advertise_peer_urls.clone(),
-                };
-                let done = backup_agent::restore_member(&args.from, args.only_for.as_deref(), &restore)
+                let data_dir = std::path::Path::new(&args.data_dir);
+                let done = backup_agent::restore_member(&args.from, args.only_for.as_deref(), data_dir, &args.member)
                     .await
                     .context("backup restore failed")?;
                 match done {
                     Restored::Restored { from, revision } => {
                         println!("restored {from} (revision {revision}) into {}", args.data_dir)
                     }
-                    Restored::NotThisMember => println!("{} is not the member to restore; nothing to do", args.name),
+                    Restored::NotThisMember => {
+                        println!("{} is not the member to restore; nothing to do", args.member.name)
+                    }
                     Restored::HasData => println!("{} already has data; nothing to do", args.data_dir),
                 }
             }

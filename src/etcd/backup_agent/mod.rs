@@ -5,7 +5,7 @@
 //! not the leader (the leader only when it is the one healthy member), verifies it before keeping
 //! it and writes it to a [`location`]:
 //! 1. the stream's SHA-256 trailer and CRC ([`crate::backup::decode`]);
-//! 2. a restore into a temporary data directory ([`crate::backup::restore`]), read back the way a
+//! 2. a restore into a temporary data directory ([`crate::backup::restore_decoded`]), read back the way a
 //!    member reads its data directory on start, and the restored key space's HashKV at the
 //!    snapshot's revision compared with the member's own `HashKV` at that revision.
 //!
@@ -20,18 +20,15 @@
 pub mod location;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
 use rustcd_dial::{error_chain, Dialer};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::backup::{self, BackupError};
-use crate::config::RestoreArgs;
+use crate::config::RestoredMember;
 use crate::proto::etcdserverpb::auth_client::AuthClient;
 use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::proto::etcdserverpb::{AuthenticateRequest, HashKvRequest, SnapshotRequest, StatusRequest, StatusResponse};
@@ -160,41 +157,48 @@ pub fn dialer(tls: &ClientTls) -> Result<Dialer, AgentError> {
             source,
         })
     };
+    let tls_error = |e: rustcd_dial::DialError| AgentError::Tls(e.to_string());
     match (&tls.cacert, &tls.cert, &tls.key) {
         (None, None, None) => Ok(Dialer::plain()),
-        (Some(ca), Some(cert), Some(key)) => {
-            Dialer::from_pem(&read(ca)?, &read(cert)?, &read(key)?).map_err(|e| AgentError::Tls(e.to_string()))
-        }
-        (Some(ca), None, None) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(&read(ca)?) {
-                let c = c.map_err(|e| AgentError::Tls(format!("CA bundle: {e}")))?;
-                roots.add(c).map_err(|e| AgentError::Tls(format!("CA bundle: {e}")))?;
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| AgentError::Tls(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Ok(Dialer::tls(config))
-        }
+        (Some(ca), Some(cert), Some(key)) => Dialer::from_pem(&read(ca)?, &read(cert)?, &read(key)?).map_err(tls_error),
+        (Some(ca), None, None) => Dialer::from_pem_parts(&read(ca)?, None).map_err(tls_error),
         _ => Err(AgentError::Tls(
             "--cert and --key go together, and need --cacert".into(),
         )),
     }
 }
 
-async fn client(dialer: &Dialer, endpoint: &str) -> Result<MaintenanceClient<tonic::transport::Channel>, AgentError> {
-    let channel = dialer
+async fn channel(dialer: &Dialer, endpoint: &str) -> Result<tonic::transport::Channel, AgentError> {
+    dialer
         .connect(endpoint, |e| e.connect_timeout(CALL_TIMEOUT))
         .await
         .map_err(|e| AgentError::Member {
             endpoint: endpoint.to_string(),
             what: "connect",
             message: error_chain(&e),
-        })?;
-    Ok(MaintenanceClient::new(channel).max_decoding_message_size(usize::MAX))
+        })
+}
+
+async fn client(dialer: &Dialer, endpoint: &str) -> Result<MaintenanceClient<tonic::transport::Channel>, AgentError> {
+    Ok(MaintenanceClient::new(channel(dialer, endpoint).await?).max_decoding_message_size(usize::MAX))
+}
+
+/// `call` given `within`: its answer (the gRPC status left to the caller), or the member's
+/// "timed out" error for `what`.
+async fn timed<T>(
+    endpoint: &str,
+    what: &'static str,
+    within: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<Result<T, tonic::Status>, AgentError> {
+    match tokio::time::timeout(within, call).await {
+        Ok(answer) => Ok(answer.map(tonic::Response::into_inner)),
+        Err(_) => Err(AgentError::Member {
+            endpoint: endpoint.to_string(),
+            what,
+            message: "timed out".into(),
+        }),
+    }
 }
 
 /// A request carrying `token` (from Authenticate) the way etcd's clients send it.
@@ -211,42 +215,22 @@ fn with_token<T>(message: T, token: Option<&str>) -> Result<tonic::Request<T>, A
 
 /// Authenticates as `user` at `endpoint`; the token.
 async fn authenticate(dialer: &Dialer, endpoint: &str, user: &(String, String)) -> Result<String, AgentError> {
-    let channel = dialer
-        .connect(endpoint, |e| e.connect_timeout(CALL_TIMEOUT))
-        .await
-        .map_err(|e| AgentError::Member {
-            endpoint: endpoint.to_string(),
-            what: "connect",
-            message: error_chain(&e),
-        })?;
-    let mut auth = AuthClient::new(channel);
+    let mut auth = AuthClient::new(channel(dialer, endpoint).await?);
     let call = auth.authenticate(AuthenticateRequest {
         name: user.0.clone(),
         password: user.1.clone(),
     });
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(Ok(r)) => Ok(r.into_inner().token),
-        Ok(Err(s)) => Err(member_error(endpoint, "authenticate", &s)),
-        Err(_) => Err(AgentError::Member {
-            endpoint: endpoint.to_string(),
-            what: "authenticate",
-            message: "timed out".into(),
-        }),
-    }
+    timed(endpoint, "authenticate", CALL_TIMEOUT, call)
+        .await?
+        .map(|r| r.token)
+        .map_err(|s| member_error(endpoint, "authenticate", &s))
 }
 
 async fn status(dialer: &Dialer, endpoint: &str) -> Result<StatusResponse, AgentError> {
     let mut c = client(dialer, endpoint).await?;
-    let call = c.status(StatusRequest {});
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(member_error(endpoint, "status", &s)),
-        Err(_) => Err(AgentError::Member {
-            endpoint: endpoint.to_string(),
-            what: "status",
-            message: "timed out".into(),
-        }),
-    }
+    timed(endpoint, "status", CALL_TIMEOUT, c.status(StatusRequest {}))
+        .await?
+        .map_err(|s| member_error(endpoint, "status", &s))
 }
 
 fn member_error(endpoint: &str, what: &'static str, s: &tonic::Status) -> AgentError {
@@ -306,18 +290,11 @@ pub async fn save(endpoints: &[String], tls: &ClientTls, to: &str, keep: usize) 
             },
             token.as_deref(),
         )?);
-        match tokio::time::timeout(CALL_TIMEOUT * 6, call).await {
-            Ok(Ok(r)) => Some(r.into_inner().hash),
+        match timed(endpoint, "hashkv", CALL_TIMEOUT * 6, call).await? {
+            Ok(r) => Some(r.hash),
             // Compacted past the snapshot's revision since: the restore check stands alone.
-            Ok(Err(s)) if s.message().contains("compacted") => None,
-            Ok(Err(s)) => return Err(member_error(endpoint, "hashkv", &s)),
-            Err(_) => {
-                return Err(AgentError::Member {
-                    endpoint: endpoint.clone(),
-                    what: "hashkv",
-                    message: "timed out".into(),
-                })
-            }
+            Err(s) if s.message().contains("compacted") => None,
+            Err(s) => return Err(member_error(endpoint, "hashkv", &s)),
         }
     };
     if let Some(h) = member_hash {
@@ -385,22 +362,15 @@ pub struct Verified {
 /// directory back (its newest state snapshot, rebuilt into a key space), returning its revision
 /// and HashKV.
 pub fn verify(bytes: &[u8], scratch: &Path) -> Result<Verified, AgentError> {
-    backup::decode(bytes, "snapshot stream")?;
-    let file = scratch.join("snapshot.db");
-    std::fs::write(&file, bytes).map_err(|source| AgentError::Io {
-        path: file.display().to_string(),
-        source,
-    })?;
+    let snap = backup::decode(bytes, "snapshot stream")?;
     let data_dir = scratch.join("restored");
-    let args = RestoreArgs {
-        file,
+    let member = RestoredMember {
         name: "verify".into(),
-        data_dir: Some(data_dir.display().to_string()),
         initial_cluster: "verify=http://127.0.0.1:2380".into(),
         initial_cluster_token: "verify".into(),
         initial_advertise_peer_urls: "http://127.0.0.1:2380".into(),
     };
-    backup::restore(&args)?;
+    backup::restore_decoded(snap, &data_dir, &member)?;
     let dirs = DataDir::new(&data_dir, None);
     let restored = SnapshotFiles::open(dirs.snap_dir())
         .and_then(|s| s.load_newest())
@@ -422,6 +392,14 @@ pub fn verify(bytes: &[u8], scratch: &Path) -> Result<Verified, AgentError> {
 /// `rustcd backup fetch`: the named backup, or the newest under a prefix, verified and written
 /// to `to`. Returns the location read and the key space's revision.
 pub async fn fetch(from: &str, to: &Path) -> Result<(String, i64), AgentError> {
+    let (read, bytes, snap) = read_backup(from).await?;
+    crate::storage::write_atomic(to, &bytes)?;
+    Ok((read, revision_of(&snap)))
+}
+
+/// The backup `from` names (or the newest under it), checked: the location read, its bytes and
+/// the decoded snapshot.
+async fn read_backup(from: &str) -> Result<(String, Vec<u8>, StateSnapshot), AgentError> {
     let location = Location::parse(from)?;
     let store = Store::open(&location)?;
     let name = match location.object() {
@@ -431,9 +409,11 @@ pub async fn fetch(from: &str, to: &Path) -> Result<(String, i64), AgentError> {
     let read = location.with_object(&name).to_string();
     let bytes = store.get(&name).await?;
     let snap = backup::decode(&bytes, &read)?;
-    let revision = snap.mvcc.as_ref().map_or(0, |m| m.current_revision);
-    crate::storage::write_atomic(to, &bytes)?;
-    Ok((read, revision))
+    Ok((read, bytes, snap))
+}
+
+fn revision_of(snap: &StateSnapshot) -> i64 {
+    snap.mvcc.as_ref().map_or(0, |m| m.current_revision)
 }
 
 /// What `restore_member` did.
@@ -447,23 +427,24 @@ pub enum Restored {
     HasData,
 }
 
-/// `rustcd backup restore`: unless skipped (another member, or a data directory with data), fetch
-/// the backup, verify it and restore it as `args` say (`args.file` is replaced by the fetched file).
-pub async fn restore_member(from: &str, only_for: Option<&str>, args: &RestoreArgs) -> Result<Restored, AgentError> {
-    if only_for.is_some_and(|n| n != args.name) {
+/// `rustcd backup restore`: unless skipped (another member, or a data directory with data), read
+/// the backup, check it and restore it into `data_dir` for `member`.
+pub async fn restore_member(
+    from: &str,
+    only_for: Option<&str>,
+    data_dir: &Path,
+    member: &RestoredMember,
+) -> Result<Restored, AgentError> {
+    if only_for.is_some_and(|n| n != member.name) {
         return Ok(Restored::NotThisMember);
     }
-    let data_dir = PathBuf::from(args.data_dir.clone().unwrap_or_else(|| format!("{}.rustcd", args.name)));
-    let has_data = std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some());
+    let has_data = std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some());
     if has_data {
         return Ok(Restored::HasData);
     }
-    let scratch = tempdir()?;
-    let file = scratch.path().join("restore.db");
-    let (read, revision) = fetch(from, &file).await?;
-    let mut args = args.clone();
-    args.file = file;
-    backup::restore(&args)?;
+    let (read, _, snap) = read_backup(from).await?;
+    let revision = revision_of(&snap);
+    backup::restore_decoded(snap, data_dir, member)?;
     Ok(Restored::Restored { from: read, revision })
 }
 

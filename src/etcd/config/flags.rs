@@ -63,17 +63,11 @@ pub struct BackupRestoreArgs {
     /// Only restore when --name is this member (the first member of a new cluster); others skip.
     #[arg(long)]
     pub only_for: Option<String>,
-    #[arg(long, default_value = "default")]
-    pub name: String,
     /// Data directory to create; a directory that already has data is left alone.
     #[arg(long)]
     pub data_dir: String,
-    #[arg(long, default_value = "default=http://localhost:2380")]
-    pub initial_cluster: String,
-    #[arg(long, default_value = "etcd-cluster")]
-    pub initial_cluster_token: String,
-    #[arg(long, default_value = "http://localhost:2380")]
-    pub initial_advertise_peer_urls: String,
+    #[command(flatten)]
+    pub member: RestoredMember,
 }
 
 /// Client TLS files, as etcdctl names them.
@@ -143,11 +137,19 @@ pub enum SnapshotCommand {
 pub struct RestoreArgs {
     /// Snapshot file written by `etcdctl snapshot save`.
     pub file: std::path::PathBuf,
-    #[arg(long, default_value = "default")]
-    pub name: String,
     /// Data directory to create (must not exist or be empty). Default: NAME.rustcd
     #[arg(long)]
     pub data_dir: Option<String>,
+    #[command(flatten)]
+    pub member: RestoredMember,
+}
+
+/// The member a restored data directory is for, as `etcdutl snapshot restore` takes it (shared by
+/// `rustcd snapshot restore` and `rustcd backup restore`).
+#[derive(Debug, Args, Clone)]
+pub struct RestoredMember {
+    #[arg(long, default_value = "default")]
+    pub name: String,
     #[arg(long, default_value = "default=http://localhost:2380")]
     pub initial_cluster: String,
     #[arg(long, default_value = "etcd-cluster")]

@@ -15,7 +15,7 @@ use url::Url;
 
 pub use flags::{
     normalize_args, BackupCommand, BackupFetchArgs, BackupListArgs, BackupRestoreArgs, BackupSaveArgs, BackupTlsArgs,
-    Cli, Command, Flags, RestoreArgs, SnapshotCommand,
+    Cli, Command, Flags, RestoreArgs, RestoredMember, SnapshotCommand,
 };
 
 use crate::tls::{self, TlsConfig, TlsInfo};
