@@ -218,7 +218,37 @@ async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, type_
     }
 }
 
-/// Fails `backup` before anything ran: status, a Warning Event on it (and on its cluster, if any).
+/// Finishes `backup` with `outcome`: its status (reason `reason`), and an Event of that reason with
+/// `note` on the backup and on its cluster (`None`: no such cluster). Nothing more happens to it.
+async fn finish(
+    ctx: &Context,
+    backup: &EtcdBackup,
+    cluster: Option<&EtcdCluster>,
+    outcome: &Outcome,
+    reason: &str,
+    note: &str,
+) -> Result<Action, Error> {
+    let now = Time(k8s_openapi::chrono::Utc::now());
+    write_status(ctx, backup, &finished_status(backup, outcome, reason, now)).await?;
+    let type_ = match outcome {
+        Outcome::Succeeded(_) => {
+            tracing::info!(reason, %note, "backup succeeded");
+            EventType::Normal
+        }
+        _ => {
+            tracing::warn!(reason, %note, "backup failed");
+            EventType::Warning
+        }
+    };
+    publish(ctx, backup, type_, reason, note).await;
+    if let Some(cluster) = cluster {
+        let note = format!("backup {}: {note}", backup.name_any());
+        publish(ctx, cluster, type_, reason, &note).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Fails `backup` before anything ran (see [`finish`]).
 async fn refuse(
     ctx: &Context,
     backup: &EtcdBackup,
@@ -226,22 +256,15 @@ async fn refuse(
     reason: &str,
     message: String,
 ) -> Result<Action, Error> {
-    tracing::warn!(backup = %backup.name_any(), reason, %message, "backup refused");
-    let now = Time(k8s_openapi::chrono::Utc::now());
-    let status = finished_status(backup, &Outcome::Failed(message.clone()), reason, now);
-    write_status(ctx, backup, &status).await?;
-    publish(ctx, backup, EventType::Warning, reason, &message).await;
-    if let Some(cluster) = cluster {
-        publish(
-            ctx,
-            cluster,
-            EventType::Warning,
-            reason,
-            &format!("backup {}: {message}", backup.name_any()),
-        )
-        .await;
-    }
-    Ok(Action::await_change())
+    finish(
+        ctx,
+        backup,
+        cluster,
+        &Outcome::Failed(message.clone()),
+        reason,
+        &message,
+    )
+    .await
 }
 
 /// One reconcile of `backup`, in a `backup` span.
@@ -343,7 +366,6 @@ async fn reconcile_inner(backup: &EtcdBackup, ctx: &Context) -> Result<Action, E
         .await?
         .items;
     let outcome = job_outcome(&job, &pods);
-    let now = Time(k8s_openapi::chrono::Utc::now());
     match &outcome {
         Outcome::Running => {
             let mut status = status;
@@ -353,42 +375,16 @@ async fn reconcile_inner(backup: &EtcdBackup, ctx: &Context) -> Result<Action, E
             Ok(Action::requeue(RUNNING_REQUEUE))
         }
         Outcome::Succeeded(r) => {
-            let status = finished_status(backup, &outcome, "BackupSucceeded", now);
-            write_status(ctx, backup, &status).await?;
             let note = format!(
                 "{} (revision {}, {} bytes, from {})",
-                status.location.as_deref().unwrap_or(""),
+                shown_location(backup, &r.location),
                 r.revision,
                 r.size,
                 r.member
             );
-            tracing::info!(%note, "backup succeeded");
-            publish(ctx, backup, EventType::Normal, "BackupSucceeded", &note).await;
-            publish(
-                ctx,
-                &cluster,
-                EventType::Normal,
-                "BackupSucceeded",
-                &format!("backup {}: {note}", backup.name_any()),
-            )
-            .await;
-            Ok(Action::await_change())
+            finish(ctx, backup, Some(&cluster), &outcome, "BackupSucceeded", &note).await
         }
-        Outcome::Failed(message) => {
-            let status = finished_status(backup, &outcome, "BackupFailed", now);
-            write_status(ctx, backup, &status).await?;
-            tracing::warn!(%message, "backup failed");
-            publish(ctx, backup, EventType::Warning, "BackupFailed", message).await;
-            publish(
-                ctx,
-                &cluster,
-                EventType::Warning,
-                "BackupFailed",
-                &format!("backup {}: {message}", backup.name_any()),
-            )
-            .await;
-            Ok(Action::await_change())
-        }
+        Outcome::Failed(message) => finish(ctx, backup, Some(&cluster), &outcome, "BackupFailed", message).await,
     }
 }
 

@@ -321,15 +321,7 @@ fn restore_from_backup(
         return None;
     }
     let (mut env, env_from) = s3_env(source);
-    env.extend([
-        field_env("POD_NAME", "metadata.name"),
-        EnvVar {
-            // The fetched file goes to the data volume, not the container's filesystem.
-            name: "TMPDIR".into(),
-            value: Some(DATA_MOUNT_PATH.into()),
-            ..EnvVar::default()
-        },
-    ]);
+    env.push(field_env("POD_NAME", "metadata.name"));
     let mut mounts = vec![VolumeMount {
         name: DATA_VOLUME.to_string(),
         mount_path: DATA_MOUNT_PATH.to_string(),
