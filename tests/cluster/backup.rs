@@ -25,13 +25,29 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn save(endpoints: &str, to: &str, keep: &str, env: &[(&str, String)]) -> serde_json::Value {
-    let o = rustcd(
-        &["backup", "save", "--endpoints", endpoints, "--to", to, "--keep", keep],
-        env,
-    );
+/// `rustcd backup save --endpoints E --to T <extra>`.
+fn backup_save(endpoints: &str, to: &str, extra: &[&str], env: &[(&str, String)]) -> Output {
+    let mut args = vec!["backup", "save", "--endpoints", endpoints, "--to", to];
+    args.extend_from_slice(extra);
+    rustcd(&args, env)
+}
+
+/// [`backup_save`] that must succeed; its JSON result.
+fn save_with(endpoints: &str, to: &str, extra: &[&str], env: &[(&str, String)]) -> serde_json::Value {
+    let o = backup_save(endpoints, to, extra, env);
     assert!(o.status.success(), "backup save: {}", text(&o.stderr));
     serde_json::from_str(text(&o.stdout).trim()).expect("one JSON line")
+}
+
+fn save(endpoints: &str, to: &str, keep: &str, env: &[(&str, String)]) -> serde_json::Value {
+    save_with(endpoints, to, &["--keep", keep], env)
+}
+
+/// [`backup_save`] that must fail; its stderr.
+fn save_fails(endpoints: &str, to: &str, extra: &[&str], env: &[(&str, String)]) -> String {
+    let o = backup_save(endpoints, to, extra, env);
+    assert!(!o.status.success(), "backup save to {to} {extra:?} succeeded");
+    text(&o.stderr)
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -246,48 +262,16 @@ fn backups_to_a_directory_and_to_s3_verify_prune_and_restore() {
     assert_eq!(sha256_hex(&from_s3), up["sha256"].as_str().unwrap());
 
     // Bad input: clear errors, nothing written.
-    let missing = rustcd(
-        &[
-            "backup",
-            "save",
-            "--endpoints",
-            &c.endpoints(),
-            "--to",
-            "/nonexistent/backups/",
-        ],
-        &[],
-    );
-    assert!(!missing.status.success());
+    let missing = save_fails(&c.endpoints(), "/nonexistent/backups/", &[], &[]);
     assert!(
-        text(&missing.stderr).contains("backup directory /nonexistent/backups does not exist"),
-        "{}",
-        text(&missing.stderr)
+        missing.contains("backup directory /nonexistent/backups does not exist"),
+        "{missing}"
     );
-    let no_bucket = rustcd(
-        &[
-            "backup",
-            "save",
-            "--endpoints",
-            &c.endpoints(),
-            "--to",
-            "s3://no-such-bucket/x/",
-        ],
-        &env,
-    );
-    assert!(!no_bucket.status.success());
-    assert!(
-        text(&no_bucket.stderr).contains("s3://no-such-bucket/x/"),
-        "{}",
-        text(&no_bucket.stderr)
-    );
+    let no_bucket = save_fails(&c.endpoints(), "s3://no-such-bucket/x/", &[], &env);
+    assert!(no_bucket.contains("s3://no-such-bucket/x/"), "{no_bucket}");
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let nobody = rustcd(&["backup", "save", "--endpoints", &dead, "--to", &to], &[]);
-    assert!(!nobody.status.success());
-    assert!(
-        text(&nobody.stderr).contains("no healthy member"),
-        "{}",
-        text(&nobody.stderr)
-    );
+    let nobody = save_fails(&dead, &to, &[], &[]);
+    assert!(nobody.contains("no healthy member"), "{nobody}");
     assert_eq!(rustcd(&["backup", "list", &to], &[]).stdout, text_bytes(&listed));
     // A corrupted newest backup is refused by fetch, which leaves no file behind.
     let newest = Path::new(third["location"].as_str().unwrap());
@@ -334,12 +318,7 @@ fn wrong_s3_credentials_fail_the_backup_and_write_nothing() {
             _ => (*k, v.clone()),
         })
         .collect();
-    let o = rustcd(
-        &["backup", "save", "--endpoints", &c.endpoints(), "--to", "s3://backups/"],
-        &wrong,
-    );
-    assert!(!o.status.success(), "wrong credentials were accepted");
-    let err = text(&o.stderr);
+    let err = save_fails(&c.endpoints(), "s3://backups/", &[], &wrong);
     assert!(
         err.contains("s3://backups/") && err.contains("403 Forbidden: SignatureDoesNotMatch"),
         "{err}"
@@ -376,52 +355,14 @@ fn backups_of_a_cluster_with_auth_need_root() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let to = format!("{}/", tmp.path().display());
-    let anonymous = rustcd(&["backup", "save", "--endpoints", &c.endpoints(), "--to", &to], &[]);
-    assert!(!anonymous.status.success(), "a snapshot without a user was taken");
-    assert!(
-        text(&anonymous.stderr).contains("snapshot"),
-        "{}",
-        text(&anonymous.stderr)
-    );
+    let anonymous = save_fails(&c.endpoints(), &to, &[], &[]);
+    assert!(anonymous.contains("snapshot"), "{anonymous}");
     assert!(
         std::fs::read_dir(tmp.path()).unwrap().next().is_none(),
         "a refused backup wrote a file"
     );
-    let wrong = rustcd(
-        &[
-            "backup",
-            "save",
-            "--endpoints",
-            &c.endpoints(),
-            "--to",
-            &to,
-            "--user",
-            "root:nope",
-        ],
-        &[],
-    );
-    assert!(!wrong.status.success());
-    assert!(
-        text(&wrong.stderr).contains("authentication failed"),
-        "{}",
-        text(&wrong.stderr)
-    );
-    let o = rustcd(
-        &[
-            "backup",
-            "save",
-            "--endpoints",
-            &c.endpoints(),
-            "--to",
-            &to,
-            "--user",
-            "root",
-            "--password",
-            "rootpw",
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let r: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    let wrong = save_fails(&c.endpoints(), &to, &["--user", "root:nope"], &[]);
+    assert!(wrong.contains("authentication failed"), "{wrong}");
+    let r = save_with(&c.endpoints(), &to, &["--user", "root", "--password", "rootpw"], &[]);
     assert!(r["location"].as_str().unwrap().starts_with(&to), "{r}");
 }

@@ -11,7 +11,7 @@ use testkit::s3::S3Server;
 use super::etcd::etcdctl;
 use super::kubectl::{get_json, kubectl, kubectl_with_input, log, wait_until};
 use super::setup::Config;
-use super::{client_service_of, CLUSTER, STEP};
+use super::{client_service_of, condition, wait_degraded, CLUSTER, STEP};
 
 fn apply(ns: &str, object: &Value) {
     kubectl_with_input(&["apply", "-n", ns, "-f", "-"], Some(&object.to_string()))
@@ -102,10 +102,7 @@ pub fn backups_and_restores(config: &Config, service: &str) {
             .then_some(b)
             .ok_or("not failed yet".to_string())
     });
-    let failed = refused["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Failed").cloned())
-        .unwrap_or_default();
+    let failed = condition(&refused, "Failed");
     assert_eq!(failed["reason"], "DestinationNotFound", "{refused:#}");
 
     apply(
@@ -254,16 +251,7 @@ pub fn backups_and_restores(config: &Config, service: &str) {
             json!({"pvc": {"claimName": "backups", "path": "nothing-here/"}}),
         ),
     );
-    let degraded = wait_until("from-nowhere reports RestoreFailed", STEP, || {
-        let c = get_json(ns, &["etcdcluster", "from-nowhere"])?;
-        let d = c["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded").cloned())
-            .unwrap_or_default();
-        (d["reason"] == "RestoreFailed")
-            .then_some(d.clone())
-            .ok_or_else(|| format!("Degraded is {d}"))
-    });
+    let degraded = wait_degraded(ns, "from-nowhere", "RestoreFailed");
     let message = degraded["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("backup directory /backup-source/nothing-here does not exist"),

@@ -275,30 +275,58 @@ fn rolling_change(config: &Config, service: &str, members_before: &[String]) {
     let ns = config.namespace.as_str();
     patch_cluster(ns, r#"{"spec":{"resources":{"requests":{"cpu":"60m"}}}}"#);
     log("spec.resources changed");
-    wait_until("the new resources rolled out to 3 pods", STEP, || {
+    wait_rolled_out(ns, "the new resources", |p| {
+        p["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "60m"
+    });
+    assert_same_members(config, service, members_before, "the rolling change");
+}
+
+/// Waits until all 3 pods satisfy `rolled` (run the new template) and `status.updatedReplicas` is 3.
+fn wait_rolled_out(ns: &str, what: &str, rolled: impl Fn(&Value) -> bool) {
+    wait_until(&format!("{what} rolled out to 3 pods"), STEP, || {
         let pods = pods(ns)?;
-        let rolled = pods
-            .iter()
-            .filter(|p| p["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "60m")
-            .count();
+        let n = pods.iter().filter(|p| rolled(p)).count();
         let status = get_json(ns, &["etcdcluster", CLUSTER])?["status"].clone();
-        if rolled == 3 && pods.len() == 3 && status["updatedReplicas"] == 3 {
+        if n == 3 && pods.len() == 3 && status["updatedReplicas"] == 3 {
             Ok(())
         } else {
             Err(format!(
-                "{rolled} of {} pods rolled, status.updatedReplicas {}",
+                "{n} of {} pods rolled, status.updatedReplicas {}",
                 pods.len(),
                 status["updatedReplicas"]
             ))
         }
     });
+}
+
+/// The 3 started voters are the members of `members_before` (sorted IDs): `what` restarted them on
+/// their own volumes instead of replacing them.
+fn assert_same_members(config: &Config, service: &str, members_before: &[String], what: &str) {
     let members = wait_for_members(config, service, 3);
     let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
     ids.sort();
     assert_eq!(
         ids, members_before,
-        "the rolling change replaced members instead of restarting them"
+        "{what} replaced members instead of restarting them"
     );
+}
+
+/// The condition `type_` of `object` (any object with `status.conditions`), or `null`.
+pub fn condition(object: &Value, type_: &str) -> Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_default()
+}
+
+/// Waits until EtcdCluster `cluster` is `Degraded` with `reason`; the condition.
+pub fn wait_degraded(ns: &str, cluster: &str, reason: &str) -> Value {
+    wait_until(&format!("{cluster} reports {reason}"), STEP, || {
+        let d = condition(&get_json(ns, &["etcdcluster", cluster])?, "Degraded");
+        (d["reason"] == reason)
+            .then_some(d.clone())
+            .ok_or_else(|| format!("Degraded is {d}"))
+    })
 }
 
 /// The raft term `etcdctl endpoint status` reports through `service`.
@@ -327,31 +355,9 @@ fn upgrade(config: &Config, service: &str, next: &str, members_before: &[String]
     let started = std::time::Instant::now();
     patch_cluster(ns, &serde_json::json!({"spec": {"image": next}}).to_string());
     log(&format!("spec.image changed to {next}"));
-    wait_until("the new image rolled out to 3 pods", STEP, || {
-        let pods = pods(ns)?;
-        let rolled = pods
-            .iter()
-            .filter(|p| p["spec"]["containers"][0]["image"] == next)
-            .count();
-        let status = get_json(ns, &["etcdcluster", CLUSTER])?["status"].clone();
-        if rolled == 3 && pods.len() == 3 && status["updatedReplicas"] == 3 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{rolled} of {} pods on {next}, updatedReplicas {}",
-                pods.len(),
-                status["updatedReplicas"]
-            ))
-        }
-    });
-    let members = wait_for_members(config, service, 3);
+    wait_rolled_out(ns, "the new image", |p| p["spec"]["containers"][0]["image"] == next);
+    assert_same_members(config, service, members_before, "the upgrade");
     let elapsed = started.elapsed();
-    let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
-    ids.sort();
-    assert_eq!(
-        ids, members_before,
-        "the upgrade replaced members instead of restarting them"
-    );
     let term_after = raft_term(config, service);
     log(&format!(
         "upgrade: 3 members in {elapsed:.1?} ({:.1?} per member), raft term {term_before} -> {term_after}, \
@@ -404,16 +410,7 @@ fn quorum_lost_for_good(config: &Config) {
     scale(&sts, 3);
     scale(&operator, 1);
     log("two of three members' claims replaced with empty ones; operator restarted");
-    let degraded = wait_until("QuorumLost reported", STEP, || {
-        let c = get_json(ns, &["etcdcluster", CLUSTER])?;
-        let d = c["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded").cloned())
-            .unwrap_or_default();
-        (d["reason"] == "QuorumLost")
-            .then_some(d.clone())
-            .ok_or_else(|| format!("Degraded is {d}"))
-    });
+    let degraded = wait_degraded(ns, CLUSTER, "QuorumLost");
     let message = degraded["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("2 of 3 members lost their data"), "{message}");
     log(&format!("quorum loss: {message}"));

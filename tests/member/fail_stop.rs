@@ -13,6 +13,25 @@ use testkit::{etcdctl, etcdctl_until_ok, free_port, Kind};
 /// A tmpfs of `mb` MiB, unmounted and removed on drop.
 struct Tmpfs(PathBuf);
 
+/// A tmpfs of `mb` MiB with all but `room` MiB taken by a filler file, which [`free_space`] removes;
+/// `None` (after printing why) where no tmpfs can be mounted.
+fn nearly_full(mb: u32, room: u32) -> Option<Tmpfs> {
+    let fs = match Tmpfs::mount(mb) {
+        Ok(fs) => fs,
+        Err(e) => {
+            testkit::print_skip(&e);
+            return None;
+        }
+    };
+    std::fs::write(fs.0.join("filler"), vec![0u8; ((mb - room) as usize) << 20]).expect("filler");
+    Some(fs)
+}
+
+/// Removes [`nearly_full`]'s filler.
+fn free_space(fs: &Tmpfs) {
+    std::fs::remove_file(fs.0.join("filler")).expect("remove the filler");
+}
+
 impl Tmpfs {
     fn mount(mb: u32) -> Result<Tmpfs, String> {
         let dir = std::env::temp_dir().join(format!("rustcd-failstop-{}-{}", std::process::id(), free_port()));
@@ -163,15 +182,7 @@ fn a_full_disk_stops_a_single_member_and_loses_no_acknowledged_write() {
     if !testkit::etcdctl_usable() {
         return;
     }
-    let fs = match Tmpfs::mount(16) {
-        Ok(fs) => fs,
-        Err(e) => {
-            testkit::print_skip(&e);
-            return;
-        }
-    };
-    let filler = fs.0.join("filler");
-    std::fs::write(&filler, vec![0u8; 10 << 20]).expect("filler");
+    let Some(fs) = nearly_full(16, 6) else { return };
     let logs = tempfile::tempdir().unwrap();
     let mut m = Member::new("m0", &fs.0, logs.path());
     let initial = format!("m0={}", m.peer);
@@ -184,7 +195,7 @@ fn a_full_disk_stops_a_single_member_and_loses_no_acknowledged_write() {
     assert!(acked.len() < 400, "the disk never filled up");
     assert_fail_stopped(&mut m, &fs.0);
 
-    std::fs::remove_file(&filler).unwrap();
+    free_space(&fs);
     m.spawn(&initial);
     let keys = stored(&m.client);
     let lost: Vec<_> = acked.iter().filter(|k| !keys.contains(k)).collect();
@@ -197,15 +208,7 @@ fn a_full_disk_stops_one_of_three_members_the_others_serve_and_it_catches_up() {
         return;
     }
     // Room for about 8 MB of m0's WAL; freed, room for all it then has to catch up on.
-    let fs = match Tmpfs::mount(64) {
-        Ok(fs) => fs,
-        Err(e) => {
-            testkit::print_skip(&e);
-            return;
-        }
-    };
-    let filler = fs.0.join("filler");
-    std::fs::write(&filler, vec![0u8; 56 << 20]).expect("filler");
+    let Some(fs) = nearly_full(64, 8) else { return };
     let others = tempfile::tempdir().unwrap();
     let mut members = vec![
         Member::new("m0", &fs.0, others.path()),
@@ -235,7 +238,7 @@ fn a_full_disk_stops_one_of_three_members_the_others_serve_and_it_catches_up() {
     // Quorum remains: the two others keep taking writes.
     let more = fill(&healthy, acked.len(), 5, || false);
     assert_eq!(more.len(), 5, "the two remaining members stopped serving");
-    std::fs::remove_file(&filler).unwrap();
+    free_space(&fs);
     m0.spawn(&initial);
     let expected: Vec<String> = acked.iter().chain(&more).cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(60);
